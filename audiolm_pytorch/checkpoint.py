@@ -1,0 +1,278 @@
+"""One checkpoint format for every model and trainer.
+
+A checkpoint is a ``torch.save`` dict that loads with ``torch.load(weights_only=True)`` (no pickled code):
+
+    {
+        'format': 'audiolm_pytorch', 'format_version': 1, 'version': '<library version>',
+        'kind': '<class name>', 'config': '<JSON of the constructor keyword arguments>',
+        'model': state_dict, 'ema_model': state_dict (optional, same keys as 'model'),
+        'trainer': {...} (optional: optimizers, schedulers, step, RNG states),
+    }
+
+or a ``.safetensors`` file holding the weights with ``kind`` / ``config`` / ``version`` in its metadata.
+Writes are atomic (temp file in the same folder, fsync, rename), so a crash never leaves half a file.
+Files written by the established ``audiolm-pytorch`` (``{'model', 'config': <pickled bytes>, ...}``) are read
+too: their weights load, their pickled config is never unpickled.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import json
+import logging
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from audiolm_pytorch.utils import exists, to_jsonable
+from audiolm_pytorch.version import __version__
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = 'audiolm_pytorch'
+FORMAT_VERSION = 1
+
+_NESTED_KEY = '__checkpointable__'
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents = True, exist_ok = True)
+    fd, tmp_name = tempfile.mkstemp(prefix = f'.{path.name}.', suffix = '.tmp', dir = path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+        raise
+    return path
+
+
+def _save_safetensors(state_dict: dict, metadata: dict, path: Path):
+    from safetensors.torch import save_file
+    tensors, seen = {}, set()
+    for key, tensor in state_dict.items():
+        tensor = tensor.detach().cpu().contiguous()
+        if tensor.data_ptr() in seen:  # tied weights: safetensors refuses shared storage
+            tensor = tensor.clone()
+        seen.add(tensor.data_ptr())
+        tensors[key] = tensor
+    path.parent.mkdir(parents = True, exist_ok = True)
+    fd, tmp_name = tempfile.mkstemp(prefix = f'.{path.name}.', suffix = '.tmp', dir = path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp_name, metadata = metadata)
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+        raise
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint without executing code. Returns a dict with at least ``model``; ``kind`` and
+    ``config`` (a dict) are present when the file stores them."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+
+    if path.suffix == '.safetensors':
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+        with safe_open(str(path), framework = 'pt') as f:
+            metadata = f.metadata() or {}
+        pkg = dict(model = load_file(str(path)), kind = metadata.get('kind'), version = metadata.get('version'))
+        pkg['config'] = json.loads(metadata['config']) if 'config' in metadata else None
+        return pkg
+
+    try:
+        pkg = torch.load(str(path), map_location = 'cpu', weights_only = True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f'{path} is not a safe checkpoint (it needs arbitrary code to unpickle: {error}). '
+            'Re-save it with this library, or convert its state dict to safetensors.') from error
+    except (RuntimeError, EOFError) as error:
+        raise ValueError(f'{path} is not a readable checkpoint ({error}); the file may be truncated or corrupt') from error
+
+    if not isinstance(pkg, dict):
+        raise ValueError(f'{path} does not hold a checkpoint dict (found {type(pkg).__name__})')
+
+    if 'model' not in pkg:
+        # a bare state dict saved with torch.save(model.state_dict())
+        if all(isinstance(v, torch.Tensor) for v in pkg.values()):
+            return dict(model = pkg, kind = None, config = None)
+        raise ValueError(f'{path} has no "model" entry; keys found: {sorted(pkg)[:10]}')
+
+    pkg = dict(pkg)
+    config = pkg.get('config')
+    if pkg.get('format') == FORMAT_NAME and isinstance(config, str):
+        pkg['config'] = json.loads(config)
+    else:
+        pkg['config'] = None  # legacy files pickle their config: never unpickled
+    pkg.setdefault('kind', None)
+    return pkg
+
+
+def _strip_ema_prefix(state_dict: dict) -> dict:
+    """ema_pytorch's ``EMA.state_dict()`` stores ``ema_model.<key>`` plus bookkeeping; keep the model keys."""
+    if not any(k.startswith('ema_model.') for k in state_dict):
+        return state_dict
+    return {k[len('ema_model.'):]: v for k, v in state_dict.items() if k.startswith('ema_model.')}
+
+
+def config_to_data(config: dict) -> dict:
+    def convert(value):
+        if isinstance(value, Checkpointable):
+            return {_NESTED_KEY: type(value).__name__, 'config': config_to_data(value.config)}
+        if isinstance(value, dict):
+            return {str(k): convert(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple, range)):
+            return [convert(v) for v in value]
+        return to_jsonable(value)
+    return {key: convert(value) for key, value in config.items()}
+
+
+def config_from_data(data: dict) -> dict:
+    def convert(value):
+        if isinstance(value, dict) and _NESTED_KEY in value:
+            return resolve_kind(value[_NESTED_KEY])(**config_from_data(value['config']))
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        return value
+    return {key: convert(value) for key, value in data.items()}
+
+
+def resolve_kind(kind: str) -> type:
+    cls = Checkpointable.registry.get(kind)
+    if cls is None:
+        # the class may live in a module not imported yet: importing the public package resolves it
+        import audiolm_pytorch
+        cls = getattr(audiolm_pytorch, kind, None)
+    if cls is None or not (isinstance(cls, type) and issubclass(cls, Checkpointable)):
+        raise ValueError(f'checkpoint holds a model of unknown kind {kind!r}')
+    return cls
+
+
+class Checkpointable:
+    """Mixin for ``nn.Module`` models: records the keyword arguments the outermost ``__init__`` was called
+    with (as data, not pickled code) and provides ``save`` / ``load`` / ``init_and_load_from``.
+
+    Subclass it alongside ``nn.Module`` (``class SoundStream(Checkpointable, nn.Module)``). Arguments must be
+    JSON-able data or other ``Checkpointable`` modules (stored as nested configs).
+    """
+
+    registry: dict[str, type] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Checkpointable.registry[cls.__name__] = cls
+        original_init = cls.__dict__.get('__init__')
+        if original_init is None:
+            return
+        signature = inspect.signature(original_init)
+
+        @functools.wraps(original_init)
+        def recording_init(self, *args, **kwargs):
+            outermost = not self.__dict__.get('_recording_config', False)
+            if outermost:
+                object.__setattr__(self, '_recording_config', True)
+            try:
+                original_init(self, *args, **kwargs)
+            finally:
+                if outermost:
+                    object.__setattr__(self, '_recording_config', False)
+            if outermost:
+                bound = signature.bind(self, *args, **kwargs)
+                config = {}
+                for name, value in list(bound.arguments.items())[1:]:
+                    if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                        config.update(value)
+                    elif signature.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL:
+                        if value:
+                            raise TypeError(f'{cls.__name__} cannot record positional *args in its config')
+                    else:
+                        config[name] = value
+                object.__setattr__(self, '_config', config)
+
+        cls.__init__ = recording_init
+
+    @property
+    def config(self) -> dict:
+        """The constructor keyword arguments this model was built with."""
+        return copy.copy(self.__dict__.get('_config', {}))
+
+    @property
+    def configs(self) -> dict:  # name used by the established API
+        return self.config
+
+    def checkpoint_dict(self, *, ema_state_dict: dict | None = None, **extra) -> dict:
+        pkg = dict(
+            format = FORMAT_NAME, format_version = FORMAT_VERSION, version = __version__,
+            kind = type(self).__name__, config = json.dumps(config_to_data(self.config)),
+            model = self.state_dict(),
+        )
+        if exists(ema_state_dict):
+            pkg['ema_model'] = ema_state_dict
+        pkg.update(extra)
+        return pkg
+
+    def save(self, path: str | os.PathLike, **extra) -> Path:
+        """Save config + weights. ``.safetensors`` paths hold weights with the config in the metadata."""
+        path = Path(path)
+        if path.suffix == '.safetensors':
+            if extra:
+                raise ValueError('safetensors checkpoints hold weights only; save extra state to a .pt path')
+            metadata = dict(format = FORMAT_NAME, format_version = str(FORMAT_VERSION), version = __version__,
+                            kind = type(self).__name__, config = json.dumps(config_to_data(self.config)))
+            _save_safetensors(self.state_dict(), metadata, path)
+            return path
+        return atomic_save(self.checkpoint_dict(**extra), path)
+
+    def load(self, path: str | os.PathLike, strict: bool = True, prefer_ema: bool = True):
+        """Load weights from any checkpoint this library (or the established ``audiolm-pytorch``) wrote.
+        EMA weights are used when present and ``prefer_ema``. Returns the raw checkpoint dict."""
+        pkg = read_checkpoint(path)
+        kind = pkg.get('kind')
+        if exists(kind) and kind != type(self).__name__ and not isinstance(self, resolve_kind(kind)):
+            raise ValueError(f'{path} holds a {kind}, not a {type(self).__name__}')
+
+        stored_config = pkg.get('config')
+        if exists(stored_config) and stored_config != config_to_data(self.config):
+            differing = sorted(k for k in set(stored_config) | set(self.config)
+                               if stored_config.get(k) != config_to_data(self.config).get(k))
+            logger.warning('loading %s into a %s whose config differs in: %s', path, type(self).__name__, differing)
+
+        state_dict = pkg['model']
+        if prefer_ema and exists(pkg.get('ema_model')):
+            state_dict = _strip_ema_prefix(pkg['ema_model'])
+        self.load_state_dict(state_dict, strict = strict)
+        return pkg
+
+    @classmethod
+    def init_and_load_from(cls, path: str | os.PathLike, strict: bool = True, prefer_ema: bool = True):
+        """Rebuild the model from the config stored in ``path`` and load its weights."""
+        pkg = read_checkpoint(path)
+        if not exists(pkg.get('config')) or not exists(pkg.get('kind')):
+            raise ValueError(
+                f'{path} stores no model config (a legacy or bare state-dict file): construct the model with '
+                f'its original arguments and call .load({str(path)!r}) instead')
+        model_cls = resolve_kind(pkg['kind'])
+        if not issubclass(model_cls, cls):
+            raise ValueError(f'{path} holds a {pkg["kind"]}, not a {cls.__name__}')
+        model = model_cls(**config_from_data(pkg['config']))
+        model.load(path, strict = strict, prefer_ema = prefer_ema)
+        return model

@@ -1,0 +1,44 @@
+"""Positional information that keeps attention on the SDPA fast path.
+
+Rotary embeddings (RoFormer, arXiv 2104.09864) rotate queries and keys, so no bias matrix is needed and
+``F.scaled_dot_product_attention`` can pick flash / memory-efficient kernels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class RotaryEmbedding(nn.Module):
+    """``forward(positions (n,) or seq_len) -> (cos, sin)`` each ``(n, dim_head)``; apply with ``apply_rotary``."""
+
+    def __init__(self, dim_head: int, *, theta: float = 10000., rotary_fraction: float = 1.):
+        super().__init__()
+        rotary_dim = int(dim_head * rotary_fraction) // 2 * 2
+        if rotary_dim < 2:
+            raise ValueError(f'rotary embedding needs at least 2 dimensions, got dim_head={dim_head}')
+        self.rotary_dim = rotary_dim
+        inv_freq = 1. / (theta ** (torch.arange(0, rotary_dim, 2).float() / rotary_dim))
+        self.register_buffer('inv_freq', inv_freq, persistent = False)
+
+    def forward(self, positions: Tensor | int, *, offset: int = 0) -> tuple[Tensor, Tensor]:
+        if isinstance(positions, int):
+            positions = torch.arange(offset, offset + positions, device = self.inv_freq.device)
+        freqs = positions.float()[..., None] * self.inv_freq          # (..., n, rotary_dim / 2)
+        freqs = torch.cat((freqs, freqs), dim = -1)                   # (..., n, rotary_dim)
+        return freqs.cos(), freqs.sin()
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim = -1)
+    return torch.cat((-x2, x1), dim = -1)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the first ``cos.shape[-1]`` features of ``x (b, h, n, d)``; ``cos``/``sin`` are ``(n, r)`` or
+    ``(b, 1, n, r)``."""
+    rotary_dim = cos.shape[-1]
+    rotated, passthrough = x[..., :rotary_dim], x[..., rotary_dim:]
+    rotated = (rotated.float() * cos + rotate_half(rotated.float()) * sin).to(x.dtype)
+    return torch.cat((rotated, passthrough), dim = -1)
