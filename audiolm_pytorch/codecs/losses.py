@@ -1,0 +1,95 @@
+"""Codec training losses: waveform, multi-resolution mel, hinge adversarial, feature matching, gradient penalty.
+
+All reductions run in float32, also under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from audiolm_pytorch.audio import MelSpectrogram
+
+
+def waveform_loss(pred: Tensor, target: Tensor, kind: str = 'l2') -> Tensor:
+    """Sample-wise reconstruction: ``'l2'`` (mean squared error) or ``'l1'`` (mean absolute error)."""
+    pred, target = pred.float(), target.float()
+    if kind == 'l2':
+        return F.mse_loss(pred, target)
+    if kind == 'l1':
+        return F.l1_loss(pred, target)
+    raise ValueError(f"waveform loss kind must be 'l1' or 'l2', got {kind!r}")
+
+
+class MultiResolutionMelLoss(nn.Module):
+    """Multi-scale spectral reconstruction loss of SoundStream (arXiv 2107.03312, eq. 4-5).
+
+    For each window ``s = 2^p`` (hop ``s / 4``): per frame, the L1 distance of mel spectra summed over mel bins
+    plus ``sqrt(s / 2)`` times the L2 distance of log-mel spectra; averaged over frames and over resolutions.
+
+    Args:
+        sample_hz: audio rate. window_powers_of_two: ``p`` values (default 6..11, windows 64..2048).
+        n_mels: mel bins per resolution. min_n_fft: FFT size is ``max(window, min_n_fft)`` so small windows keep
+        enough frequency bins for ``n_mels`` filters.
+
+    ``forward(pred (b, ..., n), target (b, ..., n)) -> scalar``.
+    """
+
+    def __init__(self, *, sample_hz: int, window_powers_of_two: Sequence[int] = tuple(range(6, 12)),
+                 n_mels: int = 64, min_n_fft: int = 512, eps: float = 1e-5):
+        super().__init__()
+        self.transforms = nn.ModuleList()
+        self.alphas = []
+        for power in window_powers_of_two:
+            window = 2 ** power
+            self.transforms.append(MelSpectrogram(
+                sample_hz = sample_hz, n_fft = max(window, min_n_fft), win_length = window, hop_length = window // 4,
+                n_mels = n_mels, power = 1.))
+            self.alphas.append((window / 2) ** 0.5)
+        self.eps = eps
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        batch = pred.shape[0]
+        both = torch.cat((pred.float(), target.detach().float()), dim = 0)
+        total = torch.zeros((), device = pred.device)
+        for transform, alpha in zip(self.transforms, self.alphas):
+            mel_pred, mel_target = transform(both).split(batch, dim = 0)            # (b, ..., mels, frames)
+            l1 = (mel_pred - mel_target).abs().sum(dim = -2).mean()
+            log_diff = mel_pred.clamp(min = self.eps).log() - mel_target.clamp(min = self.eps).log()
+            l2_log = log_diff.pow(2).sum(dim = -2).add(1e-8).sqrt().mean()
+            total = total + l1 + alpha * l2_log
+        return total / max(len(self.transforms), 1)
+
+
+def hinge_discr_loss(fake_logits: Tensor, real_logits: Tensor) -> Tensor:
+    """Discriminator hinge loss: ``relu(1 + D(fake)) + relu(1 - D(real))``."""
+    return F.relu(1 + fake_logits.float()).mean() + F.relu(1 - real_logits.float()).mean()
+
+
+def hinge_gen_loss(fake_logits: Tensor) -> Tensor:
+    """Generator hinge loss: ``-D(fake)``."""
+    return -fake_logits.float().mean()
+
+
+def feature_matching_loss(real_features: Sequence[Tensor], fake_features: Sequence[Tensor]) -> Tensor:
+    """Mean over layers of the L1 distance between discriminator features (real ones are targets, detached)."""
+    losses = [F.l1_loss(fake.float(), real.detach().float()) for real, fake in zip(real_features, fake_features)]
+    if not losses:
+        raise ValueError('feature matching needs at least one discriminator feature map')
+    return torch.stack(losses).mean()
+
+
+def gradient_penalty(inputs: Tensor, outputs: Tensor | Sequence[Tensor], weight: float = 10.) -> Tensor:
+    """Zero-centred R1 penalty (arXiv 1801.04406): ``weight * mean_b ||d sum(D(x)) / d x||^2`` on real ``x``.
+
+    ``inputs`` must require grad and ``outputs`` be computed from it (logits of one or more discriminators).
+    """
+    if not inputs.requires_grad:
+        raise ValueError('gradient_penalty needs inputs that require grad (call inputs.requires_grad_() first)')
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    total = sum(out.float().sum() for out in outputs)
+    (gradients,) = torch.autograd.grad(total, inputs, create_graph = True)
+    return weight * gradients.float().pow(2).reshape(gradients.shape[0], -1).sum(dim = -1).mean()

@@ -1,0 +1,601 @@
+"""SoundStream: a causal convolutional audio codec with residual vector quantization (arXiv 2107.03312).
+
+waveform (b, c, n) -> causal conv encoder (residual units, dilations 1/3/9, strided downsampling)
+-> causal local-attention transformer -> residual quantizer (RVQ with k-means init + EMA + dead-code
+replacement, grouped RVQ, residual LFQ or residual FSQ; quantizer dropout for variable bitrate)
+-> local-attention transformer -> causal transposed-conv decoder -> waveform (b, c, n).
+
+Every layer is causal, so the codec also runs chunk by chunk with an explicit state (``init_encoder_state`` /
+``encode_chunk``, ``init_decoder_state`` / ``decode_chunk``) and gives the same codes and audio as a
+whole-signal run.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any, NamedTuple, Sequence
+
+import torch
+from beartype import beartype
+from einops import rearrange
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from audiolm_pytorch.audio import LoadedAudio, resample
+from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.codecs.discriminators import MultiPeriodDiscriminator, MultiScaleDiscriminator, STFTDiscriminator
+from audiolm_pytorch.codecs.losses import (MultiResolutionMelLoss, feature_matching_loss, gradient_penalty,
+                                           hinge_discr_loss, hinge_gen_loss, waveform_loss)
+from audiolm_pytorch.nn.causal_conv import (CausalConv1d, CausalConvTranspose1d, CausalSqueezeExcite, Residual,
+                                            StreamingSequential)
+from audiolm_pytorch.nn.local_attention import LocalTransformer
+from audiolm_pytorch.utils import exists
+
+
+class LossBreakdown(NamedTuple):
+    """Generator loss terms (unweighted), reconstruction first as in the established API."""
+    recon: Tensor
+    multi_spectral: Tensor
+    adversarial: Tensor
+    feature: Tensor
+    commitment: Tensor
+
+
+class TrainingLosses(NamedTuple):
+    """Everything one training step needs from a single encoder/decoder pass (``return_all_losses=True``).
+
+    ``generator`` only has gradients w.r.t. ``non_discr_parameters()`` and ``discriminator`` only w.r.t.
+    ``discriminator_parameters()``, so ``(generator + discriminator).backward()`` is one DDP-friendly backward.
+    """
+    generator: Tensor
+    discriminator: Tensor
+    breakdown: LossBreakdown
+    discr_breakdown: dict
+
+
+@dataclass
+class CodecStreamState:
+    """Streaming state of the encoder or the decoder: per-conv-layer buffers, attention kv caches, frames done."""
+    conv: list
+    attn: Any
+    frames: int = 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# encoder / decoder blocks
+# ----------------------------------------------------------------------------------------------------------
+
+def residual_unit(dim: int, dilation: int, squeeze_excite: bool = False, kernel_size: int = 7) -> Residual:
+    layers = [CausalConv1d(dim, dim, kernel_size, dilation = dilation), nn.ELU(),
+              CausalConv1d(dim, dim, 1), nn.ELU()]
+    if squeeze_excite:
+        layers.append(CausalSqueezeExcite(dim))
+    return Residual(StreamingSequential(*layers))
+
+
+def encoder_block(chan_in: int, chan_out: int, stride: int, dilations: Sequence[int], squeeze_excite: bool):
+    return StreamingSequential(*(residual_unit(chan_in, d, squeeze_excite) for d in dilations),
+                               CausalConv1d(chan_in, chan_out, 2 * stride, stride = stride), nn.ELU())
+
+
+def decoder_block(chan_in: int, chan_out: int, stride: int, dilations: Sequence[int], squeeze_excite: bool):
+    return StreamingSequential(CausalConvTranspose1d(chan_in, chan_out, stride = stride), nn.ELU(),
+                               *(residual_unit(chan_out, d, squeeze_excite) for d in dilations))
+
+
+@contextmanager
+def _eval_mode(module: nn.Module):
+    """Run ``module`` in eval mode (no codebook updates, no quantizer dropout), restoring its mode after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def _frozen(module: nn.Module, *args):
+    """Call ``module`` with its parameters detached: gradients reach the inputs but not the module."""
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    return functional_call(module, params, args, strict = False)
+
+
+class SoundStream(Checkpointable, nn.Module):
+    """SoundStream codec with its training losses (reconstruction, multi-scale mel, adversarial, feature matching,
+    commitment) and discriminators (multi-scale waveform, STFT, optional multi-period).
+
+    Args (keyword-only; the established ``audiolm-pytorch`` names):
+        channels, channel_mults, strides: encoder widths ``channels * mult`` and downsampling per block
+            (``downsample_factor = prod(strides)`` samples per code frame).
+        codebook_dim: latent width. codebook_size: codes per quantizer (derived for FSQ).
+        rq_num_quantizers: residual levels; rq_groups: independent quantizer groups (HiFi-Codec).
+        rq_commitment_weight, rq_ema_decay: VQ commitment weight and EMA decay. rq_kwargs: extra quantizer kwargs.
+        rq_quantize_dropout_multiple_of, quantize_dropout_cutoff_index: quantizer dropout (variable bitrate).
+        use_lookup_free_quantizer / use_finite_scalar_quantizer (+ finite_scalar_quantizer_levels): LFQ / FSQ.
+        input_channels: audio channels. target_sample_hz: model rate.
+        enc_cycle_dilations, dec_cycle_dilations: residual unit dilations per block.
+        use_local_attn, attn_window_size, attn_depth, attn_heads, attn_dim_head: bottleneck transformers.
+        squeeze_excite: causal squeeze-excitation in residual units.
+        discr_multi_scales: waveform discriminator scales. stft_discriminator: None (default STFT discriminator),
+            False (none) or a module returning logits or ``(logits, features)`` pairs.
+        use_multi_period_discr, multi_period_discr_periods: optional HiFi-GAN period discriminators.
+        multi_spectral_window_powers_of_two, multi_spectral_n_mels: mel loss resolutions.
+        recon_loss_weight (+ recon_loss_type 'l2' | 'l1'), multi_spectral_recon_loss_weight,
+            adversarial_loss_weight, feature_loss_weight: generator loss weights.
+        grad_penalty_weight: weight of the zero-centred R1 penalty (``apply_grad_penalty=True``).
+    """
+
+    @beartype
+    def __init__(
+        self, *,
+        channels: int = 32,
+        strides: Sequence[int] = (2, 4, 5, 8),
+        channel_mults: Sequence[int] = (2, 4, 8, 16),
+        codebook_dim: int = 512,
+        codebook_size: int | None = None,
+        rq_num_quantizers: int = 8,
+        rq_groups: int = 1,
+        rq_commitment_weight: float = 1.,
+        rq_ema_decay: float = 0.95,
+        rq_quantize_dropout_multiple_of: int = 1,
+        quantize_dropout_cutoff_index: int = 1,
+        rq_kwargs: dict | None = None,
+        use_lookup_free_quantizer: bool = False,
+        use_finite_scalar_quantizer: bool = False,
+        finite_scalar_quantizer_levels: Sequence[int] | None = None,
+        input_channels: int = 1,
+        discr_multi_scales: Sequence[float] = (1, 0.5, 0.25),
+        enc_cycle_dilations: Sequence[int] = (1, 3, 9),
+        dec_cycle_dilations: Sequence[int] = (1, 3, 9),
+        multi_spectral_window_powers_of_two: Sequence[int] = tuple(range(6, 12)),
+        multi_spectral_n_mels: int = 64,
+        recon_loss_weight: float = 1.,
+        recon_loss_type: str = 'l2',
+        multi_spectral_recon_loss_weight: float = 1.,
+        adversarial_loss_weight: float = 1.,
+        feature_loss_weight: float = 100.,
+        grad_penalty_weight: float = 10.,
+        target_sample_hz: int = 16000,
+        use_local_attn: bool = True,
+        attn_window_size: int = 128,
+        attn_depth: int = 1,
+        attn_heads: int = 8,
+        attn_dim_head: int = 64,
+        squeeze_excite: bool = False,
+        stft_discriminator: nn.Module | bool | None = None,
+        use_multi_period_discr: bool = False,
+        multi_period_discr_periods: Sequence[int] = (2, 3, 5, 7, 11),
+    ):
+        super().__init__()
+        strides, channel_mults = tuple(strides), tuple(channel_mults)
+        self._validate_config(strides, channel_mults, codebook_dim, codebook_size, rq_num_quantizers, rq_groups,
+                              quantize_dropout_cutoff_index, use_lookup_free_quantizer, use_finite_scalar_quantizer,
+                              finite_scalar_quantizer_levels, recon_loss_type, target_sample_hz, input_channels)
+
+        self.target_sample_hz = target_sample_hz
+        self.strides = strides
+        self.input_channels = input_channels
+        self.codebook_dim = codebook_dim
+        self.num_quantizers = rq_num_quantizers
+        self.rq_groups = rq_groups
+        self.recon_loss_type = recon_loss_type
+        self.recon_loss_weight = recon_loss_weight
+        self.multi_spectral_recon_loss_weight = multi_spectral_recon_loss_weight
+        self.adversarial_loss_weight = adversarial_loss_weight
+        self.feature_loss_weight = feature_loss_weight
+        self.grad_penalty_weight = grad_penalty_weight
+
+        # encoder / decoder
+        layer_channels = (channels, *(channels * m for m in channel_mults))
+        pairs = list(zip(layer_channels[:-1], layer_channels[1:]))
+        self.encoder = StreamingSequential(
+            CausalConv1d(input_channels, channels, 7),
+            *(encoder_block(c_in, c_out, s, enc_cycle_dilations, squeeze_excite) for (c_in, c_out), s in zip(pairs, strides)),
+            CausalConv1d(layer_channels[-1], codebook_dim, 3))
+        self.decoder = StreamingSequential(
+            CausalConv1d(codebook_dim, layer_channels[-1], 7), nn.ELU(),
+            *(decoder_block(c_out, c_in, s, dec_cycle_dilations, squeeze_excite)
+              for (c_in, c_out), s in zip(reversed(pairs), reversed(strides))),
+            CausalConv1d(channels, input_channels, 7))
+
+        attn_kwargs = dict(dim = codebook_dim, depth = attn_depth, heads = attn_heads, dim_head = attn_dim_head,
+                           window_size = attn_window_size)
+        self.encoder_attn = LocalTransformer(**attn_kwargs) if use_local_attn and attn_depth > 0 else None
+        self.decoder_attn = LocalTransformer(**attn_kwargs) if use_local_attn and attn_depth > 0 else None
+
+        # quantizer
+        self.quantizer_kind = 'lfq' if use_lookup_free_quantizer else ('fsq' if use_finite_scalar_quantizer else 'vq')
+        self.rq = self._build_quantizer(codebook_dim, codebook_size, rq_num_quantizers, rq_groups,
+                                        rq_commitment_weight, rq_ema_decay, rq_quantize_dropout_multiple_of,
+                                        quantize_dropout_cutoff_index, finite_scalar_quantizer_levels, rq_kwargs or {})
+        self.codebook_size = codebook_size if self.quantizer_kind != 'fsq' else math.prod(finite_scalar_quantizer_levels)
+
+        # discriminators and spectral loss
+        self.discr_multi_scales = tuple(discr_multi_scales)
+        self.discriminators = MultiScaleDiscriminator(scales = discr_multi_scales, input_channels = input_channels) \
+            if len(self.discr_multi_scales) > 0 else None
+        if stft_discriminator is None or stft_discriminator is True:
+            stft_discriminator = STFTDiscriminator(input_channels = input_channels)
+        self.stft_discriminator = stft_discriminator if isinstance(stft_discriminator, nn.Module) else None
+        self.period_discriminator = MultiPeriodDiscriminator(periods = multi_period_discr_periods,
+                                                             input_channels = input_channels) \
+            if use_multi_period_discr else None
+        self.mel_loss = MultiResolutionMelLoss(sample_hz = target_sample_hz,
+                                               window_powers_of_two = tuple(multi_spectral_window_powers_of_two),
+                                               n_mels = multi_spectral_n_mels)
+
+    # ------------------------------------------------------------------------------------------------------
+    # construction helpers
+    # ------------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _validate_config(strides, channel_mults, codebook_dim, codebook_size, num_quantizers, groups, cutoff,
+                         use_lfq, use_fsq, fsq_levels, recon_loss_type, target_sample_hz, input_channels):
+        if use_lfq and use_fsq:
+            raise ValueError('use_lookup_free_quantizer and use_finite_scalar_quantizer cannot both be set: pick one')
+        if use_fsq and not fsq_levels:
+            raise ValueError('use_finite_scalar_quantizer needs finite_scalar_quantizer_levels, e.g. [8, 5, 5, 5]')
+        if use_fsq and exists(codebook_size) and codebook_size != math.prod(fsq_levels):
+            raise ValueError(f'with FSQ the codebook size is prod(levels) = {math.prod(fsq_levels)}; '
+                             f'got codebook_size={codebook_size}: drop codebook_size or change the levels')
+        if not use_fsq and not exists(codebook_size):
+            raise ValueError('codebook_size is required (e.g. SoundStream(codebook_size=1024, ...)) unless '
+                             'use_finite_scalar_quantizer=True, where it is derived from the levels')
+        if use_lfq and (codebook_size & (codebook_size - 1)) != 0:
+            raise ValueError(f'lookup-free quantization needs a power-of-two codebook_size, got {codebook_size}')
+        if not use_fsq and codebook_size < 2:
+            raise ValueError(f'codebook_size must be at least 2, got {codebook_size}')
+        if len(strides) == 0 or len(strides) != len(channel_mults):
+            raise ValueError(f'strides {strides} and channel_mults {channel_mults} must be non-empty and of equal length')
+        if any(s < 1 for s in strides):
+            raise ValueError(f'strides must be positive, got {strides}')
+        if num_quantizers < 1 or groups < 1:
+            raise ValueError(f'rq_num_quantizers and rq_groups must be >= 1, got {num_quantizers} and {groups}')
+        if codebook_dim % groups:
+            raise ValueError(f'codebook_dim ({codebook_dim}) must be divisible by rq_groups ({groups})')
+        if num_quantizers > 1 and not 0 <= cutoff < num_quantizers:
+            raise ValueError(f'quantize_dropout_cutoff_index must be in [0, rq_num_quantizers), got {cutoff}')
+        if recon_loss_type not in ('l1', 'l2'):
+            raise ValueError(f"recon_loss_type must be 'l1' or 'l2', got {recon_loss_type!r}")
+        if target_sample_hz <= 0 or input_channels < 1:
+            raise ValueError('target_sample_hz and input_channels must be positive')
+
+    def _build_quantizer(self, dim, codebook_size, num_quantizers, groups, commitment_weight, ema_decay,
+                         dropout_multiple_of, cutoff, fsq_levels, rq_kwargs):
+        from vector_quantize_pytorch import (GroupedResidualFSQ, GroupedResidualLFQ, GroupedResidualVQ, ResidualFSQ,
+                                             ResidualLFQ, ResidualVQ)
+        common = dict(num_quantizers = num_quantizers, quantize_dropout = True,
+                      quantize_dropout_cutoff_index = cutoff, quantize_dropout_multiple_of = dropout_multiple_of)
+        if self.quantizer_kind == 'lfq':
+            kwargs = dict(common, codebook_size = codebook_size, **rq_kwargs)
+            single, grouped = ResidualLFQ, GroupedResidualLFQ
+        elif self.quantizer_kind == 'fsq':
+            kwargs = dict(common, levels = list(fsq_levels), **rq_kwargs)
+            single, grouped = ResidualFSQ, GroupedResidualFSQ
+        else:
+            kwargs = dict(common, codebook_size = codebook_size, decay = ema_decay, commitment_weight = commitment_weight,
+                          kmeans_init = True, threshold_ema_dead_code = 2)
+            kwargs.update(rq_kwargs)
+            single, grouped = ResidualVQ, GroupedResidualVQ
+        if groups == 1:
+            return single(dim = dim, **kwargs)
+        return grouped(dim = dim, groups = groups, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------------
+    # properties and parameter groups
+    # ------------------------------------------------------------------------------------------------------
+
+    @property
+    def downsample_factor(self) -> int:
+        return reduce(lambda a, b: a * b, self.strides)
+
+    @property
+    def seq_len_multiple_of(self) -> int:
+        return self.downsample_factor
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _discriminator_modules(self) -> list[nn.Module]:
+        return [m for m in (self.discriminators, self.stft_discriminator, self.period_discriminator) if exists(m)]
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return [p for m in self._discriminator_modules() for p in m.parameters()]
+
+    def non_discr_parameters(self) -> list[nn.Parameter]:
+        discr = {id(p) for p in self.discriminator_parameters()}
+        return [p for p in self.parameters() if id(p) not in discr]
+
+    # ------------------------------------------------------------------------------------------------------
+    # input handling
+    # ------------------------------------------------------------------------------------------------------
+
+    def process_input(self, x, input_sample_hz: int | None = None, curtail: bool = True) -> Tensor:
+        """Validate and normalise audio to ``(b, c, n)`` at ``target_sample_hz``, cut to whole frames."""
+        if isinstance(x, LoadedAudio):
+            if exists(input_sample_hz) and input_sample_hz != x.sample_hz:
+                raise ValueError(f'audio was loaded at {x.sample_hz} Hz but input_sample_hz={input_sample_hz} was given')
+            if x.sample_hz != self.target_sample_hz and not exists(input_sample_hz):
+                raise ValueError(f'audio is at {x.sample_hz} Hz but this codec runs at {self.target_sample_hz} Hz: pass '
+                                 f'input_sample_hz={x.sample_hz} to resample, or load it with '
+                                 f'target_sample_hz={self.target_sample_hz}')
+            input_sample_hz, x = x.sample_hz, x.wave
+        if not isinstance(x, Tensor):
+            raise ValueError(f'expected audio as a torch.Tensor, got {type(x).__name__}')
+        if not x.is_floating_point():
+            raise ValueError(f'expected floating-point audio in [-1, 1], got dtype {x.dtype}: convert with x.float() '
+                             '(and divide int16 PCM by 32768)')
+        if x.ndim == 1:
+            x = x[None, None]
+        elif x.ndim == 2:
+            if self.input_channels != 1:
+                raise ValueError(f'this codec takes {self.input_channels} channels: pass audio as (b, c, n)')
+            x = x[:, None]
+        elif x.ndim != 3 or x.shape[1] != self.input_channels:
+            raise ValueError(f'expected audio of shape (n,), (b, n) or (b, {self.input_channels}, n), '
+                             f'got {tuple(x.shape)}')
+        if not torch.isfinite(x).all():
+            raise ValueError('audio contains NaN or infinite samples: clean or drop this input')
+        if exists(input_sample_hz) and input_sample_hz != self.target_sample_hz:
+            x = resample(x, input_sample_hz, self.target_sample_hz)
+        if curtail:
+            hop = self.seq_len_multiple_of
+            if x.shape[-1] < hop:
+                raise ValueError(f'audio of {x.shape[-1]} samples is shorter than one codec frame ({hop} samples at '
+                                 f'{self.target_sample_hz} Hz): pad it to at least {hop} samples')
+            x = x[..., :x.shape[-1] // hop * hop]
+        return x
+
+    # ------------------------------------------------------------------------------------------------------
+    # encode / quantize / decode
+    # ------------------------------------------------------------------------------------------------------
+
+    def encode(self, x: Tensor) -> Tensor:
+        """``(b, c, n)`` -> continuous latents ``(b, n // downsample_factor, codebook_dim)``."""
+        latents = rearrange(self.encoder(x), 'b d n -> b n d')
+        return self.encoder_attn(latents) if exists(self.encoder_attn) else latents
+
+    def quantize(self, latents: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(b, n, d)`` -> ``(quantized (b, n, d), codes (b, n, g * q), commitment loss scalar)``."""
+        with torch.autocast(device_type = latents.device.type, enabled = False):
+            out = self.rq(latents.float())
+        quantized, codes = out[0], out[1]
+        loss = out[2].sum() if len(out) > 2 else torch.zeros((), device = latents.device)
+        if codes.ndim == 4:
+            codes = rearrange(codes, 'g b n q -> b n (g q)')
+        return quantized.to(latents.dtype), codes, loss
+
+    def decode(self, latents: Tensor, quantize: bool = False) -> Tensor:
+        """``(b, n, d)`` latents -> waveform ``(b, c, n * downsample_factor)``; ``quantize=True`` quantizes first."""
+        if latents.ndim != 3 or latents.shape[-1] != self.codebook_dim:
+            raise ValueError(f'expected latents (b, n, {self.codebook_dim}), got {tuple(latents.shape)}')
+        if quantize:
+            latents = self.quantize(latents)[0]
+        if exists(self.decoder_attn):
+            latents = self.decoder_attn(latents)
+        return self.decoder(rearrange(latents, 'b n d -> b d n'))
+
+    def codes_to_latents(self, codes: Tensor) -> Tensor:
+        """``(b, n, g * k)`` codes with ``k <= rq_num_quantizers`` levels per group (-1 = dropped) -> ``(b, n, d)``."""
+        if codes.ndim == 2:
+            codes = codes[None]
+        if codes.ndim != 3 or codes.dtype not in (torch.long, torch.int32, torch.int64):
+            raise ValueError(f'expected integer codes (b, frames, levels), got {tuple(codes.shape)} {codes.dtype}')
+        g, q = self.rq_groups, self.num_quantizers
+        if codes.shape[-1] % g or not 1 <= codes.shape[-1] // g <= q:
+            raise ValueError(f'codes have {codes.shape[-1]} levels; expected rq_groups ({g}) x k with 1 <= k <= {q}')
+        if ((codes < -1) | (codes >= self.codebook_size)).any():
+            raise ValueError(f'codes must lie in [0, {self.codebook_size}) (or be -1 for a dropped level)')
+        codes = rearrange(codes.long(), 'b n (g k) -> g b n k', g = g)
+        k = codes.shape[-1]
+        if k < q:
+            codes = torch.cat((codes, codes.new_full((*codes.shape[:-1], q - k), -1)), dim = -1)
+        with torch.autocast(device_type = codes.device.type, enabled = False):
+            return self.rq.get_output_from_indices(codes[0] if g == 1 else codes)
+
+    @torch.no_grad()
+    def tokenize(self, audio, num_quantizers: int | None = None, input_sample_hz: int | None = None) -> Tensor:
+        """Audio ``(n,)``, ``(b, n)`` or ``(b, c, n)`` -> codes ``(b, frames, g * k)``, ``k = num_quantizers`` (all
+        levels by default; the first ``k`` residual levels give a lower bitrate)."""
+        x = self.process_input(audio, input_sample_hz)
+        with _eval_mode(self.rq):
+            codes = self.quantize(self.encode(x))[1]
+        return self._first_levels(codes, num_quantizers)
+
+    def _first_levels(self, codes: Tensor, num_quantizers: int | None) -> Tensor:
+        if not exists(num_quantizers) or num_quantizers == self.num_quantizers:
+            return codes
+        if not 1 <= num_quantizers <= self.num_quantizers:
+            raise ValueError(f'num_quantizers must be in [1, {self.num_quantizers}], got {num_quantizers}')
+        codes = rearrange(codes, 'b n (g q) -> b n g q', g = self.rq_groups)[..., :num_quantizers]
+        return rearrange(codes, 'b n g q -> b n (g q)')
+
+    def decode_from_codebook_indices(self, codes: Tensor) -> Tensor:
+        """Codes ``(b, frames, g * k)`` (any ``k <= rq_num_quantizers``) -> waveform ``(b, c, frames * hop)``."""
+        return self.decode(self.codes_to_latents(codes))
+
+    # ------------------------------------------------------------------------------------------------------
+    # streaming
+    # ------------------------------------------------------------------------------------------------------
+
+    def init_encoder_state(self, batch_size: int = 1) -> CodecStreamState:
+        device, dtype = self.device, next(self.parameters()).dtype
+        attn = self.encoder_attn.init_state(batch_size) if exists(self.encoder_attn) else None
+        return CodecStreamState(conv = self.encoder.init_state(batch_size, device, dtype), attn = attn)
+
+    def init_decoder_state(self, batch_size: int = 1) -> CodecStreamState:
+        device, dtype = self.device, next(self.parameters()).dtype
+        attn = self.decoder_attn.init_state(batch_size) if exists(self.decoder_attn) else None
+        return CodecStreamState(conv = self.decoder.init_state(batch_size, device, dtype), attn = attn)
+
+    @torch.no_grad()
+    def encode_chunk(self, audio: Tensor, state: CodecStreamState, num_quantizers: int | None = None
+                     ) -> tuple[Tensor, CodecStreamState]:
+        """Encode the next chunk ``(b, n)`` / ``(b, c, n)`` (``n`` a multiple of ``downsample_factor``) ->
+        ``(codes (b, n // hop, g * k), new_state)``. Concatenated chunk codes equal ``tokenize`` of the whole."""
+        x = self.process_input(audio, curtail = False)
+        if x.shape[-1] % self.downsample_factor:
+            raise ValueError(f'streaming chunks must hold whole frames: {x.shape[-1]} samples is not a multiple of '
+                             f'{self.downsample_factor}')
+        h, conv_state = self.encoder.forward_stream(x, state.conv)
+        latents, attn_state = rearrange(h, 'b d n -> b n d'), state.attn
+        if exists(self.encoder_attn):
+            latents, attn_state = self.encoder_attn.forward_stream(latents, attn_state)
+        with _eval_mode(self.rq):
+            codes = self.quantize(latents)[1]
+        new_state = CodecStreamState(conv = conv_state, attn = attn_state, frames = state.frames + latents.shape[1])
+        return self._first_levels(codes, num_quantizers), new_state
+
+    @torch.no_grad()
+    def decode_chunk(self, codes: Tensor, state: CodecStreamState) -> tuple[Tensor, CodecStreamState]:
+        """Decode the next codes chunk ``(b, frames, g * k)`` -> ``(audio (b, c, frames * hop), new_state)``."""
+        latents, attn_state = self.codes_to_latents(codes), state.attn
+        if exists(self.decoder_attn):
+            latents, attn_state = self.decoder_attn.forward_stream(latents, attn_state)
+        audio, conv_state = self.decoder.forward_stream(rearrange(latents, 'b n d -> b d n'), state.conv)
+        return audio, CodecStreamState(conv = conv_state, attn = attn_state, frames = state.frames + latents.shape[1])
+
+    def stream_tokenize(self, chunks, num_quantizers: int | None = None):
+        """Generator: yields the codes of each audio chunk in turn (see ``encode_chunk``)."""
+        state = None
+        for chunk in chunks:
+            if state is None:
+                batch = 1 if chunk.ndim == 1 else chunk.shape[0]
+                state = self.init_encoder_state(batch)
+            codes, state = self.encode_chunk(chunk, state, num_quantizers)
+            yield codes
+
+    # ------------------------------------------------------------------------------------------------------
+    # discriminators and losses
+    # ------------------------------------------------------------------------------------------------------
+
+    def _discriminate(self, x: Tensor, frozen: bool = False) -> list[tuple[str, Tensor, list[Tensor]]]:
+        """Run every discriminator -> ``[(name, logits, features), ...]``."""
+        call = _frozen if frozen else (lambda module, *args: module(*args))
+        results = []
+        if exists(self.discriminators):
+            for scale, (logits, feats) in zip(self.discr_multi_scales, call(self.discriminators, x)):
+                results.append((f'scale:{scale}', logits, feats))
+        if exists(self.stft_discriminator):
+            out = call(self.stft_discriminator, x)
+            if isinstance(out, Tensor):
+                out = [(out, [])]
+            elif isinstance(out, tuple):
+                out = [out]
+            results.extend(('stft', logits, feats) for logits, feats in out)
+        if exists(self.period_discriminator):
+            for period, (logits, feats) in zip([d.period for d in self.period_discriminator.discriminators],
+                                               call(self.period_discriminator, x)):
+                results.append((f'period:{period}', logits, feats))
+        return results
+
+    def _discriminator_losses(self, real: Tensor, fake: Tensor, apply_grad_penalty: bool):
+        """Hinge losses on ``real`` vs detached ``fake`` -> ``(total, [(name, loss)], real_features)``."""
+        real = real.detach().requires_grad_(apply_grad_penalty)
+        batch = real.shape[0]
+        outputs = self._discriminate(torch.cat((real, fake.detach()), dim = 0))
+        named, real_features, real_logits = [], [], []
+        for name, logits, feats in outputs:
+            real_l, fake_l = logits.split(batch, dim = 0)
+            named.append((name, hinge_discr_loss(fake_l, real_l)))
+            real_logits.append(real_l)
+            real_features.append([f[:batch].detach() for f in feats])
+        total = torch.stack([loss for _, loss in named]).sum() if named else real.new_zeros(())
+        if apply_grad_penalty and named:
+            penalty = gradient_penalty(real, real_logits, weight = self.grad_penalty_weight)
+            named.append(('grad_penalty', penalty))
+            total = total + penalty
+        return total, named, real_features
+
+    def _generator_losses(self, real: Tensor, recon: Tensor, commit_loss: Tensor, real_features=None):
+        zero = recon.new_zeros((), dtype = torch.float32)
+        recon_loss = waveform_loss(recon, real, self.recon_loss_type)
+        multi_spectral = self.mel_loss(recon, real) if self.multi_spectral_recon_loss_weight > 0 else zero
+        adversarial = feature = zero
+        use_discr = (self.adversarial_loss_weight > 0 or self.feature_loss_weight > 0) and self._discriminator_modules()
+        if use_discr:
+            if real_features is None:
+                with torch.no_grad():
+                    real_features = [feats for _, _, feats in self._discriminate(real)]
+            fake_outputs = self._discriminate(recon, frozen = True)
+            adversarial = torch.stack([hinge_gen_loss(logits) for _, logits, _ in fake_outputs]).mean()
+            pairs = [(r, f) for real_feats, (_, _, fake_feats) in zip(real_features, fake_outputs)
+                     for r, f in zip(real_feats, fake_feats)]
+            if pairs:
+                feature = feature_matching_loss([r for r, _ in pairs], [f for _, f in pairs])
+        breakdown = LossBreakdown(recon_loss, multi_spectral, adversarial, feature, commit_loss.float())
+        total = (recon_loss * self.recon_loss_weight + multi_spectral * self.multi_spectral_recon_loss_weight
+                 + adversarial * self.adversarial_loss_weight + feature * self.feature_loss_weight + breakdown.commitment)
+        return total, breakdown
+
+    # ------------------------------------------------------------------------------------------------------
+    # forward
+    # ------------------------------------------------------------------------------------------------------
+
+    def forward(
+        self, x, target: Tensor | None = None, return_encoded: bool = False, return_codes_only: bool = False,
+        return_discr_loss: bool = False, return_discr_losses_separately: bool = False,
+        return_loss_breakdown: bool = False, return_recons_only: bool = False, input_sample_hz: int | None = None,
+        apply_grad_penalty: bool = False, return_all_losses: bool = False,
+    ):
+        """Args:
+            x: audio ``(n,)``, ``(b, n)`` or ``(b, c, n)`` (cut to whole frames). target: optional clean target
+            (denoising), same shape. input_sample_hz: rate of ``x`` when it differs from ``target_sample_hz``.
+
+        Returns (by flag): generator loss (default); ``(loss, LossBreakdown)``; discriminator loss (or a list of
+        ``(name, loss)`` with ``return_discr_losses_separately``); reconstruction (``return_recons_only``:
+        ``(n,) -> (1, n')``, otherwise ``(b, c, n')``); ``(latents, codes, commit_loss)`` (``return_encoded``);
+        codes ``(b, frames, g * q)`` (``return_codes_only``); ``TrainingLosses`` (``return_all_losses``).
+        """
+        one_dim = isinstance(x, Tensor) and x.ndim == 1
+        x = self.process_input(x, input_sample_hz)
+        real = x
+        if exists(target):
+            real = self.process_input(target, input_sample_hz)
+            if real.shape != x.shape:
+                raise ValueError(f'target shape {tuple(real.shape)} differs from input shape {tuple(x.shape)}')
+
+        if return_discr_loss or return_discr_losses_separately:
+            with torch.no_grad():
+                fake = self.decode(self.quantize(self.encode(x))[0])
+            total, named, _ = self._discriminator_losses(real, fake, apply_grad_penalty)
+            return named if return_discr_losses_separately else total
+
+        latents = self.encode(x)
+        quantized, codes, commit_loss = self.quantize(latents)
+        if return_codes_only:
+            return codes
+        if return_encoded:
+            return quantized, codes, commit_loss
+
+        recon = self.decode(quantized)
+        if return_recons_only:
+            return recon[0] if one_dim else recon
+
+        if return_all_losses:
+            discr_total, named, real_features = self._discriminator_losses(real, recon, apply_grad_penalty)
+            gen_total, breakdown = self._generator_losses(real, recon, commit_loss, real_features)
+            return TrainingLosses(gen_total, discr_total, breakdown, dict(named))
+
+        total, breakdown = self._generator_losses(real, recon, commit_loss)
+        return (total, breakdown) if return_loss_breakdown else total
+
+
+@beartype
+def AudioLMSoundStream(*, strides: Sequence[int] = (2, 4, 5, 8), target_sample_hz: int = 16000,
+                       rq_num_quantizers: int = 12, **kwargs) -> SoundStream:
+    """SoundStream as configured for AudioLM: 16 kHz, 320 samples per frame, 12 quantizers."""
+    return SoundStream(strides = strides, target_sample_hz = target_sample_hz, rq_num_quantizers = rq_num_quantizers,
+                       **kwargs)
+
+
+@beartype
+def MusicLMSoundStream(*, strides: Sequence[int] = (3, 4, 5, 8), target_sample_hz: int = 24000,
+                       rq_num_quantizers: int = 12, **kwargs) -> SoundStream:
+    """SoundStream as configured for MusicLM: 24 kHz, 480 samples per frame, 12 quantizers."""
+    return SoundStream(strides = strides, target_sample_hz = target_sample_hz, rq_num_quantizers = rq_num_quantizers,
+                       **kwargs)

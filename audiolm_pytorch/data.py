@@ -1,0 +1,453 @@
+"""Audio datasets, text–audio datasets and the batch collation the trainers use.
+
+- ``SoundDataset``: every audio file under a folder (recursively), mono, resampled to one or several rates,
+  randomly cropped or zero-padded to a fixed length. Only the needed segment of long files is decoded.
+- ``TextAudioDataset``: ``(text, audio)`` pairs from a CSV or JSONL manifest of ``path,text``.
+- ``split_text_audio``: route the fields of a ``(text, audio)`` / ``(audio, text)`` item or batch by type.
+- ``get_dataloader``: a ``DataLoader`` whose collate pads to the longest item (or crops to the shortest); strings
+  pass through as lists. Batches are always tuples, one entry per field (``(wave,)`` for audio-only data).
+
+Bad files (empty, truncated, corrupt, zero-length, NaN-containing, not audio) never crash an epoch: each is
+skipped with one ``SkippedAudioWarning`` and recorded in ``dataset.skipped`` as ``(path, reason)``; an item whose
+file turns out to be unreadable is replaced by the next readable file. With ``num_workers > 0`` the skips found
+inside worker processes are warned about there but do not reach the main process's ``skipped`` list.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from beartype import beartype
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from audiolm_pytorch.audio import AUDIO_EXTENSIONS, AudioDecodeError, audio_info, load_audio, resample
+from audiolm_pytorch.utils import cast_tuple, curtail_to_multiple, exists
+
+__all__ = [
+    'SoundDataset', 'TextAudioDataset', 'SkippedAudioWarning', 'split_text_audio', 'collate_pad', 'collate_crop',
+    'get_dataloader', 'find_audio_files',
+]
+
+# extra input context (in file samples, rounded to keep the rate grids aligned) read on each side of a crop so
+# that resampling sees its full kernel support at the segment edges
+_RESAMPLE_MARGIN = 64
+_MAX_ALIGNED_MARGIN = 4096
+
+
+class SkippedAudioWarning(UserWarning):
+    """An audio file was skipped because it could not be used (the message says why)."""
+
+
+def find_audio_files(folder: str | os.PathLike, exts: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
+    """All files under ``folder`` (recursively) whose extension is in ``exts`` (case-insensitive), sorted."""
+    wanted = {ext.lower().lstrip('.') for ext in exts}
+    return sorted(p for p in Path(folder).rglob('*') if p.is_file() and p.suffix.lower().lstrip('.') in wanted)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# shared loading logic
+# ----------------------------------------------------------------------------------------------------------
+
+class _AudioFiles(Dataset):
+    """Loads the audio part of an item: one tensor ``(n,)`` per target rate, cropped / padded / curtailed."""
+
+    def __init__(self, files, target_sample_hz, max_length, seq_len_multiple_of, validate):
+        self.multiple_rates = isinstance(target_sample_hz, (tuple, list))
+        self.target_sample_hz = cast_tuple(target_sample_hz)
+        num_rates = len(self.target_sample_hz)
+        if num_rates == 0 or any(hz <= 0 for hz in self.target_sample_hz):
+            raise ValueError(f'target_sample_hz must be a positive rate or a tuple of them, got {target_sample_hz!r}')
+
+        self.max_length = self._per_rate(max_length, 'max_length')
+        self.seq_len_multiple_of = cast_tuple(seq_len_multiple_of, num_rates)
+        if len(self.seq_len_multiple_of) != num_rates:
+            raise ValueError(f'seq_len_multiple_of {seq_len_multiple_of!r} must give one value per target rate '
+                             f'{self.target_sample_hz}')
+        for name, values in (('max_length', self.max_length), ('seq_len_multiple_of', self.seq_len_multiple_of)):
+            if any(exists(v) and v <= 0 for v in values):
+                raise ValueError(f'{name} must be positive, got {values}')
+
+        self.files = list(files)
+        self.skipped: list[tuple[str, str]] = []
+        self._bad: set[int] = set()
+        self._info: dict[int, tuple[int, int]] = {}  # index -> (file sample rate, frames)
+        if validate:
+            for index in range(len(self.files)):
+                self._probe(index)
+
+    def _per_rate(self, max_length, name):
+        """``max_length`` as one length (or None) per target rate. An int counts samples at the highest rate."""
+        rates = self.target_sample_hz
+        if isinstance(max_length, (tuple, list)):
+            if len(max_length) != len(rates):
+                raise ValueError(f'{name} {max_length!r} must give one length per target rate {rates}')
+            return tuple(max_length)
+        if not exists(max_length):
+            return (None,) * len(rates)
+        if max_length <= 0:
+            raise ValueError(f'{name} must be positive, got {max_length}')
+        top = max(rates)
+        return tuple(max(1, int(max_length * hz // top)) for hz in rates)
+
+    # bookkeeping --------------------------------------------------------------------------------------------
+
+    def _skip(self, index: int, reason: str):
+        if index in self._bad:
+            return
+        self._bad.add(index)
+        path = str(self.files[index])
+        self.skipped.append((path, reason))
+        warnings.warn(f'skipping audio file {path}: {reason}', SkippedAudioWarning, stacklevel = 3)
+
+    def _probe(self, index: int) -> bool:
+        """Read the header of file ``index``; record it as skipped when it is unusable."""
+        if index in self._bad:
+            return False
+        if index in self._info:
+            return True
+        path = Path(self.files[index])
+        try:
+            if not path.is_file():
+                raise FileNotFoundError('file not found')
+            if path.stat().st_size == 0:
+                raise AudioDecodeError('empty file (0 bytes)')
+            info = audio_info(path)
+            if info.frames <= 0:
+                raise AudioDecodeError('no samples (zero-length audio)')
+            if info.samplerate <= 0:
+                raise AudioDecodeError(f'invalid sample rate {info.samplerate}')
+        except (AudioDecodeError, OSError) as error:
+            self._skip(index, _reason(error))
+            return False
+        self._info[index] = (int(info.samplerate), int(info.frames))
+        return True
+
+    @property
+    def num_usable(self) -> int:
+        return len(self.files) - len(self._bad)
+
+    def __len__(self):
+        return len(self.files)
+
+    # loading -------------------------------------------------------------------------------------------------
+
+    def _first_good(self, index: int, load):
+        """``load(i)`` for the first readable file at or after ``index`` (wrapping around)."""
+        num_files = len(self.files)
+        if not -num_files <= index < num_files:
+            raise IndexError(f'index {index} out of range for a dataset of {num_files} files')
+        index %= num_files
+        for attempt in range(num_files):
+            i = (index + attempt) % num_files
+            if not self._probe(i):
+                continue
+            try:
+                return load(i)
+            except (AudioDecodeError, OSError) as error:
+                self._skip(i, _reason(error))
+        raise RuntimeError(f'none of the {num_files} audio files is readable; skipped: {self.skipped[:5]}')
+
+    def _load_audio(self, index: int) -> tuple[Tensor, ...]:
+        """One 1-D float tensor per target rate for file ``index`` (all covering the same time segment)."""
+        path = self.files[index]
+        file_hz, frames = self._info[index]
+        rates = self.target_sample_hz
+
+        start, num_read, margin = 0, None, 0
+        if all(exists(length) for length in self.max_length):
+            seconds = max(length / hz for length, hz in zip(self.max_length, rates))
+            segment = int(math.ceil(seconds * file_hz))
+            if frames > segment:
+                start = int(torch.randint(0, frames - segment + 1, ()).item())
+                grid = _aligned_grid(file_hz, rates)
+                wanted_margin = -(-_RESAMPLE_MARGIN // grid) * grid if grid <= _MAX_ALIGNED_MARGIN else 0
+                margin = min(wanted_margin, (start // grid) * grid) if wanted_margin else 0
+                num_read = segment + margin + (wanted_margin if any(hz != file_hz for hz in rates) else 0)
+
+        try:
+            wave = load_audio(path, mono = True, offset = start - margin or None, max_length = num_read).wave[0]
+        except AudioDecodeError:
+            if start - margin <= 0:
+                raise
+            # header frame counts of compressed files can be approximate: fall back to the file's beginning
+            start, margin = 0, 0
+            wave = load_audio(path, mono = True, max_length = num_read).wave[0]
+
+        outputs = []
+        for hz, length, multiple in zip(rates, self.max_length, self.seq_len_multiple_of):
+            out = resample(wave, file_hz, hz) if hz != file_hz else wave
+            out = out[margin * hz // file_hz:]
+            if exists(length):
+                out = out[:length]
+                if out.shape[-1] < length:
+                    out = F.pad(out, (0, length - out.shape[-1]))
+            if exists(multiple):
+                out = curtail_to_multiple(out, multiple)
+            if out.shape[-1] == 0:
+                raise AudioDecodeError(f'too short: {frames} samples at {file_hz} Hz leave nothing at {hz} Hz '
+                                       f'after cutting to a multiple of {multiple}')
+            outputs.append(out.float().contiguous())
+        return tuple(outputs)
+
+    def _format_audio(self, outputs: tuple[Tensor, ...]):
+        return outputs if self.multiple_rates else outputs[0]
+
+
+def _reason(error: BaseException) -> str:
+    message = str(error) or type(error).__name__
+    return f'{type(error).__name__}: {message}' if isinstance(error, FileNotFoundError) else message
+
+
+def _aligned_grid(file_hz: int, rates: Sequence[int]) -> int:
+    """Smallest number of file samples that is a whole number of samples at every target rate."""
+    grid = 1
+    for hz in rates:
+        step = file_hz // math.gcd(file_hz, hz)
+        grid = grid * step // math.gcd(grid, step)
+    return grid
+
+
+# ----------------------------------------------------------------------------------------------------------
+# public datasets
+# ----------------------------------------------------------------------------------------------------------
+
+class SoundDataset(_AudioFiles):
+    """Every audio file under ``folder`` (searched recursively).
+
+    Args:
+        folder: directory to search.
+        target_sample_hz: output rate, or a tuple of rates (then each item is a tuple with one tensor per rate,
+            all covering the same time segment — e.g. ``(16000, 24000)`` for the semantic and codec tokenizers).
+        exts: file extensions to include (case-insensitive).
+        max_length: random crop / zero-pad every item to this many samples. An int counts samples at the highest
+            target rate (the other rates get the same duration); a tuple gives one length per rate.
+        seq_len_multiple_of: cut every item to a multiple of this (an int, or one value per rate).
+        validate: read every file's header up front, so unreadable files are reported (and skipped) at once.
+
+    Items: a float tensor ``(n,)`` (``(n_r,)`` per rate for a tuple of rates), mono, in [-1, 1].
+
+    Attributes:
+        files: the discovered files; skipped: ``[(path, reason)]`` for every unusable file met so far.
+    """
+
+    @beartype
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        target_sample_hz: int | tuple[int, ...] | list[int],
+        exts: Sequence[str] = ('flac', 'wav', 'mp3', 'ogg'),
+        max_length: int | tuple[int | None, ...] | list[int | None] | None = None,
+        seq_len_multiple_of: int | tuple[int | None, ...] | list[int | None] | None = None,
+        *,
+        validate: bool = True,
+    ):
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f'audio folder {folder} does not exist (or is not a directory)')
+        exts = [exts] if isinstance(exts, str) else list(exts)
+        files = find_audio_files(folder, exts)
+        if not files:
+            raise ValueError(f'no audio files with extensions {exts} found under {folder} (searched recursively); '
+                             'check the path, or pass exts=[...] for other file types')
+        self.folder = folder
+        super().__init__(files, target_sample_hz, max_length, seq_len_multiple_of, validate)
+        if validate and self.num_usable == 0:
+            raise ValueError(f'none of the {len(files)} files under {folder} is readable audio; '
+                             f'skipped: {self.skipped[:5]}')
+
+    def __getitem__(self, index: int):
+        return self._format_audio(self._first_good(index, self._load_audio))
+
+
+class TextAudioDataset(_AudioFiles):
+    """``(text, audio)`` pairs listed in a manifest.
+
+    The manifest is a CSV (header row with ``path`` and ``text`` columns; ``.tsv`` for tab-separated) or JSON
+    lines (``.jsonl`` / ``.json``: one ``{"path": ..., "text": ...}`` object per line). Relative paths are taken
+    relative to the manifest's folder.
+
+    Args:
+        manifest: the manifest file.
+        target_sample_hz, max_length, seq_len_multiple_of, validate: as in ``SoundDataset``.
+        text_first: items are ``(text, audio)`` when True, ``(audio, text)`` otherwise. With a tuple of rates the
+            audio tensors are flattened into the item: ``(text, wave_rate0, wave_rate1, ...)``.
+    """
+
+    @beartype
+    def __init__(
+        self,
+        manifest: str | os.PathLike,
+        target_sample_hz: int | tuple[int, ...] | list[int],
+        max_length: int | tuple[int | None, ...] | list[int | None] | None = None,
+        seq_len_multiple_of: int | tuple[int | None, ...] | list[int | None] | None = None,
+        *,
+        text_first: bool = True,
+        validate: bool = True,
+    ):
+        manifest = Path(manifest)
+        rows = read_manifest(manifest)
+        if not rows:
+            raise ValueError(f'manifest {manifest} lists no (path, text) rows')
+        self.manifest = manifest
+        self.texts = [text for _, text in rows]
+        self.text_first = text_first
+        super().__init__([path for path, _ in rows], target_sample_hz, max_length, seq_len_multiple_of, validate)
+        if validate and self.num_usable == 0:
+            raise ValueError(f'none of the {len(rows)} files listed in {manifest} is readable audio; '
+                             f'skipped: {self.skipped[:5]}')
+
+    def __getitem__(self, index: int):
+        def load(i):
+            audio = self._load_audio(i)
+            return (self.texts[i], *audio) if self.text_first else (*audio, self.texts[i])
+        return self._first_good(index, load)
+
+
+def read_manifest(manifest: str | os.PathLike) -> list[tuple[Path, str]]:
+    """``[(absolute audio path, text)]`` from a CSV / TSV / JSONL manifest with ``path`` and ``text`` fields."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise FileNotFoundError(f'manifest not found: {manifest}')
+    root = manifest.parent
+    suffix = manifest.suffix.lower()
+
+    records: list[tuple[int, dict]] = []
+    if suffix in ('.jsonl', '.json'):
+        for line_number, line in enumerate(manifest.read_text(encoding = 'utf-8').splitlines(), start = 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f'{manifest} line {line_number} is not valid JSON ({error}); expected one '
+                                 '{"path": ..., "text": ...} object per line') from error
+            records.append((line_number, record))
+    elif suffix in ('.csv', '.tsv'):
+        with open(manifest, newline = '', encoding = 'utf-8') as f:
+            reader = csv.DictReader(f, delimiter = '\t' if suffix == '.tsv' else ',')
+            missing = {'path', 'text'} - set(reader.fieldnames or ())
+            if missing:
+                raise ValueError(f'{manifest} needs a header row with columns "path" and "text" '
+                                 f'(found {reader.fieldnames}, missing {sorted(missing)})')
+            records = [(line_number, row) for line_number, row in enumerate(reader, start = 2)]
+    else:
+        raise ValueError(f'unknown manifest type {manifest.suffix!r} for {manifest}: use .csv, .tsv or .jsonl')
+
+    rows = []
+    for line_number, record in records:
+        if not isinstance(record, dict) or not isinstance(record.get('path'), str) or not isinstance(record.get('text'), str):
+            raise ValueError(f'{manifest} line {line_number}: expected string fields "path" and "text", got {record!r}')
+        path = Path(record['path'])
+        rows.append((path if path.is_absolute() else root / path, record['text']))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------
+# routing and collation
+# ----------------------------------------------------------------------------------------------------------
+
+def _is_text(value) -> bool:
+    if isinstance(value, str):
+        return True
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, str) for v in value)
+
+
+def split_text_audio(item) -> tuple[Any, Any]:
+    """Route the fields of an item or batch by type: returns ``(text, audio)``.
+
+    ``text`` is the string field (a ``str`` for an item, a list of strings for a batch) or None; ``audio`` is the
+    single tensor field, or a tuple of them when there are several (one per rate). Works for ``(text, audio)``,
+    ``(audio, text)``, audio alone, and multi-rate items such as ``(text, wave_16k, wave_24k)``.
+    """
+    if isinstance(item, Tensor):
+        return None, item
+    if not isinstance(item, (tuple, list)):
+        raise TypeError(f'expected a tensor or a tuple of fields, got {type(item).__name__}')
+    if _is_text(item):
+        raise TypeError('item holds only text, no audio tensor')
+
+    texts, audio = [], []
+    for field in item:
+        if _is_text(field):
+            texts.append(field)
+        elif isinstance(field, Tensor):
+            audio.append(field)
+        elif isinstance(field, (tuple, list)) and all(isinstance(f, Tensor) for f in field):
+            audio.extend(field)
+        else:
+            raise TypeError(f'cannot route a field of type {type(field).__name__}: expected text or audio tensors')
+    if len(texts) > 1:
+        raise TypeError(f'item holds {len(texts)} text fields; expected at most one')
+    if not audio:
+        raise TypeError('item holds no audio tensor')
+    text = texts[0] if texts else None
+    if isinstance(text, tuple):
+        text = list(text)
+    return text, audio[0] if len(audio) == 1 else tuple(audio)
+
+
+def _stack_padded(tensors: Sequence[Tensor]) -> Tensor:
+    longest = max(t.shape[-1] for t in tensors)
+    return torch.stack([F.pad(t, (0, longest - t.shape[-1])) for t in tensors])
+
+
+def _stack_cropped(tensors: Sequence[Tensor]) -> Tensor:
+    shortest = min(t.shape[-1] for t in tensors)
+    return torch.stack([t[..., :shortest] for t in tensors])
+
+
+def _collate(batch: list, stack) -> tuple:
+    if len(batch) == 0:
+        raise ValueError('cannot collate an empty batch')
+    first = batch[0]
+    if not isinstance(first, (tuple, list)) or isinstance(first, str):
+        batch = [(item,) for item in batch]
+
+    num_fields = len(batch[0])
+    if any(not isinstance(item, (tuple, list)) or len(item) != num_fields for item in batch):
+        raise ValueError('every item in a batch must have the same fields')
+
+    outputs = []
+    for field in zip(*batch):
+        if all(isinstance(v, str) for v in field):
+            outputs.append(list(field))
+        elif all(isinstance(v, Tensor) for v in field):
+            outputs.append(stack(field))
+        elif all(isinstance(v, (tuple, list)) for v in field):
+            outputs.append(_collate(list(field), stack))   # nested fields, e.g. (text, (wave_16k, wave_24k))
+        else:
+            outputs.append(torch.utils.data.default_collate(list(field)))
+    return tuple(outputs)
+
+
+def collate_pad(batch: list) -> tuple:
+    """Collate items (a tensor or a tuple of fields each): tensors are zero-padded at the end to the longest
+    item and stacked ``(b, n)``; strings become a list. Always returns a tuple with one entry per field."""
+    return _collate(batch, _stack_padded)
+
+
+def collate_crop(batch: list) -> tuple:
+    """Like ``collate_pad`` but crops every tensor field to its shortest item."""
+    return _collate(batch, _stack_cropped)
+
+
+@beartype
+def get_dataloader(ds: Dataset, pad_to_longest: bool = True, **kwargs) -> DataLoader:
+    """``DataLoader`` over ``ds`` that pads to the longest item (``pad_to_longest=True``) or crops to the
+    shortest. Other keyword arguments go to ``DataLoader`` (``batch_size``, ``shuffle``, ``num_workers``, ...).
+
+    Batches are tuples with one entry per item field: ``(wave (b, n),)`` for ``SoundDataset`` with one rate,
+    ``(wave_16k (b, n1), wave_24k (b, n2))`` for two rates, ``(texts list[str], wave (b, n))`` for text–audio."""
+    if 'collate_fn' in kwargs:
+        raise ValueError('get_dataloader supplies its own collate_fn; build a torch DataLoader directly for another')
+    return DataLoader(ds, collate_fn = collate_pad if pad_to_longest else collate_crop, **kwargs)

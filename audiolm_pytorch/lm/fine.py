@@ -1,0 +1,248 @@
+"""Stage 3: fine acoustic tokens conditioned on the coarse ones.
+
+Sequence: ``[start, coarse codes flattened (n * Qc), fine codes flattened (n * Qf)]`` (frame-major, slots
+group-major like the codec), each slot with its own embedding range and output head.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from beartype import beartype
+from einops import rearrange
+from torch import Tensor, nn
+
+from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.lm.coarse import check_codec, codec_codes, waves_from_codes
+from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
+from audiolm_pytorch.lm.sampling import eval_mode, forgetful_causal_mask, lengths_from_padding, sample_logits
+from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, aligned_prefix, resolve_condition,
+                                            slot_logits, stage_decoder)
+from audiolm_pytorch.utils import exists
+
+
+class FineTransformer(Checkpointable, GuidanceMixin, nn.Module):
+    """Fine acoustic token model.
+
+    Args:
+        num_coarse_quantizers, num_fine_quantizers: levels per group. codebook_size: codec codebook size.
+        rq_groups: codec quantizer groups. dim, depth, ...: as ``SemanticTransformer``.
+    """
+
+    def __init__(self, *, num_coarse_quantizers: int, num_fine_quantizers: int, codebook_size: int, dim: int,
+                 depth: int, rq_groups: int = 1, heads: int = 8, dim_head: int = 64, ff_mult: float = 4.,
+                 attn_dropout: float = 0., ff_dropout: float = 0., grad_shrink_alpha: float = 0.1,
+                 t5_name: str = DEFAULT_T5_NAME, cond_dim: int | None = None, has_condition: bool = False,
+                 audio_text_condition: bool = False, cond_as_self_attn_prefix: bool = False,
+                 cond_drop_prob: float = 0.5, flash_attn: bool = True, rel_pos_bias: bool = True):
+        super().__init__()
+        self.num_coarse_quantizers, self.num_fine_quantizers = num_coarse_quantizers, num_fine_quantizers
+        self.codebook_size, self.rq_groups = codebook_size, rq_groups
+        self.coarse_slots, self.fine_slots = num_coarse_quantizers * rq_groups, num_fine_quantizers * rq_groups
+        self.audio_text_condition = audio_text_condition
+
+        self.start_token = nn.Parameter(torch.randn(dim) * 0.02)
+        self.embedding = nn.Embedding((self.coarse_slots + self.fine_slots) * codebook_size, dim)
+        self.register_buffer('coarse_offsets', torch.arange(self.coarse_slots) * codebook_size, persistent = False)
+        self.register_buffer('fine_offsets', (torch.arange(self.fine_slots) + self.coarse_slots) * codebook_size,
+                             persistent = False)
+        self.decoder = stage_decoder(
+            dim = dim, depth = depth, heads = heads, dim_head = dim_head, attn_dropout = attn_dropout,
+            ff_dropout = ff_dropout, ff_mult = ff_mult, grad_shrink_alpha = grad_shrink_alpha, t5_name = t5_name,
+            cond_dim = cond_dim, has_condition = has_condition, audio_text_condition = audio_text_condition,
+            cond_as_self_attn_prefix = cond_as_self_attn_prefix, cond_drop_prob = cond_drop_prob)
+        scale = dim ** -0.5
+        self.coarse_head_weight = nn.Parameter(torch.randn(self.coarse_slots, dim, codebook_size) * scale)
+        self.coarse_head_bias = nn.Parameter(torch.zeros(self.coarse_slots, codebook_size))
+        self.fine_head_weight = nn.Parameter(torch.randn(self.fine_slots, dim, codebook_size) * scale)
+        self.fine_head_bias = nn.Parameter(torch.zeros(self.fine_slots, codebook_size))
+
+    @property
+    def device(self):
+        return self.start_token.device
+
+    def embed_text(self, texts: Sequence[str]) -> Tensor:
+        return self.decoder.embed_text(texts)[0]
+
+    def _embed(self, ids: Tensor, offsets: Tensor) -> Tensor:
+        slots = torch.arange(ids.shape[1], device = ids.device) % offsets.shape[0]
+        return self.embedding(ids.clamp(min = 0) + offsets[slots])
+
+    def forward(self, *, coarse_token_ids: Tensor, fine_token_ids: Tensor, text=None,
+                text_embeds: Tensor | None = None, text_mask: Tensor | None = None,
+                self_attn_mask: Tensor | None = None, cond_drop_prob: float | None = None,
+                drop_cond: Tensor | None = None, kv_cache: DecoderCache | None = None,
+                return_kv_cache: bool = False, return_only_fine_logits: bool = False):
+        """Args:
+            coarse_token_ids: ``(b, n, Qc)`` (padding frames ``< 0`` allowed at the end).
+            fine_token_ids: ``(b, n', Qf)`` or flattened ``(b, m)``, ``m <= n * Qf``.
+            self_attn_mask: ``(b, m)`` key keep-mask over the fine tokens (forgetful causal masking).
+        Returns ``(coarse_logits (b, n * Qc, K), fine_logits (b, m + 1, K))``: ``coarse_logits[:, j]`` predicts
+        flat coarse token ``j``; ``fine_logits[:, j]`` predicts flat fine token ``j``. With a ``kv_cache`` only
+        the uncached fine positions are returned (coarse logits ``None``).
+        """
+        batch = coarse_token_ids.shape[0]
+        coarse = rearrange(coarse_token_ids, 'b n q -> b (n q)')
+        fine = fine_token_ids if fine_token_ids.ndim == 2 else rearrange(fine_token_ids, 'b n q -> b (n q)')
+        m = fine.shape[1]
+        fine_tokens = self._embed(fine, self.fine_offsets)
+        fine_keep = self_attn_mask.bool() if exists(self_attn_mask) else torch.ones(
+            batch, m, dtype = torch.bool, device = fine.device)
+        prefix_len = coarse.shape[1] + 1
+        coarse_logits = None
+
+        if exists(kv_cache):
+            start = kv_cache.length - prefix_len
+            # the last prefix position (the last coarse token) predicted fine token 0: it is cached already
+            hidden, cache = self.decoder(fine_tokens[:, start:], key_mask = fine_keep[:, start:],
+                                         cache = kv_cache, return_cache = return_kv_cache)
+            first = start + 1
+        else:
+            prefix = torch.cat((self.start_token.expand(batch, 1, -1), self._embed(coarse, self.coarse_offsets)), dim = 1)
+            prefix_keep = F.pad(coarse >= 0, (1, 0), value = True)
+            prefix, prefix_keep, where = aligned_prefix(prefix, prefix_keep)
+            hidden, cache = self.decoder(
+                torch.cat((prefix, fine_tokens), dim = 1), text = text, text_embeds = text_embeds,
+                text_mask = text_mask, cond_drop_prob = cond_drop_prob, drop_cond = drop_cond,
+                key_mask = torch.cat((prefix_keep, fine_keep), dim = 1), return_cache = return_kv_cache)
+            if not return_only_fine_logits:
+                coarse_hidden = hidden[:, :prefix_len].gather(1, where[:, :-1, None].expand(-1, -1, hidden.shape[-1]))
+                coarse_logits = slot_logits(coarse_hidden, self.coarse_head_weight, self.coarse_head_bias)
+            hidden = hidden[:, prefix_len - 1:]
+            first = 0
+
+        fine_logits = slot_logits(hidden, self.fine_head_weight, self.fine_head_bias,
+                                  first_slot = first % self.fine_slots)
+        out = fine_logits if return_only_fine_logits else (coarse_logits, fine_logits)
+        return (out, cache) if return_kv_cache else out
+
+
+class FineTransformerWrapper(nn.Module):
+    """Loss and generation for a ``FineTransformer``.
+
+    Args:
+        transformer, codec (``Codec``; ``soundstream=`` is accepted as an alias), audio_conditioner (namespace
+        ``'fine'``), coarse_cross_entropy_loss_weight, pad_id, mask_prob.
+    """
+
+    @beartype
+    def __init__(self, *, transformer: FineTransformer, codec = None, soundstream = None, audio_conditioner = None,
+                 coarse_cross_entropy_loss_weight: float = 1., pad_id: int = -1, mask_prob: float = 0.15):
+        super().__init__()
+        if exists(codec) and exists(soundstream) and codec is not soundstream:
+            raise ValueError('pass the codec once: codec= or soundstream=, not both')
+        codec = codec if exists(codec) else soundstream
+        self.transformer, self.codec, self.audio_conditioner = transformer, codec, audio_conditioner
+        self.coarse_cross_entropy_loss_weight, self.pad_id, self.mask_prob = coarse_cross_entropy_loss_weight, pad_id, mask_prob
+        t = transformer
+        if exists(codec):
+            check_codec(codec, codebook_size = t.codebook_size, rq_groups = t.rq_groups, stage = 'fine',
+                        num_quantizers_needed = t.num_coarse_quantizers + t.num_fine_quantizers)
+        if exists(audio_conditioner) and not t.audio_text_condition:
+            raise ValueError('an audio_conditioner was given: build the FineTransformer with audio_text_condition=True')
+
+    @property
+    def device(self):
+        return self.transformer.device
+
+    def forward(self, *, raw_wave: Tensor | None = None, token_ids: Tensor | None = None,
+                coarse_token_ids: Tensor | None = None, fine_token_ids: Tensor | None = None, text=None,
+                text_embeds: Tensor | None = None, return_loss: bool = False, **kwargs):
+        """Args: ``raw_wave (b, samples)`` at the codec's rate, or ``token_ids (b, n, Q)`` (all codec levels), or
+        ``coarse_token_ids (b, n, Qc)`` + ``fine_token_ids (b, n, Qf)``.
+        Returns the loss (``return_loss``) or ``(coarse_logits, fine_logits)``."""
+        t = self.transformer
+        if not exists(coarse_token_ids) or not exists(fine_token_ids):
+            if not exists(token_ids):
+                if not exists(raw_wave):
+                    raise ValueError('pass raw_wave, token_ids, or coarse_token_ids and fine_token_ids')
+                token_ids = codec_codes(self.codec, raw_wave, start = 0, stop = self.codec.num_quantizers,
+                                        groups = t.rq_groups)
+            grouped = rearrange(token_ids.long(), 'b n (g q) -> b n g q', g = t.rq_groups)
+            qc, qf = t.num_coarse_quantizers, t.num_fine_quantizers
+            coarse_token_ids = rearrange(grouped[..., :qc], 'b n g q -> b n (g q)')
+            fine_token_ids = rearrange(grouped[..., qc:qc + qf], 'b n g q -> b n (g q)')
+        coarse, fine = coarse_token_ids.long(), fine_token_ids.long()
+        if coarse.shape[-1] != t.coarse_slots or fine.shape[-1] != t.fine_slots or coarse.shape[1] != fine.shape[1]:
+            raise ValueError(f'expected coarse (b, n, {t.coarse_slots}) and fine (b, n, {t.fine_slots}) codes, got '
+                             f'{tuple(coarse.shape)} and {tuple(fine.shape)}')
+
+        text_embeds, text_mask = resolve_condition(
+            t.decoder, audio_conditioner = self.audio_conditioner, namespace = 'fine', text = text,
+            text_embeds = text_embeds, wavs = raw_wave if exists(self.audio_conditioner) else None,
+            batch_size = coarse.shape[0])
+        if not return_loss:
+            return t(coarse_token_ids = coarse, fine_token_ids = fine, text_embeds = text_embeds,
+                     text_mask = text_mask, **kwargs)
+
+        # padded frames (either level) are ignored as targets
+        pad_frames = (coarse == self.pad_id).any(dim = -1) | (fine == self.pad_id).any(dim = -1)
+        coarse = coarse.masked_fill(pad_frames[..., None], self.pad_id)
+        fine_targets = rearrange(fine.masked_fill(pad_frames[..., None], self.pad_id), 'b n q -> b (n q)')
+        inputs = fine_targets[:, :-1]
+        self_attn_mask = None
+        if self.training and self.mask_prob > 0.:
+            self_attn_mask = forgetful_causal_mask(inputs.shape, self.mask_prob, inputs.device)
+        coarse_logits, fine_logits = t(coarse_token_ids = coarse, fine_token_ids = inputs, text_embeds = text_embeds,
+                                       text_mask = text_mask, self_attn_mask = self_attn_mask, **kwargs)
+
+        coarse_targets = rearrange(coarse, 'b n q -> b (n q)')
+        coarse_loss = F.cross_entropy(coarse_logits.transpose(1, 2), coarse_targets, ignore_index = self.pad_id, reduction = 'sum')
+        fine_loss = F.cross_entropy(fine_logits.transpose(1, 2), fine_targets, ignore_index = self.pad_id, reduction = 'sum')
+        w = self.coarse_cross_entropy_loss_weight
+        num_coarse, num_fine = (coarse_targets != self.pad_id).sum(), (fine_targets != self.pad_id).sum()
+        return (coarse_loss * w + fine_loss) / (num_coarse * w + num_fine).clamp(min = 1)
+
+    @torch.no_grad()
+    def generate(self, *, coarse_token_ids: Tensor, prime_wave: Tensor | None = None,
+                 prime_fine_token_ids: Tensor | None = None, text=None, text_embeds: Tensor | None = None,
+                 cond_scale: float = 3., filter_thres: float = 0.9, temperature: float = 1.,
+                 reconstruct_wave: bool = False, use_kv_cache: bool = True,
+                 mask_out_generated_fine_tokens: bool = False):
+        """Sample fine codes for ``coarse_token_ids (b, n, Qc)`` (frames from a row's end padded with ``pad_id``).
+
+        Returns ``(b, n, Qf)`` fine codes (``pad_id`` on padded frames; generated ones too with
+        ``mask_out_generated_fine_tokens``), or with ``reconstruct_wave`` the audio ``(b, n * hop)`` decoded from
+        coarse + fine codes (a list of 1-D waves when rows have different lengths).
+        """
+        t = self.transformer
+        coarse = coarse_token_ids.long().to(self.device)
+        batch, frames = coarse.shape[:2]
+        if exists(prime_wave):
+            prime_fine_token_ids = codec_codes(self.codec, prime_wave.to(self.device), start = t.num_coarse_quantizers,
+                                               stop = t.num_coarse_quantizers + t.num_fine_quantizers, groups = t.rq_groups)
+        if exists(prime_fine_token_ids):
+            prime = prime_fine_token_ids.long().to(self.device)[:, :frames]
+            if prime.shape[0] == 1 and batch > 1:
+                prime = prime.expand(batch, -1, -1)
+            flat = rearrange(prime, 'b n q -> b (n q)')
+        else:
+            flat = torch.empty(batch, 0, dtype = torch.long, device = self.device)
+        num_prime = flat.shape[1]
+
+        text_embeds, text_mask = resolve_condition(t.decoder, audio_conditioner = self.audio_conditioner,
+                                                   namespace = 'fine', text = text, text_embeds = text_embeds,
+                                                   batch_size = batch)
+        cache = None
+        with eval_mode(t):
+            for _ in range(num_prime, frames * t.fine_slots):
+                logits, new_cache = t.forward_with_cond_scale(
+                    coarse_token_ids = coarse, fine_token_ids = flat, text_embeds = text_embeds, text_mask = text_mask,
+                    cond_scale = cond_scale, kv_cache = cache, return_kv_cache = True, return_only_fine_logits = True)
+                cache = new_cache if use_kv_cache else None
+                sampled = sample_logits(logits[:, -1], filter_thres = filter_thres, temperature = temperature)
+                flat = torch.cat((flat, sampled[:, None]), dim = 1)
+
+        if mask_out_generated_fine_tokens:
+            flat[:, num_prime:] = self.pad_id
+        fine = rearrange(flat, 'b (n q) -> b n q', q = t.fine_slots)
+        lengths = lengths_from_padding(coarse, self.pad_id)
+        padded = torch.arange(frames, device = self.device)[None, :, None] >= lengths[:, None, None]
+        fine = fine.masked_fill(padded, self.pad_id)
+        if not reconstruct_wave:
+            return fine
+        if not exists(self.codec):
+            raise ValueError('reconstruct_wave=True needs a codec')
+        return waves_from_codes(self.codec, [coarse, fine], lengths, groups = t.rq_groups)

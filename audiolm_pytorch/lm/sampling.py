@@ -1,0 +1,95 @@
+"""Sampling and token-sequence helpers: top-k / temperature sampling, EOS handling, unique-consecutive,
+forgetful causal masking."""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def top_k_filter(logits: Tensor, filter_thres: float = 0.9) -> Tensor:
+    """Keep the top ``ceil((1 - filter_thres) * vocab)`` logits (at least one), set the rest to -inf."""
+    vocab = logits.shape[-1]
+    k = max(1, min(vocab, math.ceil((1. - filter_thres) * vocab)))
+    if k >= vocab:
+        return logits
+    values, _ = logits.topk(k, dim = -1)
+    return logits.masked_fill(logits < values[..., -1:], float('-inf'))
+
+
+def sample_logits(logits: Tensor, *, filter_thres: float = 0.9, temperature: float = 1.,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """Sample ids ``(...)`` from ``logits (..., vocab)``; ``temperature <= 0`` is greedy."""
+    if temperature <= 0.:
+        return logits.argmax(dim = -1)
+    logits = top_k_filter(logits.float(), filter_thres) / temperature
+    uniform = torch.rand(logits.shape, device = logits.device, generator = generator)
+    gumbel = -torch.log((-torch.log(uniform.clamp(1e-20, 1.))).clamp(min = 1e-20))
+    return (logits + gumbel).argmax(dim = -1)
+
+
+def batch_unique_consecutive(ids: Tensor, pad_id: int = -1) -> Tensor:
+    """Collapse runs of repeated ids per row (ignoring padding), right-pad with ``pad_id``.
+
+    Args:
+        ids: ``(b, n)``. Returns ``(b, n')`` with ``n' <= n``.
+    """
+    rows = [torch.unique_consecutive(row[row != pad_id]) for row in ids]
+    return nn.utils.rnn.pad_sequence(rows, batch_first = True, padding_value = pad_id) if rows else ids
+
+
+def lengths_from_padding(ids: Tensor, pad_id: int = -1) -> Tensor:
+    """Number of leading non-pad entries per row of ``ids (b, n, ...)``: a row ends at its first pad."""
+    is_pad = ids == pad_id
+    if is_pad.ndim > 2:
+        is_pad = is_pad.flatten(2).all(dim = -1)
+    any_pad = is_pad.any(dim = 1)
+    first_pad = is_pad.int().argmax(dim = 1)
+    return torch.where(any_pad, first_pad, torch.full_like(first_pad, ids.shape[1]))
+
+
+def append_eos(ids: Tensor, eos_id: int, pad_id: int = -1) -> Tensor:
+    """Put ``eos_id`` at each row's end (its first pad position, or a new last position).
+
+    Args:
+        ids: ``(b, n)``, right-padded with ``pad_id``. Returns ``(b, n + 1)``.
+    """
+    lengths = lengths_from_padding(ids, pad_id)
+    ids = F.pad(ids, (0, 1), value = pad_id)
+    return ids.scatter(1, lengths[:, None], eos_id)
+
+
+def mask_after_eos(ids: Tensor, eos_id: int, pad_id: int = -1, include_eos: bool = True) -> Tensor:
+    """Replace everything after the first ``eos_id`` in each row (and the EOS itself when ``include_eos``)
+    with ``pad_id``. ``ids``: ``(b, n)``."""
+    is_eos = ids == eos_id
+    after = (is_eos.cumsum(dim = 1) - (0 if include_eos else is_eos.int())) > 0
+    return ids.masked_fill(after, pad_id)
+
+
+def forgetful_causal_mask(shape: tuple[int, int], prob: float, device) -> Tensor:
+    """Forgetful causal masking (Liu et al., arXiv 2210.13432): a key keep-mask ``(b, n)`` that hides about
+    ``prob`` of the positions of each row except the first, so the model cannot lean on its immediate past."""
+    batch, seq_len = shape
+    keep = torch.rand(batch, seq_len, device = device) >= prob
+    keep[:, 0] = True
+    return keep
+
+
+@contextmanager
+def eval_mode(module):
+    """Evaluate ``module`` in eval mode, then restore its previous training flag (also on error). Objects
+    that are not ``nn.Module`` pass through."""
+    if not isinstance(module, nn.Module):
+        yield module
+        return
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)

@@ -1,0 +1,200 @@
+"""Stage 1: semantic token language model (next-token over ``num_semantic_tokens + 1``, the last id is EOS)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from beartype import beartype
+from torch import Tensor, nn
+
+from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
+from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, eval_mode, forgetful_causal_mask,
+                                         mask_after_eos, sample_logits)
+from audiolm_pytorch.lm.transformer import DecoderCache, GuidanceMixin, resolve_condition, stage_decoder
+from audiolm_pytorch.utils import exists
+
+
+class SemanticTransformer(Checkpointable, GuidanceMixin, nn.Module):
+    """Autoregressive model of semantic tokens.
+
+    Args:
+        num_semantic_tokens: semantic vocabulary (the tokenizer's ``codebook_size``); EOS id = this value.
+        dim, depth, heads, dim_head, ff_mult, attn_dropout, ff_dropout, grad_shrink_alpha: transformer sizes.
+        has_condition, cond_dim, t5_name, audio_text_condition, cond_as_self_attn_prefix, cond_drop_prob:
+        conditioning (see ``ConditionedDecoder``). flash_attn, rel_pos_bias: accepted for compatibility
+        (attention always runs on SDPA with rotary positions).
+    """
+
+    def __init__(self, *, num_semantic_tokens: int, dim: int, depth: int, heads: int = 8, dim_head: int = 64,
+                 ff_mult: float = 4., attn_dropout: float = 0., ff_dropout: float = 0.,
+                 grad_shrink_alpha: float = 0.1, t5_name: str = DEFAULT_T5_NAME, cond_dim: int | None = None,
+                 has_condition: bool = False, audio_text_condition: bool = False,
+                 cond_as_self_attn_prefix: bool = False, cond_drop_prob: float = 0.5, flash_attn: bool = True,
+                 rel_pos_bias: bool = True):
+        super().__init__()
+        self.num_semantic_tokens = num_semantic_tokens
+        self.eos_id = num_semantic_tokens
+        self.audio_text_condition = audio_text_condition
+        self.start_token = nn.Parameter(torch.randn(dim) * 0.02)
+        self.semantic_embedding = nn.Embedding(num_semantic_tokens + 1, dim)
+        self.decoder = stage_decoder(
+            dim = dim, depth = depth, heads = heads, dim_head = dim_head, attn_dropout = attn_dropout,
+            ff_dropout = ff_dropout, ff_mult = ff_mult, grad_shrink_alpha = grad_shrink_alpha, t5_name = t5_name,
+            cond_dim = cond_dim, has_condition = has_condition, audio_text_condition = audio_text_condition,
+            cond_as_self_attn_prefix = cond_as_self_attn_prefix, cond_drop_prob = cond_drop_prob)
+        self.to_logits = nn.Linear(dim, num_semantic_tokens + 1)
+
+    @property
+    def device(self):
+        return self.start_token.device
+
+    def embed_text(self, texts: Sequence[str]) -> Tensor:
+        return self.decoder.embed_text(texts)[0]
+
+    def forward(self, *, ids: Tensor, text=None, text_embeds: Tensor | None = None,
+                text_mask: Tensor | None = None, self_attn_mask: Tensor | None = None,
+                cond_drop_prob: float | None = None, drop_cond: Tensor | None = None,
+                kv_cache: DecoderCache | None = None, return_kv_cache: bool = False):
+        """Args:
+            ids: ``(b, n)`` semantic ids (EOS allowed, padding ``< 0`` allowed at the end).
+            self_attn_mask: ``(b, n)`` True = visible as a key.
+        Returns logits ``(b, n + 1, num_semantic_tokens + 1)`` (position 0 is the start token); with a
+        ``kv_cache`` only the positions not yet cached. With ``return_kv_cache``: ``(logits, cache)``.
+        """
+        batch = ids.shape[0]
+        tokens = self.semantic_embedding(ids.clamp(min = 0))
+        tokens = torch.cat((self.start_token.expand(batch, 1, -1), tokens), dim = 1)
+        key_mask = None
+        if exists(self_attn_mask):
+            key_mask = F.pad(self_attn_mask.bool(), (1, 0), value = True)
+
+        cached = kv_cache.length if exists(kv_cache) else 0
+        hidden, cache = self.decoder(
+            tokens[:, cached:], text = text, text_embeds = text_embeds, text_mask = text_mask,
+            cond_drop_prob = cond_drop_prob, drop_cond = drop_cond,
+            key_mask = key_mask[:, cached:] if exists(key_mask) else None,
+            cache = kv_cache, return_cache = return_kv_cache)
+        logits = self.to_logits(hidden)
+        return (logits, cache) if return_kv_cache else logits
+
+
+def semantic_ids_from_wave(wav2vec, wave: Tensor, input_sample_hz: int | None = None) -> Tensor:
+    """Run a semantic tokenizer without gradients -> ids ``(b, frames)``."""
+    if not exists(wav2vec):
+        raise ValueError('raw audio was given but no semantic tokenizer: pass wav2vec= to the wrapper, or token ids')
+    with torch.no_grad(), eval_mode(wav2vec):
+        ids = wav2vec(wave, flatten = True, input_sample_hz = input_sample_hz)
+    return ids.long()
+
+
+class SemanticTransformerWrapper(nn.Module):
+    """Loss and generation for a ``SemanticTransformer``.
+
+    Args:
+        transformer: the model. wav2vec: semantic tokenizer (``SemanticTokenizer``), needed for raw audio.
+        audio_conditioner: MuLaN-style conditioner (namespace ``'semantic'``). pad_id: padding id.
+        unique_consecutive: collapse repeated ids. mask_prob: forgetful causal masking probability in training.
+    """
+
+    @beartype
+    def __init__(self, *, transformer: SemanticTransformer, wav2vec = None,
+                 audio_conditioner=None, pad_id: int = -1, unique_consecutive: bool = True,
+                 mask_prob: float = 0.15):
+        super().__init__()
+        self.transformer, self.wav2vec, self.audio_conditioner = transformer, wav2vec, audio_conditioner
+        self.pad_id, self.unique_consecutive, self.mask_prob = pad_id, unique_consecutive, mask_prob
+        self.eos_id = transformer.eos_id
+        if exists(audio_conditioner) and not transformer.audio_text_condition:
+            raise ValueError('an audio_conditioner was given: build the SemanticTransformer with audio_text_condition=True')
+        if exists(wav2vec) and wav2vec.codebook_size != transformer.num_semantic_tokens:
+            raise ValueError(f'semantic tokenizer has {wav2vec.codebook_size} clusters but the transformer has '
+                             f'num_semantic_tokens={transformer.num_semantic_tokens}: they must match')
+
+    @property
+    def device(self):
+        return self.transformer.device
+
+    def _condition(self, *, text, text_embeds, wavs = None, batch_size = None):
+        return resolve_condition(self.transformer.decoder, audio_conditioner = self.audio_conditioner,
+                                 namespace = 'semantic', text = text, text_embeds = text_embeds,
+                                 wavs = wavs if exists(self.audio_conditioner) else None, batch_size = batch_size)
+
+    def forward(self, *, semantic_token_ids: Tensor | None = None, raw_wave: Tensor | None = None,
+                text=None, text_embeds: Tensor | None = None, return_loss: bool = False,
+                input_sample_hz: int | None = None, **kwargs):
+        """Args:
+            semantic_token_ids: ``(b, n)`` or raw_wave ``(b, samples)``.
+        Returns the cross-entropy loss (``return_loss``) or logits ``(b, n + 1, vocab)``.
+        """
+        if not exists(semantic_token_ids):
+            if not exists(raw_wave):
+                raise ValueError('pass semantic_token_ids=(b, n) or raw_wave=(b, samples)')
+            semantic_token_ids = semantic_ids_from_wave(self.wav2vec, raw_wave, input_sample_hz)
+        text_embeds, text_mask = self._condition(text = text, text_embeds = text_embeds, wavs = raw_wave,
+                                                 batch_size = semantic_token_ids.shape[0])
+
+        ids = semantic_token_ids.long()
+        if self.unique_consecutive:
+            ids = batch_unique_consecutive(ids, self.pad_id)
+
+        if not return_loss:
+            return self.transformer(ids = ids, text_embeds = text_embeds, text_mask = text_mask, **kwargs)
+
+        ids = append_eos(ids, self.eos_id, self.pad_id)
+        inputs, targets = ids[:, :-1], ids
+        self_attn_mask = None
+        if self.training and self.mask_prob > 0.:
+            self_attn_mask = forgetful_causal_mask(inputs.shape, self.mask_prob, inputs.device)
+        logits = self.transformer(ids = inputs, text_embeds = text_embeds, text_mask = text_mask,
+                                  self_attn_mask = self_attn_mask, **kwargs)
+        return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index = self.pad_id)
+
+    @torch.no_grad()
+    def generate(self, *, max_length: int, text=None, text_embeds: Tensor | None = None,
+                 prime_wave: Tensor | None = None, prime_wave_input_sample_hz: int | None = None,
+                 prime_ids: Tensor | None = None, batch_size: int = 1, cond_scale: float = 3.,
+                 filter_thres: float = 0.9, temperature: float = 1., use_kv_cache: bool = True,
+                 include_eos_in_output: bool = False) -> Tensor:
+        """Sample semantic ids.
+
+        Returns ``(b, <= max_length)`` ids (primes included), padded with ``pad_id`` from the first EOS on
+        (the EOS itself is kept only with ``include_eos_in_output``).
+        """
+        if exists(prime_wave):
+            prime_ids = semantic_ids_from_wave(self.wav2vec, prime_wave, prime_wave_input_sample_hz)
+        if exists(prime_ids):
+            prime_ids = prime_ids.long().to(self.device)
+            if self.unique_consecutive:
+                prime_ids = batch_unique_consecutive(prime_ids, self.pad_id)
+            if prime_ids.shape[0] == 1 and batch_size > 1:
+                prime_ids = prime_ids.expand(batch_size, -1)
+            if (prime_ids == self.pad_id).any():
+                raise ValueError('prime ids of different lengths are not supported; prime one length per call')
+            batch_size = prime_ids.shape[0]
+        else:
+            prime_ids = torch.empty(batch_size, 0, dtype = torch.long, device = self.device)
+
+        text_embeds, text_mask = self._condition(text = text, text_embeds = text_embeds, batch_size = batch_size)
+
+        ids, cache = prime_ids, None
+        finished = torch.zeros(ids.shape[0], dtype = torch.bool, device = self.device)
+        with eval_mode(self.transformer):
+            for _ in range(max(0, max_length - ids.shape[1])):
+                logits, new_cache = self.transformer.forward_with_cond_scale(
+                    ids = ids, text_embeds = text_embeds, text_mask = text_mask, cond_scale = cond_scale,
+                    kv_cache = cache, return_kv_cache = True)
+                cache = new_cache if use_kv_cache else None
+                sampled = sample_logits(logits[:, -1], filter_thres = filter_thres, temperature = temperature)
+                sampled = sampled.masked_fill(finished, self.eos_id)
+                ids = torch.cat((ids, sampled[:, None]), dim = 1)
+                finished |= sampled == self.eos_id
+                if finished.all():
+                    break
+
+        ids = mask_after_eos(ids, self.eos_id, self.pad_id, include_eos = not include_eos_in_output)
+        valid = (ids != self.pad_id).any(dim = 0)
+        last = int(valid.nonzero().max()) + 1 if valid.any() else 0
+        return ids[:, :last]

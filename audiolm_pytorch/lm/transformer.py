@@ -1,0 +1,288 @@
+"""The conditioned causal decoder shared by the semantic, coarse and fine stages.
+
+Conditioning (text via T5, precomputed ``text_embeds`` or an ``audio_conditioner``'s embeddings) enters either
+through cross-attention or, VALL-E style (arXiv 2301.02111), as a self-attention prefix
+(``cond_as_self_attn_prefix``). A learned null token is always present in the condition, so a dropped
+condition (classifier-free guidance, Ho & Salimans arXiv 2207.12598) attends to that token only and
+attention never sees an empty key set.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME, T5Embedder, t5_embed_dim
+from audiolm_pytorch.nn.attention import KVCache
+from audiolm_pytorch.nn.transformer import Transformer
+from audiolm_pytorch.utils import default, exists
+
+
+class DecoderCache(NamedTuple):
+    """Inference state: per-layer keys/values plus what later steps need to build their masks."""
+    layers: list[KVCache]
+    key_mask: Tensor | None       # (b, n_past) True = real token; None = all real
+    context: Tensor | None        # (b, m, dim) cross-attention condition
+    context_mask: Tensor | None   # (b, m)
+    prefix_len: int = 0           # condition tokens at the start of the cache (self-attention prefix mode)
+
+    @property
+    def length(self) -> int:
+        """Number of the caller's own tokens held (the condition prefix excluded)."""
+        return self.layers[0].length - self.prefix_len
+
+
+def left_align(x: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """Move the kept entries of each row to the right end (padding to the left), preserving their order, so
+    rotary (relative) positions between real tokens do not depend on the padding.
+
+    Args:
+        x: ``(b, n, ...)``. keep: ``(b, n)`` bool.
+    Returns ``(x', keep')`` with the same shapes.
+    """
+    order = torch.sort(keep.int(), dim = 1, stable = True).indices
+    gathered = x.gather(1, order.view(*order.shape, *((1,) * (x.ndim - 2))).expand_as(x))
+    return gathered, keep.gather(1, order)
+
+
+def self_attention_mask(key_mask: Tensor | None, query_len: int) -> Tensor | None:
+    """``(b, n_q, n_k)`` mask from a key keep-mask; every query may also attend to itself, so padded queries
+    never see an empty key set (which would give NaN). ``None`` when nothing is padded (fast SDPA path)."""
+    if not exists(key_mask) or bool(key_mask.all()):
+        return None
+    key_len = key_mask.shape[-1]
+    own = torch.arange(key_len - query_len, key_len, device = key_mask.device)
+    diag = own[:, None] == torch.arange(key_len, device = key_mask.device)[None, :]
+    return key_mask[:, None, :] | diag[None]
+
+
+class ConditionedDecoder(nn.Module):
+    """Causal transformer with optional text / audio conditioning.
+
+    Args:
+        dim, depth, heads, dim_head, attn_dropout, ff_dropout, ff_mult, grad_shrink_alpha: transformer sizes.
+        has_condition: accept a condition. cond_dim: width of ``text_embeds`` (default: T5 ``t5_name``'s width,
+        768 when unknown, without contacting the hub). cond_as_self_attn_prefix: condition as a prefix of the
+        sequence instead of cross-attention. cond_drop_prob: probability of dropping the condition in training.
+
+    ``forward(x (b, n, dim), text=None, text_embeds=None, text_mask=None, cond_drop_prob=None, drop_cond=None,
+    key_mask=None, cache=None, return_cache=False) -> (hidden (b, n, dim), DecoderCache | None)``.
+    ``drop_cond``: ``(b,)`` bool forcing the null condition per row (guidance). ``key_mask``: ``(b, n)`` True =
+    real token (padding positions False).
+    """
+
+    def __init__(self, *, dim: int, depth: int, heads: int = 8, dim_head: int = 64, attn_dropout: float = 0.,
+                 ff_dropout: float = 0., ff_mult: float = 4., grad_shrink_alpha: float = 0.1,
+                 has_condition: bool = False, cond_dim: int | None = None, t5_name: str = DEFAULT_T5_NAME,
+                 cond_as_self_attn_prefix: bool = False, cond_drop_prob: float = 0.5):
+        super().__init__()
+        self.dim = dim
+        self.has_condition = has_condition
+        self.cond_as_self_attn_prefix = cond_as_self_attn_prefix
+        self.cond_drop_prob = cond_drop_prob
+        self.t5_name = t5_name
+        self.cond_dim = default(cond_dim, lambda: t5_embed_dim(t5_name))
+        self._t5 = None
+
+        cross_attend = has_condition and not cond_as_self_attn_prefix
+        if has_condition:
+            self.proj_cond = nn.Linear(self.cond_dim, dim) if self.cond_dim != dim else nn.Identity()
+            self.null_cond = nn.Parameter(torch.randn(dim) * 0.02)
+
+        self.transformer = Transformer(
+            dim = dim, depth = depth, heads = heads, dim_head = dim_head, attn_dropout = attn_dropout,
+            ff_dropout = ff_dropout, ff_mult = ff_mult, cross_attend = cross_attend, dim_context = dim,
+            causal = True, grad_shrink_alpha = grad_shrink_alpha)
+
+    # conditioning
+
+    def embed_text(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """T5-embed ``texts`` (loads T5 from local files on first use) -> ``(embeds (b, n, d), mask (b, n))``."""
+        if self._t5 is None:
+            self._t5 = T5Embedder(self.t5_name)
+        embeds, mask = self._t5(texts, device = self.null_cond.device if self.has_condition else 'cpu')
+        if embeds.shape[-1] != self.cond_dim:
+            raise ValueError(f'T5 {self.t5_name!r} gives {embeds.shape[-1]}-dim embeddings but cond_dim={self.cond_dim}')
+        return embeds, mask
+
+    def condition(self, *, batch: int, device, text=None, text_embeds: Tensor | None = None,
+                  text_mask: Tensor | None = None, cond_drop_prob: float | None = None,
+                  drop_cond: Tensor | None = None) -> tuple[Tensor, Tensor] | tuple[None, None]:
+        """Projected condition ``(b, 1 + m, dim)`` with its mask; position 0 is the null token."""
+        if not self.has_condition:
+            if exists(text) or exists(text_embeds):
+                raise ValueError('this model was built without conditioning: construct it with has_condition=True '
+                                 'to pass text or text_embeds')
+            return None, None
+
+        if exists(text) and not exists(text_embeds):
+            text = [text] if isinstance(text, str) else list(text)
+            text_embeds, text_mask = self.embed_text(text)
+
+        null = self.null_cond.expand(batch, 1, self.dim)
+        if not exists(text_embeds):
+            return null, torch.ones(batch, 1, dtype = torch.bool, device = device)
+
+        if text_embeds.ndim == 2:
+            text_embeds = text_embeds[:, None]
+        if text_embeds.shape[-1] != self.cond_dim:
+            raise ValueError(f'text_embeds have width {text_embeds.shape[-1]} but this model expects cond_dim='
+                             f'{self.cond_dim}: construct it with cond_dim={text_embeds.shape[-1]}')
+        if text_embeds.shape[0] != batch:
+            raise ValueError(f'text_embeds batch {text_embeds.shape[0]} does not match the token batch {batch}')
+        if not exists(text_mask):
+            text_mask = (text_embeds != 0).any(dim = -1)
+
+        keep = text_mask.bool()
+        # an explicit cond_drop_prob applies in any mode; the constructor's only in training
+        prob = cond_drop_prob if exists(cond_drop_prob) else (self.cond_drop_prob if self.training else 0.)
+        if exists(drop_cond):
+            keep = keep & ~drop_cond.to(device)[:, None]
+        elif prob > 0.:
+            keep = keep & (torch.rand(batch, device = device) >= prob)[:, None]
+
+        cond = self.proj_cond(text_embeds.to(null.dtype))
+        cond = torch.cat((null, cond), dim = 1)
+        mask = torch.cat((torch.ones(batch, 1, dtype = torch.bool, device = device), keep), dim = 1)
+        return cond, mask
+
+    # forward
+
+    def forward(self, x: Tensor, *, text=None, text_embeds: Tensor | None = None, text_mask: Tensor | None = None,
+                cond_drop_prob: float | None = None, drop_cond: Tensor | None = None,
+                key_mask: Tensor | None = None, cache: DecoderCache | None = None,
+                return_cache: bool = False) -> tuple[Tensor, DecoderCache | None]:
+        batch, seq_len, device = x.shape[0], x.shape[1], x.device
+        if exists(key_mask) and key_mask.all():
+            key_mask = None
+
+        prefix_len = 0
+        if exists(cache):
+            context, context_mask = cache.context, cache.context_mask
+            if exists(cache.key_mask) or exists(key_mask):
+                past = default(cache.key_mask, lambda: torch.ones(batch, cache.layers[0].length, dtype = torch.bool,
+                                                                   device = device))
+                new = default(key_mask, lambda: torch.ones(batch, seq_len, dtype = torch.bool, device = device))
+                key_mask = torch.cat((past, new), dim = 1)
+        else:
+            context, context_mask = self.condition(
+                batch = batch, device = device, text = text, text_embeds = text_embeds, text_mask = text_mask,
+                cond_drop_prob = cond_drop_prob, drop_cond = drop_cond)
+            if self.cond_as_self_attn_prefix and exists(context):
+                context, context_mask = left_align(context, context_mask)
+                prefix_len = context.shape[1]
+                x = torch.cat((context.to(x.dtype), x), dim = 1)
+                new = default(key_mask, lambda: torch.ones(batch, seq_len, dtype = torch.bool, device = device))
+                key_mask = torch.cat((context_mask, new), dim = 1)
+                context = context_mask = None
+
+        attn_mask = self_attention_mask(key_mask, x.shape[1])
+        out = self.transformer(
+            x, mask = attn_mask, context = context, context_mask = context_mask,
+            cache = cache.layers if exists(cache) else None, return_cache = return_cache)
+
+        new_cache = None
+        if return_cache:
+            out, layers = out
+            prefix = cache.prefix_len if exists(cache) else prefix_len
+            new_cache = DecoderCache(layers, key_mask, context, context_mask, prefix)
+        return out[:, prefix_len:], new_cache
+
+
+class GuidanceMixin:
+    """``forward_with_cond_scale`` for a stage model whose ``forward(..., drop_cond=, kv_cache=,
+    return_kv_cache=)`` returns logits (or a tuple of logits), plus the cache when asked.
+
+    Conditional and unconditional passes run as one batch of ``2b``; the kv cache then holds both halves.
+    With ``cond_scale=1`` (or an unconditioned model) a single conditional pass is made.
+    """
+
+    def forward_with_cond_scale(self, *args, cond_scale: float = 3., kv_cache: DecoderCache | None = None,
+                                return_kv_cache: bool = False, **kwargs):
+        decoder = self.decoder
+        if cond_scale == 1 or not decoder.has_condition:
+            return self.forward(*args, cond_drop_prob = 0., kv_cache = kv_cache, return_kv_cache = return_kv_cache,
+                                **kwargs)
+
+        text = kwargs.pop('text', None)
+        if exists(text) and not exists(kwargs.get('text_embeds')):
+            kwargs['text_embeds'], kwargs['text_mask'] = decoder.embed_text([text] if isinstance(text, str) else text)
+
+        batch = next(a for a in (*args, *kwargs.values()) if torch.is_tensor(a)).shape[0]
+
+        def double(value):
+            return torch.cat((value, value), dim = 0) if torch.is_tensor(value) and value.shape[0] == batch else value
+
+        args = tuple(double(a) for a in args)
+        kwargs = {k: double(v) for k, v in kwargs.items()}
+        device = next(t for t in (*args, *kwargs.values()) if torch.is_tensor(t)).device
+        drop = torch.arange(batch * 2, device = device) >= batch
+
+        out = self.forward(*args, drop_cond = drop, kv_cache = kv_cache, return_kv_cache = return_kv_cache, **kwargs)
+        logits, new_cache = (out if return_kv_cache else (out, None))
+
+        def guide(t):
+            cond, null = t.chunk(2, dim = 0)
+            return null + (cond - null) * cond_scale
+
+        logits = tuple(guide(t) for t in logits) if isinstance(logits, tuple) else guide(logits)
+        return (logits, new_cache) if return_kv_cache else logits
+
+
+def stage_decoder(*, dim, depth, heads, dim_head, attn_dropout, ff_dropout, ff_mult, grad_shrink_alpha,
+                  t5_name, cond_dim, has_condition, audio_text_condition, cond_as_self_attn_prefix,
+                  cond_drop_prob) -> ConditionedDecoder:
+    """Build the decoder from the keyword arguments all three stages share (``audio_text_condition`` implies
+    ``has_condition``: the audio conditioner's embeddings are the condition)."""
+    return ConditionedDecoder(
+        dim = dim, depth = depth, heads = heads, dim_head = dim_head, attn_dropout = attn_dropout,
+        ff_dropout = ff_dropout, ff_mult = ff_mult, grad_shrink_alpha = grad_shrink_alpha,
+        has_condition = has_condition or audio_text_condition, cond_dim = cond_dim,
+        t5_name = default(t5_name, DEFAULT_T5_NAME), cond_as_self_attn_prefix = cond_as_self_attn_prefix,
+        cond_drop_prob = cond_drop_prob)
+
+
+def resolve_condition(decoder: ConditionedDecoder, *, audio_conditioner=None, namespace: str, text=None,
+                      text_embeds: Tensor | None = None, text_mask: Tensor | None = None,
+                      wavs: Tensor | None = None, batch_size: int | None = None):
+    """Turn the ways a condition can be given into ``(text_embeds, text_mask)`` once (before a loss or a
+    sampling loop): an audio conditioner embeds ``wavs`` (training) or ``text`` (generation) under
+    ``namespace``; otherwise text goes through T5 (loaded lazily, local files only)."""
+    from audiolm_pytorch.lm.conditioning import audio_condition
+    if exists(text_embeds) or not (exists(text) or exists(wavs)):
+        return text_embeds, text_mask
+    if exists(audio_conditioner):
+        embeds = audio_condition(audio_conditioner, namespace = namespace, wavs = wavs,
+                                 texts = None if exists(wavs) else text)
+        return embeds, None
+    if not exists(text):
+        return None, None
+    if not decoder.has_condition:
+        raise ValueError('text was given but this model was built without conditioning (has_condition=False)')
+    if isinstance(text, str):
+        text = [text] * default(batch_size, 1)
+    return decoder.embed_text(list(text))
+
+
+def aligned_prefix(tokens: Tensor, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Left-align a padded prefix. Returns ``(tokens', keep', where)`` where ``where (b, P)`` gives, for each
+    original prefix position, its index in the aligned prefix (to read the logits back in original order)."""
+    order = torch.sort(keep.int(), dim = 1, stable = True).indices
+    where = torch.argsort(order, dim = 1)
+    aligned = tokens.gather(1, order[..., None].expand_as(tokens))
+    return aligned, keep.gather(1, order), where
+
+
+def slot_logits(hidden: Tensor, weight: Tensor, bias: Tensor, first_slot: int = 0) -> Tensor:
+    """Per-quantizer output heads. ``hidden (b, m, d)`` predicts tokens whose quantizer slots cycle
+    ``first_slot, first_slot + 1, ...`` modulo ``Q``; ``weight (Q, d, V)``, ``bias (Q, V)`` -> ``(b, m, V)``."""
+    num_slots, m = weight.shape[0], hidden.shape[1]
+    if m == 0:
+        return hidden.new_zeros(hidden.shape[0], 0, weight.shape[-1])
+    hidden = torch.nn.functional.pad(hidden, (0, 0, first_slot, (-(m + first_slot)) % num_slots))
+    frames = hidden.shape[1] // num_slots
+    hidden = hidden.view(hidden.shape[0], frames, num_slots, hidden.shape[-1])
+    logits = torch.einsum('bfqd,qdv->bfqv', hidden, weight) + bias
+    return logits.reshape(hidden.shape[0], frames * num_slots, -1)[:, first_slot:first_slot + m]

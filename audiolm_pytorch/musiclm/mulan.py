@@ -1,0 +1,322 @@
+"""MuLaN (arXiv 2208.12415): a two-tower contrastive joint embedding of music audio and text, and the
+``MuLaNEmbedQuantizer`` that turns its embeddings into conditioning tokens for the three AudioLM stages
+(MusicLM, arXiv 2301.11325).
+
+The towers live in ``ast.py`` (``AudioSpectrogramTransformer``) and ``text.py`` (``TextTransformer``) and are
+re-exported here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from beartype import beartype
+from einops import rearrange
+from torch import Tensor, nn
+
+from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.musiclm.ast import AudioSpectrogramTransformer
+from audiolm_pytorch.musiclm.text import TextTransformer
+from audiolm_pytorch.utils import exists
+
+__all__ = ['AudioSpectrogramTransformer', 'TextTransformer', 'MuLaN', 'MuLaNEmbedQuantizer']
+
+
+# ----------------------------------------------------------------------------------------------------------
+# distributed gather that keeps the gradient
+# ----------------------------------------------------------------------------------------------------------
+
+def distributed_ready() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """Concatenate ``(n_rank, d)`` shards of every process along dim 0 (sizes may differ). Backward sums the
+    gradient of the gathered tensor over processes and returns this process's slice, so each shard receives
+    the gradient of every process's loss (every rank computes the same full-batch loss)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        world = dist.get_world_size()
+        size = torch.tensor([x.shape[0]], device = x.device, dtype = torch.long)
+        sizes = [torch.zeros_like(size) for _ in range(world)]
+        dist.all_gather(sizes, size)
+        sizes = [int(s.item()) for s in sizes]
+        longest = max(sizes)
+        padded = F.pad(x, (0, 0, 0, longest - x.shape[0])).contiguous()
+        gathered = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(gathered, padded)
+        rank = dist.get_rank()
+        ctx.local_slice = (sum(sizes[:rank]), sum(sizes[:rank + 1]))
+        return torch.cat([shard[:n] for shard, n in zip(gathered, sizes)], dim = 0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op = dist.ReduceOp.SUM)
+        start, end = ctx.local_slice
+        return grad[start:end]
+
+
+def all_gather_with_grad(x: Tensor) -> Tensor:
+    """``(n_local, d)`` -> ``(n_total, d)`` across processes (identity when not distributed)."""
+    if not distributed_ready():
+        return x
+    return _AllGatherWithGrad.apply(x)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# contrastive losses
+# ----------------------------------------------------------------------------------------------------------
+
+def softmax_contrastive_loss(sims: Tensor, decoupled: bool = True) -> Tensor:
+    """Symmetric InfoNCE on ``sims (b, b)`` (text rows, audio columns; matches on the diagonal, already scaled
+    by the temperature). ``decoupled`` removes the positive pair from the denominator (DCL, arXiv 2110.06848)."""
+    eye = torch.eye(sims.shape[0], device = sims.device, dtype = torch.bool)
+    positives = sims.diagonal()
+    losses = []
+    for logits in (sims, sims.t()):
+        if decoupled:
+            logits = logits.masked_fill(eye, float('-inf'))
+        if decoupled and sims.shape[0] == 1:
+            denominator = torch.zeros_like(positives)   # nothing to contrast against
+        else:
+            denominator = logits.logsumexp(dim = -1)
+        losses.append((denominator - positives).mean())
+    return sum(losses) / 2
+
+
+def sigmoid_contrastive_loss(sims: Tensor, bias: Tensor) -> Tensor:
+    """Pairwise sigmoid loss (SigLIP, arXiv 2303.15343) on scaled ``sims (b, b)``; ``+1`` on the diagonal."""
+    labels = 2 * torch.eye(sims.shape[0], device = sims.device, dtype = sims.dtype) - 1
+    return -F.logsigmoid(labels * (sims + bias)).sum() / sims.shape[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MuLaN
+# ----------------------------------------------------------------------------------------------------------
+
+class MuLaN(Checkpointable, nn.Module):
+    """Contrastive music–text model.
+
+    Args:
+        audio_transformer: ``AudioSpectrogramTransformer`` (or any module mapping ``(b, n)`` waves to ``(b, dim)``
+            with a ``dim`` attribute). text_transformer: ``TextTransformer``.
+        dim_latent: size of the joint embedding; latents are L2-normalised.
+        decoupled_contrastive_learning: softmax loss without the positive pair in the denominator (DCL).
+        sigmoid_contrastive_loss: use the pairwise sigmoid loss instead of the softmax one.
+        init_temperature: initial similarity scale (learned, in log space). init_sigmoid_bias: initial logit bias
+            of the sigmoid loss.
+
+    ``forward(wavs (b, n), texts=None (b, t) ids, raw_texts=None list[str]) -> scalar loss``. In distributed
+    training (``torch.distributed`` initialised) latents of every process are gathered, so the loss contrasts
+    against the global batch; gradients reach the local shard exactly.
+    """
+
+    @beartype
+    def __init__(
+        self, audio_transformer: nn.Module, text_transformer: nn.Module, *, dim_latent: int = 128,
+        decoupled_contrastive_learning: bool = True, sigmoid_contrastive_loss: bool = False,
+        init_temperature: float = 10., init_sigmoid_bias: float = -10.,
+    ):
+        super().__init__()
+        self.audio = audio_transformer
+        self.text = text_transformer
+        self.dim_latent = dim_latent
+        self.decoupled_contrastive_learning = decoupled_contrastive_learning
+        self.use_sigmoid_loss = sigmoid_contrastive_loss
+        self.audio_to_latents = nn.Linear(audio_transformer.dim, dim_latent)
+        self.text_to_latents = nn.Linear(text_transformer.dim, dim_latent)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(init_temperature)))
+        self.sigmoid_bias = nn.Parameter(torch.tensor(float(init_sigmoid_bias))) if sigmoid_contrastive_loss else None
+
+    @property
+    def audio_transformer(self) -> nn.Module:
+        return self.audio
+
+    @property
+    def text_transformer(self) -> nn.Module:
+        return self.text
+
+    @beartype
+    def get_audio_latents(self, wavs: Tensor) -> Tensor:
+        """``wavs (b, n)`` or ``(b, 1, n)`` -> L2-normalised ``(b, dim_latent)``."""
+        return F.normalize(self.audio_to_latents(self.audio(wavs)), dim = -1)
+
+    @beartype
+    def get_text_latents(self, texts: Tensor | list[str] | str | None = None,
+                         raw_texts: list[str] | str | None = None) -> Tensor:
+        """Token ids ``texts (b, t)`` or strings ``raw_texts`` (strings passed as ``texts`` are accepted too)
+        -> L2-normalised ``(b, dim_latent)``."""
+        if isinstance(texts, (list, str)):
+            texts, raw_texts = (None, texts) if not exists(raw_texts) else (texts, raw_texts)
+        if exists(texts) == exists(raw_texts):
+            raise ValueError('pass exactly one of texts (token ids) or raw_texts (strings)')
+        embeds = self.text(texts) if exists(texts) else self.text(raw_texts = raw_texts)
+        return F.normalize(self.text_to_latents(embeds), dim = -1)
+
+    @beartype
+    def similarity(self, wavs: Tensor, texts: Tensor | list[str] | str | None = None,
+                   raw_texts: list[str] | str | None = None) -> Tensor:
+        """Cosine similarity of each (wave, text) pair: ``(b,)`` in [-1, 1]."""
+        audio = self.get_audio_latents(wavs)
+        text = self.get_text_latents(texts, raw_texts)
+        if audio.shape[0] != text.shape[0]:
+            raise ValueError(f'{audio.shape[0]} waves but {text.shape[0]} texts: pairs must line up')
+        return (audio * text).sum(dim = -1)
+
+    @beartype
+    def forward(
+        self, wavs: Tensor, texts: Tensor | list[str] | str | None = None, raw_texts: list[str] | str | None = None,
+        return_latents: bool = False, return_similarities: bool = False, return_pairwise_similarities: bool = False,
+    ):
+        """Args:
+            wavs: ``(b, n)`` waves. texts: ``(b, t)`` token ids. raw_texts: ``b`` strings.
+            return_latents: return ``(audio_latents, text_latents)`` each ``(b, dim_latent)``.
+            return_similarities: return the cosine similarity of each pair ``(b,)``.
+            return_pairwise_similarities: return all text–audio cosine similarities ``(b_text, b_audio)``.
+
+        Returns: the contrastive loss (scalar) by default.
+        """
+        audio_latents = self.get_audio_latents(wavs)
+        text_latents = self.get_text_latents(texts, raw_texts)
+
+        if return_latents:
+            return audio_latents, text_latents
+        if return_similarities:
+            return (audio_latents * text_latents).sum(dim = -1)
+        if return_pairwise_similarities:
+            return text_latents @ audio_latents.t()
+
+        if audio_latents.shape[0] != text_latents.shape[0]:
+            raise ValueError(f'{audio_latents.shape[0]} waves but {text_latents.shape[0]} texts: '
+                             'contrastive training needs one text per wave')
+
+        audio_latents = all_gather_with_grad(audio_latents)
+        text_latents = all_gather_with_grad(text_latents)
+
+        # scale capped at 100 as in CLIP (arXiv 2103.00020): a runaway temperature destabilises training
+        scale = self.log_temperature.clamp(max = math.log(100.)).exp()
+        sims = (text_latents @ audio_latents.t()) * scale                            # (b_text, b_audio)
+        if self.use_sigmoid_loss:
+            return sigmoid_contrastive_loss(sims, self.sigmoid_bias)
+        return softmax_contrastive_loss(sims, decoupled = self.decoupled_contrastive_learning)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# conditioning tokens for AudioLM
+# ----------------------------------------------------------------------------------------------------------
+
+class MuLaNEmbedQuantizer(Checkpointable, nn.Module):
+    """Residual-quantized MuLaN embeddings as conditioning for the semantic / coarse / fine transformers.
+
+    A frozen MuLaN embeds audio (training) or text (inference) into the shared space; a residual VQ turns the
+    latent into ``rq_num_quantizers`` code ids; each namespace (one per AudioLM stage) has its own learned
+    embedding table per quantizer, of that stage's width.
+
+    Args:
+        mulan: a trained ``MuLaN`` (kept frozen: no gradients, always run in eval mode).
+        conditioning_dims: one width per namespace (or one int for all).
+        rq_num_quantizers, codebook_size: residual VQ size. rq_ema_decay: codebook EMA decay (codebooks
+            are updated while this module is in training mode and fed audio). rq_kwargs: extra ResidualVQ options.
+        namespaces: names of the stages, in the order of ``conditioning_dims``.
+
+    ``__call__(wavs=None, texts=None, namespace=None) -> (b, rq_num_quantizers, dim_of_namespace)``. ``texts`` may
+    be strings or token ids.
+    """
+
+    @beartype
+    def __init__(
+        self, mulan: MuLaN, conditioning_dims: tuple[int, ...] | list[int] | int, *, rq_num_quantizers: int = 8,
+        rq_ema_decay: float = 0.9, codebook_size: int = 1024, namespaces: tuple[str, ...] | list[str] = (
+            'semantic', 'coarse', 'fine'), rq_kwargs: dict | None = None,
+    ):
+        super().__init__()
+        from vector_quantize_pytorch import ResidualVQ
+
+        namespaces = tuple(namespaces)
+        if isinstance(conditioning_dims, int):
+            conditioning_dims = (conditioning_dims,) * len(namespaces)
+        conditioning_dims = tuple(conditioning_dims)
+        if len(namespaces) == 0 or len(set(namespaces)) != len(namespaces):
+            raise ValueError(f'namespaces must be distinct and non-empty, got {namespaces}')
+        if len(conditioning_dims) != len(namespaces):
+            raise ValueError(f'{len(conditioning_dims)} conditioning_dims for {len(namespaces)} namespaces '
+                             f'{namespaces}: give one width per namespace')
+
+        self.mulan = mulan
+        self.namespaces = namespaces
+        self.conditioning_dims = conditioning_dims
+        self.rq_num_quantizers = rq_num_quantizers
+        self.codebook_size = codebook_size
+        self._default_namespace = namespaces[0]
+
+        rq_options = dict(kmeans_init = True, threshold_ema_dead_code = 2, commitment_weight = 0.)
+        rq_options.update(rq_kwargs or {})
+        self.rq = ResidualVQ(dim = mulan.dim_latent, num_quantizers = rq_num_quantizers,
+                             codebook_size = codebook_size, decay = rq_ema_decay, **rq_options)
+
+        # one table per namespace: (quantizer, code, dim); small init like token embeddings
+        self.cond_embeddings = nn.ParameterDict({
+            namespace: nn.Parameter(torch.randn(rq_num_quantizers, codebook_size, dim) * 0.02)
+            for namespace, dim in zip(namespaces, conditioning_dims)})
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.mulan.eval()   # frozen: no dropout / augmentation when embedding
+        return self
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """Conditioning width per namespace."""
+        return dict(zip(self.namespaces, self.conditioning_dims))
+
+    def dim_for(self, namespace: str) -> int:
+        return self.dims[self._check_namespace(namespace)]
+
+    def set_default_namespace(self, namespace: str):
+        self._default_namespace = self._check_namespace(namespace)
+
+    def _check_namespace(self, namespace: str) -> str:
+        if namespace not in self.namespaces:
+            raise ValueError(f'unknown namespace {namespace!r}; this quantizer has {self.namespaces}')
+        return namespace
+
+    @torch.no_grad()
+    def get_latents(self, wavs: Tensor | None = None, texts: Tensor | list[str] | str | None = None) -> Tensor:
+        """Frozen MuLaN latents ``(b, dim_latent)`` of ``wavs`` or ``texts`` (strings or token ids)."""
+        if exists(wavs) == exists(texts):
+            raise ValueError('pass exactly one of wavs (training: audio embeddings) or texts (inference)')
+        self.mulan.eval()
+        if exists(wavs):
+            return self.mulan.get_audio_latents(wavs)
+        return self.mulan.get_text_latents(texts)
+
+    def get_indices(self, latents: Tensor) -> Tensor:
+        """``(b, dim_latent)`` -> residual code ids ``(b, rq_num_quantizers)``."""
+        _, indices, _ = self.rq(rearrange(latents, 'b d -> b 1 d'))
+        return rearrange(indices, 'b 1 q -> b q')
+
+    def embed_indices(self, indices: Tensor, namespace: str) -> Tensor:
+        """``(b, q)`` code ids -> ``(b, q, dim_of_namespace)``."""
+        table = self.cond_embeddings[self._check_namespace(namespace)]                 # (q, c, d)
+        quantizer = torch.arange(self.rq_num_quantizers, device = indices.device)
+        return table[quantizer[None], indices]
+
+    @beartype
+    def forward(self, wavs: Tensor | None = None, texts: Tensor | list[str] | str | None = None,
+                namespace: str | None = None) -> Tensor:
+        """Args:
+            wavs: ``(b, n)`` waves (training). texts: ``b`` strings or ``(b, t)`` token ids (inference).
+            namespace: stage name (default: the first namespace, or ``set_default_namespace``).
+
+        Returns: ``(b, rq_num_quantizers, dim_of_namespace)`` conditioning embeddings.
+        """
+        namespace = self._check_namespace(namespace if exists(namespace) else self._default_namespace)
+        latents = self.get_latents(wavs = wavs, texts = texts)
+        with torch.no_grad():
+            indices = self.get_indices(latents)
+        return self.embed_indices(indices, namespace)

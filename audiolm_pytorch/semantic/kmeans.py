@@ -1,0 +1,545 @@
+"""k-means for semantic tokens: apply centroids in torch, read them from the formats users hold, fit new ones.
+
+Formats read by ``load_kmeans_centroids`` / ``KMeans.from_file``:
+
+- ``.safetensors`` (what ``fit_kmeans`` / ``KMeans.save`` write: tensor ``centroids`` (k, d), config in metadata),
+- ``.npy`` (a plain ``(k, d)`` array; never unpickled), ``.pt`` / ``.pth`` (a tensor or a dict with
+  ``centroids`` / ``cluster_centers_``, read with ``torch.load(weights_only=True)``),
+- joblib / pickle dumps of scikit-learn ``KMeans`` / ``MiniBatchKMeans`` (``hubert_base_ls960_L9_km500.bin``,
+  as written by fairseq's ``learn_kmeans.py``). These files are pickles, and unpickling a pickle runs whatever
+  code the file names. By default they are read by a *restricted* unpickler that reconstructs only numpy
+  arrays, dtypes, numpy scalars and an inert stand-in for the scikit-learn estimator, then takes its
+  ``cluster_centers_``: no code from the file runs and neither scikit-learn nor joblib is needed. Files it
+  cannot read (compressed dumps, other estimators) can be loaded with ``allow_pickle=True``, which calls
+  ``joblib.load`` (needs ``pip install audiolm-pytorch[kmeans]``) and therefore executes the pickle: only do
+  that for files you trust.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from beartype import beartype
+from torch import Tensor, nn
+
+from audiolm_pytorch.utils import default, exists
+from audiolm_pytorch.version import __version__
+
+__all__ = ['KMeans', 'KMeansFileError', 'load_kmeans_centroids', 'read_sklearn_kmeans_pickle', 'minibatch_kmeans',
+           'fit_kmeans', 'FitKMeansResult', 'collect_features', 'list_audio_files']
+
+PICKLE_SUFFIXES = ('.bin', '.joblib', '.pkl', '.pickle')
+KMEANS_FORMAT = 'audiolm_pytorch.kmeans'
+
+
+class KMeansFileError(ValueError):
+    """A k-means file is missing its centroids, has an unknown format, or does not fit the features."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# restricted reading of scikit-learn / joblib pickles
+# ----------------------------------------------------------------------------------------------------------
+
+class _EstimatorState:
+    """Inert stand-in for a scikit-learn k-means estimator: ``BUILD`` only stores its attribute dict."""
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) == 2:  # (dict, slotstate)
+            state = state[0]
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError('estimator state must be a dict')
+        self.__dict__.update(state)
+
+
+class _JoblibArrayWrapper:
+    """Stand-in for ``joblib.numpy_pickle.NumpyArrayWrapper``: its attributes describe the raw array bytes
+    that joblib writes into the stream right after it."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError('NumpyArrayWrapper state must be a dict')
+        self.__dict__.update(state)
+
+
+_ESTIMATORS = {
+    ('sklearn.cluster._kmeans', 'MiniBatchKMeans'), ('sklearn.cluster._kmeans', 'KMeans'),
+    ('sklearn.cluster.k_means_', 'MiniBatchKMeans'), ('sklearn.cluster.k_means_', 'KMeans'),  # sklearn < 0.22
+    ('sklearn.cluster', 'MiniBatchKMeans'), ('sklearn.cluster', 'KMeans'),
+}
+
+
+def _numpy_global(module: str, name: str):
+    """numpy callables needed to rebuild plain arrays and scalars; all they do is allocate data."""
+    if module in ('numpy', 'numpy.core.multiarray', 'numpy._core.multiarray', 'numpy.core.numeric',
+                  'numpy._core.numeric'):
+        if name == 'dtype':
+            return np.dtype
+        if name == 'ndarray':
+            return np.ndarray
+        if name == '_reconstruct':
+            return _reconstruct
+        if name == 'scalar':
+            return _scalar
+    return None
+
+
+def _reconstruct(subtype, shape, dtype):
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError('only plain numpy arrays may be rebuilt')
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+
+def _scalar(dtype, data=None):
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise pickle.UnpicklingError('only numeric numpy scalars may be rebuilt')
+    return np.frombuffer(data, dtype = dtype, count = 1)[0] if exists(data) else dtype.type()
+
+
+class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler lets us hook BUILD
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file):
+        super().__init__(file)
+        self._file = file
+
+    def find_class(self, module, name):
+        if (module, name) in _ESTIMATORS:
+            return _EstimatorState
+        if (module, name) == ('joblib.numpy_pickle', 'NumpyArrayWrapper'):
+            return _JoblibArrayWrapper
+        found = _numpy_global(module, name)
+        if exists(found):
+            return found
+        raise pickle.UnpicklingError(f'global {module}.{name} is not allowed by the restricted k-means reader')
+
+    def load_build(self):
+        super().load_build()
+        top = self.stack[-1]
+        if isinstance(top, _JoblibArrayWrapper):
+            self.stack[-1] = self._read_joblib_array(top)
+        elif isinstance(top, np.ndarray) and top.dtype.hasobject:
+            raise pickle.UnpicklingError('object arrays are not allowed by the restricted k-means reader')
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def _read_joblib_array(self, wrapper) -> np.ndarray:
+        dtype = wrapper.__dict__.get('dtype')
+        shape = tuple(int(s) for s in wrapper.__dict__.get('shape', ()))
+        order = wrapper.__dict__.get('order', 'C')
+        if not isinstance(dtype, np.dtype) or dtype.hasobject:
+            raise pickle.UnpicklingError('joblib array of objects is not allowed by the restricted k-means reader')
+        # joblib >= 1.2 writes one byte holding a padding length, then that many padding bytes
+        if exists(wrapper.__dict__.get('numpy_array_alignment_bytes')):
+            padding = self._file.read(1)
+            if len(padding) != 1:
+                raise pickle.UnpicklingError('truncated joblib array')
+            self._file.read(int.from_bytes(padding, 'little'))
+        count = math.prod(shape)
+        data = self._file.read(count * dtype.itemsize)
+        if len(data) != count * dtype.itemsize:
+            raise pickle.UnpicklingError('truncated joblib array data')
+        array = np.frombuffer(data, dtype = dtype, count = count).copy()
+        if order == 'F':
+            return array.reshape(shape[::-1]).transpose()
+        return array.reshape(shape)
+
+
+def read_sklearn_kmeans_pickle(path: str | os.PathLike) -> np.ndarray:
+    """``cluster_centers_`` (k, d) of a pickled / joblib-dumped scikit-learn k-means, without executing code
+    from the file. Raises ``KMeansFileError`` if the file needs anything outside the allow-list."""
+    path = Path(path)
+    with open(path, 'rb') as f:
+        head = f.read(2)
+        f.seek(0)
+        if head[:1] != b'\x80':
+            raise KMeansFileError(
+                f'{path} is not an uncompressed pickle / joblib file (it may be a compressed joblib dump). '
+                'Load it with allow_pickle=True if you trust it (runs code from the file; needs the [kmeans] extra), '
+                'or convert it to centroids: np.save("centroids.npy", joblib.load(path).cluster_centers_)')
+        try:
+            obj = _RestrictedUnpickler(f).load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError) as error:
+            raise KMeansFileError(
+                f'cannot read {path} with the restricted k-means reader ({error}). If you trust the file, pass '
+                'allow_pickle=True (runs code from the file; needs pip install audiolm-pytorch[kmeans]).') from error
+    return _centroids_from_object(obj, path)
+
+
+def _centroids_from_object(obj: Any, path) -> np.ndarray:
+    if isinstance(obj, np.ndarray):
+        return obj
+    if isinstance(obj, dict):
+        state = obj
+    else:
+        state = getattr(obj, '__dict__', {})
+    for key in ('cluster_centers_', 'centroids', 'centers'):
+        if key in state:
+            return np.asarray(state[key])
+    raise KMeansFileError(f'{path} holds a {type(obj).__name__} without cluster_centers_ (is the k-means fitted?)')
+
+
+def _load_pickle_trusted(path: Path) -> np.ndarray:
+    try:
+        import joblib
+    except ImportError as error:
+        raise ImportError('allow_pickle=True loads k-means pickles with joblib and scikit-learn: '
+                          'pip install "audiolm-pytorch[kmeans]"') from error
+    return _centroids_from_object(joblib.load(path), path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# centroids from any supported file
+# ----------------------------------------------------------------------------------------------------------
+
+@beartype
+def load_kmeans_centroids(path: str | os.PathLike, *, allow_pickle: bool = False) -> tuple[Tensor, dict]:
+    """Read k-means centroids. Returns ``(centroids (k, d) float32, config dict)``.
+
+    Args:
+        path: ``.safetensors``, ``.npy``, ``.pt``/``.pth``, or a scikit-learn pickle (``.bin``, ``.joblib``,
+            ``.pkl``; read by the restricted reader described in this module's docstring).
+        allow_pickle: for pickles the restricted reader cannot handle, fall back to ``joblib.load``
+            (executes code from the file: trusted files only; needs the ``[kmeans]`` extra).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'k-means file not found: {path}')
+    suffix = path.suffix.lower()
+    config: dict = {}
+
+    try:
+        if suffix == '.safetensors':
+            from safetensors import safe_open
+            with safe_open(str(path), framework = 'pt') as f:
+                metadata = f.metadata() or {}
+                keys = list(f.keys())
+                key = 'centroids' if 'centroids' in keys else (keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise KMeansFileError(f'{path} holds tensors {keys}; expected one named "centroids"')
+                centroids = f.get_tensor(key)
+            if 'config' in metadata:
+                config = json.loads(metadata['config'])
+        elif suffix == '.npy':
+            centroids = torch.from_numpy(np.load(path, allow_pickle = False))
+        elif suffix in ('.pt', '.pth'):
+            obj = torch.load(str(path), map_location = 'cpu', weights_only = True)
+            if isinstance(obj, dict):
+                obj = next((obj[k] for k in ('centroids', 'cluster_centers_', 'centers') if k in obj), obj)
+            if not isinstance(obj, (Tensor, np.ndarray)):
+                raise KMeansFileError(f'{path} holds no centroid tensor (expected a tensor or a dict with "centroids")')
+            centroids = torch.as_tensor(obj)
+        elif suffix in PICKLE_SUFFIXES:
+            try:
+                array = read_sklearn_kmeans_pickle(path)
+            except KMeansFileError:
+                if not allow_pickle:
+                    raise
+                array = _load_pickle_trusted(path)
+            centroids = torch.from_numpy(np.ascontiguousarray(array))
+        else:
+            raise KMeansFileError(f'unknown k-means file type {suffix!r} for {path}: use .safetensors, .npy, .pt, '
+                                  'or a scikit-learn joblib dump (.bin / .joblib)')
+    except KMeansFileError:
+        raise
+    except ImportError:
+        raise
+    except Exception as error:  # corrupt files fail anywhere inside numpy / torch / safetensors readers
+        raise KMeansFileError(f'cannot read k-means centroids from {path}: {type(error).__name__}: {error}') from error
+
+    if centroids.ndim != 2 or centroids.shape[0] < 1 or not centroids.is_floating_point():
+        raise KMeansFileError(f'{path}: centroids must be a float (clusters, dim) matrix, got '
+                              f'{tuple(centroids.shape)} {centroids.dtype}')
+    if not torch.isfinite(centroids).all():
+        raise KMeansFileError(f'{path}: centroids contain NaN or infinite values')
+    return centroids.float().contiguous(), config
+
+
+class KMeans(nn.Module):
+    """Nearest-centroid assignment in torch (on the module's device).
+
+    ``forward(x (..., d)) -> ids (...)`` = argmin over centroids of ``||x - c||^2``, computed as
+    ``||c||^2 - 2 x.c`` in float32 (the ``||x||^2`` term does not change the argmin), as scikit-learn's
+    ``predict`` does.
+    """
+
+    def __init__(self, centroids: Tensor, config: dict | None = None):
+        super().__init__()
+        if centroids.ndim != 2:
+            raise ValueError(f'centroids must be (clusters, dim), got {tuple(centroids.shape)}')
+        self.register_buffer('centroids', centroids.float().clone())
+        self.config = dict(default(config, {}))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, *, allow_pickle: bool = False) -> 'KMeans':
+        centroids, config = load_kmeans_centroids(path, allow_pickle = allow_pickle)
+        return cls(centroids, config = config)
+
+    def _apply(self, fn, recurse = True):
+        # follow device moves but keep float32 centroids when the parent is cast to bf16 / fp16: assignments
+        # must not change because the encoder runs in low precision
+        device = fn(torch.empty(0, device = self.centroids.device, dtype = self.centroids.dtype)).device
+        self.centroids = self.centroids.to(device)
+        return self
+
+    @property
+    def codebook_size(self) -> int:
+        return self.centroids.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.centroids.shape[1]
+
+    def distances(self, x: Tensor) -> Tensor:
+        """``(..., d) -> (..., k)`` squared distances up to the per-row constant ``||x||^2``."""
+        centroids = self.centroids
+        x = x.to(device = centroids.device, dtype = torch.float32)
+        with torch.autocast(device_type = x.device.type, enabled = False):
+            return centroids.pow(2).sum(-1) - 2. * (x @ centroids.t())
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.dim:
+            raise KMeansFileError(f'k-means centroids have dimension {self.dim} but the features have dimension '
+                                  f'{x.shape[-1]}: the k-means file was fitted on another model or layer')
+        return self.distances(x).argmin(dim = -1)
+
+    def save(self, path: str | os.PathLike, config: dict | None = None) -> Path:
+        """Write ``centroids`` as safetensors with a JSON config in the metadata (and a ``.json`` beside it)."""
+        from safetensors.torch import save_file
+        path = Path(path)
+        if path.suffix != '.safetensors':
+            raise ValueError(f'k-means files are saved as .safetensors, got {path}')
+        config = {**self.config, **default(config, {}), 'clusters': self.codebook_size, 'dim': self.dim,
+                  'format': KMEANS_FORMAT, 'version': __version__}
+        path.parent.mkdir(parents = True, exist_ok = True)
+        tmp = path.with_name(f'.{path.name}.tmp')
+        save_file({'centroids': self.centroids.detach().cpu().contiguous()}, str(tmp),
+                  metadata = {'format': KMEANS_FORMAT, 'config': json.dumps(config)})
+        os.replace(tmp, path)
+        path.with_suffix('.json').write_text(json.dumps(config, indent = 2))
+        self.config = config
+        return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fitting
+# ----------------------------------------------------------------------------------------------------------
+
+def _kmeans_plus_plus(x: Tensor, clusters: int, generator: torch.Generator) -> Tensor:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007) on ``x`` (n, d)."""
+    n = x.shape[0]
+    first = torch.randint(n, (1,), generator = generator).item()
+    centroids = [x[first]]
+    closest = (x - x[first]).pow(2).sum(-1)
+    for _ in range(1, clusters):
+        total = closest.sum()
+        if total <= 0:  # fewer distinct points than clusters: pick any point
+            index = torch.randint(n, (1,), generator = generator).item()
+        else:
+            probs = (closest / total).double().cpu()
+            index = torch.multinomial(probs, 1, generator = generator).item()
+        centroids.append(x[index])
+        closest = torch.minimum(closest, (x - x[index]).pow(2).sum(-1))
+    return torch.stack(centroids)
+
+
+@torch.no_grad()
+def minibatch_kmeans(
+    features: Tensor, *, clusters: int, batch_size: int = 10_000, epochs: float = 20., init_size: int | None = None,
+    seed: int = 0, device: str | torch.device | None = None,
+) -> tuple[Tensor, float]:
+    """Mini-batch k-means (Sculley 2010, "Web-scale k-means clustering") in torch.
+
+    Args:
+        features: ``(n, d)`` frames (any device; moved to ``device``, default CUDA when available).
+        clusters: number of centroids ``k`` (``n >= k`` required).
+        epochs: passes over the data, in mini-batches of ``batch_size`` frames sampled with replacement.
+
+    Returns:
+        ``(centroids (k, d) float32 on CPU, inertia)`` where inertia is the mean squared distance of every
+        frame to its centroid.
+    """
+    device = torch.device(default(device, 'cuda' if torch.cuda.is_available() else 'cpu'))
+    x = features.detach().to(device = device, dtype = torch.float32)
+    n = x.shape[0]
+    if x.ndim != 2:
+        raise ValueError(f'features must be (frames, dim), got {tuple(x.shape)}')
+    if n < clusters:
+        raise ValueError(f'need at least as many frames as clusters: {n} frames < {clusters} clusters; '
+                         'give more audio or fewer clusters')
+
+    generator = torch.Generator().manual_seed(seed)
+    init_size = min(n, default(init_size, max(3 * clusters, 3 * min(batch_size, n))))
+    init_index = torch.randperm(n, generator = generator)[:init_size].to(device)
+    centroids = _kmeans_plus_plus(x[init_index], clusters, generator)
+
+    counts = torch.zeros(clusters, device = device)
+    batch_size = min(batch_size, n)
+    steps = max(1, math.ceil(epochs * n / batch_size))
+    kmeans = KMeans(centroids)
+
+    for step in range(steps):
+        index = torch.randint(n, (batch_size,), generator = generator).to(device)
+        batch = x[index]
+        labels = kmeans.distances(batch).argmin(-1)
+        batch_counts = torch.bincount(labels, minlength = clusters).float()
+        sums = torch.zeros_like(kmeans.centroids).index_add_(0, labels, batch)
+        counts += batch_counts
+        hit = batch_counts > 0
+        # running mean of every frame ever assigned: c <- c + (sum_b - n_b c) / n_total
+        kmeans.centroids[hit] += (sums[hit] - batch_counts[hit, None] * kmeans.centroids[hit]) / counts[hit, None]
+
+        # centroids that have attracted (almost) nothing are moved onto random frames of this batch
+        if step % 10 == 9 or step == steps - 1:
+            starved = counts < 1e-3 * counts.max()
+            if starved.any() and step < steps - 1:
+                picks = torch.randint(batch_size, (int(starved.sum()),), generator = generator).to(device)
+                kmeans.centroids[starved] = batch[picks]
+                counts[starved] = counts[~starved].min() if (~starved).any() else 1.
+
+    inertia, total = 0., 0
+    for chunk in x.split(65536):
+        distances = kmeans.distances(chunk).min(-1).values + chunk.pow(2).sum(-1)
+        inertia += distances.clamp(min = 0).sum().item()
+        total += chunk.shape[0]
+    return kmeans.centroids.cpu(), inertia / max(total, 1)
+
+
+def list_audio_files(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Audio files under a folder (recursive, sorted) or an explicit list of files."""
+    from audiolm_pytorch.audio import AUDIO_EXTENSIONS
+    if isinstance(data, (str, os.PathLike)):
+        root = Path(data)
+        if root.is_file():
+            return [root]
+        if not root.is_dir():
+            raise FileNotFoundError(f'audio folder not found: {root}')
+        files = sorted(p for p in root.rglob('*') if p.is_file() and p.suffix.lower().lstrip('.') in AUDIO_EXTENSIONS)
+        if not files:
+            raise ValueError(f'no audio files ({", ".join(AUDIO_EXTENSIONS)}) found under {root}')
+        return files
+    return [Path(p) for p in data]
+
+
+@torch.no_grad()
+def collect_features(
+    extract: Callable[[Tensor], Tensor], files: Iterable[Path], *, sample_hz: int, device: torch.device,
+    max_frames: int = 1_000_000, segment_seconds: float = 30., seed: int = 0,
+) -> Tensor:
+    """Run ``extract(wave (1, n) on device) -> (1, frames, d)`` over every file (in segments of at most
+    ``segment_seconds``) and return up to ``max_frames`` frames ``(n, d)`` on CPU (a random subset when more)."""
+    from audiolm_pytorch.audio import AudioDecodeError, load_audio
+    segment = int(segment_seconds * sample_hz)
+    chunks, total = [], 0
+    for path in files:
+        try:
+            wave = load_audio(path, target_sample_hz = sample_hz).wave  # (1, n)
+        except AudioDecodeError:
+            continue  # unreadable files are skipped; an all-bad folder fails below
+        for start in range(0, wave.shape[-1], segment):
+            piece = wave[:, start:start + segment]
+            if piece.shape[-1] < sample_hz // 10:  # < 100 ms: too short for a conv front-end
+                continue
+            feats = extract(piece.to(device))
+            feats = feats.reshape(-1, feats.shape[-1]).float().cpu()
+            chunks.append(feats)
+            total += feats.shape[0]
+    if not chunks:
+        raise ValueError('no features could be extracted: are the audio files readable and longer than 100 ms?')
+    features = torch.cat(chunks)
+    if features.shape[0] > max_frames:
+        generator = torch.Generator().manual_seed(seed)
+        features = features[torch.randperm(features.shape[0], generator = generator)[:max_frames]]
+    return features
+
+
+@dataclass
+class FitKMeansResult:
+    centroids: Tensor      # (clusters, dim)
+    inertia: float         # mean squared distance of a frame to its centroid
+    num_frames: int
+    path: Path | None      # the saved file, when ``out`` was given
+    config: dict
+
+
+def _resolve_tokenizer(tokenizer, output_layer: int):
+    """A module with ``extract_features(wave, ...) -> (b, frames, d)`` and ``target_sample_hz``."""
+    if isinstance(tokenizer, nn.Module) or hasattr(tokenizer, 'extract_features'):
+        if not hasattr(tokenizer, 'extract_features'):
+            raise TypeError(f'{type(tokenizer).__name__} has no extract_features(wave) method to fit k-means on')
+        return tokenizer, {'tokenizer': type(tokenizer).__name__}
+    from audiolm_pytorch.semantic.hubert_kmeans import feature_extractor_from_path
+    extractor = feature_extractor_from_path(tokenizer, output_layer = output_layer)
+    return extractor, {'tokenizer': str(tokenizer), 'output_layer': output_layer}
+
+
+@beartype
+def fit_kmeans(
+    tokenizer: str | os.PathLike | nn.Module,
+    *,
+    data: str | os.PathLike | Sequence[str | os.PathLike],
+    clusters: int,
+    out: str | os.PathLike | None = None,
+    output_layer: int = 9,
+    max_files: int | None = None,
+    max_frames: int = 1_000_000,
+    segment_seconds: int | float = 30.,
+    batch_size: int = 10_000,
+    epochs: int | float = 20.,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> FitKMeansResult:
+    """Learn k-means centroids over the features of any tokenizer for a folder of audio; save as safetensors.
+
+    This is what ``audiolm fit-kmeans --tokenizer T --data DIR --clusters K --out FILE`` runs.
+
+    Args:
+        tokenizer: a ``transformers`` model directory (HuBERT, wav2vec 2.0, w2v-BERT 2.0), a fairseq HuBERT /
+            wav2vec 2.0 ``.pt`` (features of layer ``output_layer``), the string ``'spectral'`` (fits a
+            ``SpectralKmeansTokenizer`` and saves the whole tokenizer), or a module with
+            ``extract_features(wave (b, n)) -> (b, frames, d)`` and ``target_sample_hz``.
+        data: a folder (searched recursively), one file, or a list of files.
+        clusters: number of centroids (``codebook_size`` of the resulting tokenizer).
+        out: ``.safetensors`` path to write (config in its metadata and in a ``.json`` beside it).
+        max_frames: frames kept for fitting (random subset when the data yields more).
+        device: where features are computed and k-means runs (default: CUDA when available).
+
+    Returns:
+        ``FitKMeansResult(centroids, inertia, num_frames, path, config)``.
+    """
+    if clusters < 2:
+        raise ValueError(f'clusters must be >= 2, got {clusters}')
+    device = torch.device(default(device, 'cuda' if torch.cuda.is_available() else 'cpu'))
+    files = list_audio_files(data)[:max_files]
+
+    if isinstance(tokenizer, str) and tokenizer == 'spectral':
+        from audiolm_pytorch.semantic.spectral import SpectralKmeansTokenizer
+        spectral = SpectralKmeansTokenizer(codebook_size = clusters).to(device)
+        inertia, num_frames = spectral.fit(files, max_frames = max_frames, batch_size = batch_size, epochs = epochs,
+                                           seed = seed, segment_seconds = segment_seconds)
+        path = spectral.save(out) if exists(out) else None
+        return FitKMeansResult(spectral.kmeans.centroids.cpu(), inertia, num_frames, path,
+                               {'tokenizer': 'spectral', **spectral.config})
+
+    extractor, source = _resolve_tokenizer(tokenizer, output_layer)
+    extractor = extractor.to(device)
+    sample_hz = int(extractor.target_sample_hz)
+    features = collect_features(lambda wave: extractor.extract_features(wave), files, sample_hz = sample_hz,
+                                device = device, max_frames = max_frames, segment_seconds = segment_seconds,
+                                seed = seed)
+    centroids, inertia = minibatch_kmeans(features, clusters = clusters, batch_size = batch_size, epochs = epochs,
+                                          seed = seed, device = device)
+    config = {**source, 'clusters': clusters, 'dim': centroids.shape[1], 'num_frames': features.shape[0],
+              'num_files': len(files), 'inertia': inertia, 'sample_hz': sample_hz, 'seed': seed}
+    path = KMeans(centroids).save(out, config) if exists(out) else None
+    return FitKMeansResult(centroids, inertia, features.shape[0], path, config)

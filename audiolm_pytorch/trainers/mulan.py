@@ -1,0 +1,88 @@
+"""MuLaN training on the shared Accelerate loop: the step is one contrastive loss per micro-batch.
+
+In multi-process runs MuLaN gathers the latents of every process itself (``torch.distributed``, initialised by
+Accelerate), so the loss contrasts against the global batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from beartype import beartype
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from audiolm_pytorch.musiclm.mulan import MuLaN
+from audiolm_pytorch.trainers.base import Batch, Trainer
+from audiolm_pytorch.utils import exists
+
+
+def split_text_audio(batch: Batch) -> tuple[Tensor, dict]:
+    """A routed batch -> ``(wavs (b, n), text kwargs for MuLaN)``: float tensors are audio, an integer tensor
+    is token ids, strings are raw texts."""
+    audio = [t for t in batch.waves if t.is_floating_point()]
+    token_ids = [t for t in batch.waves if not t.is_floating_point()]
+    if len(audio) != 1:
+        raise ValueError(f'MuLaNTrainer needs exactly one audio tensor per item, the batch holds {len(audio)}')
+    wavs = audio[0]
+    if wavs.ndim == 3:
+        wavs = wavs.reshape(wavs.shape[0], -1)
+    if exists(batch.texts):
+        if token_ids:
+            raise ValueError('the batch holds both strings and token ids: yield one kind of text')
+        return wavs, dict(raw_texts = batch.texts)
+    if len(token_ids) != 1:
+        raise ValueError('MuLaNTrainer needs one text per item: a string, or a (t,) integer tensor of token ids')
+    return wavs, dict(texts = token_ids[0].long())
+
+
+class MuLaNTrainer(Trainer):
+    """Contrastive training of ``MuLaN`` on (text, audio) pairs.
+
+    Dataset items hold, in any order, one audio tensor ``(n,)`` and one text (a string, tokenized by the text
+    tower, or a ``(t,)`` tensor of token ids; padding id 0). ``folder=`` may name a manifest (CSV / TSV / JSONL
+    with ``path`` and ``text`` columns, read with ``TextAudioDataset`` at ``target_sample_hz``).
+
+    Args (see :class:`~audiolm_pytorch.trainers.base.Trainer` for the shared ones):
+        mulan: the model. dataset: the (text, audio) dataset.
+        data_max_length: random crop (samples) of audio read from a manifest. target_sample_hz: the rate audio
+            read from a manifest is resampled to.
+
+    Checkpoints: ``results_folder/mulan.{step}.pt`` (``MuLaN.init_and_load_from`` reads them).
+    """
+
+    checkpoint_name = 'mulan'
+
+    @beartype
+    def __init__(
+        self, mulan: MuLaN, dataset: Dataset | None = None, *, num_train_steps: int, batch_size: int,
+        folder: str | Path | None = None, train_dataloader: DataLoader | None = None,
+        val_dataloader: DataLoader | None = None, data_max_length: int | None = None,
+        target_sample_hz: int | None = None, lr: float = 3e-4, grad_accum_every: int = 1, wd: float = 0.,
+        max_grad_norm: float | None = 0.5, valid_frac: float = 0.05, random_split_seed: int = 42,
+        save_results_every: int = 100, save_model_every: int = 1000, results_folder: str | Path = './results',
+        accelerate_kwargs: dict | None = None, force_clear_prev_results: bool | None = None, **kwargs,
+    ):
+        self.mulan = mulan
+        self.data_max_length, self.target_sample_hz = data_max_length, target_sample_hz
+        super().__init__(
+            mulan, num_train_steps = num_train_steps, batch_size = batch_size, folder = folder, dataset = dataset,
+            train_dataloader = train_dataloader, val_dataloader = val_dataloader, lr = lr, wd = wd,
+            grad_accum_every = grad_accum_every, max_grad_norm = max_grad_norm, valid_frac = valid_frac,
+            random_split_seed = random_split_seed, save_results_every = save_results_every,
+            save_model_every = save_model_every, results_folder = results_folder, accelerate_kwargs = accelerate_kwargs,
+            force_clear_prev_results = force_clear_prev_results, **kwargs,
+        )
+
+    def make_dataset(self, folder) -> Dataset:
+        if not Path(folder).is_file():
+            raise ValueError(f'MuLaNTrainer needs text for every clip: pass folder= as a manifest file (CSV / TSV / '
+                             f'JSONL with path and text columns) or dataset=, not the directory {folder}')
+        if not exists(self.target_sample_hz):
+            raise ValueError('reading audio from a manifest needs target_sample_hz= (the rate MuLaN trains at)')
+        from audiolm_pytorch.data import TextAudioDataset
+        return TextAudioDataset(folder, target_sample_hz = self.target_sample_hz, max_length = self.data_max_length)
+
+    def compute_loss(self, module: nn.Module, batch: Batch):
+        wavs, text = split_text_audio(batch)
+        return module(wavs, **text), {}

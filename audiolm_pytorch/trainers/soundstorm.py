@@ -1,0 +1,136 @@
+"""SoundStorm training on the shared Accelerate loop: the step is one masked-token loss per micro-batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from beartype import beartype
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from audiolm_pytorch.soundstorm import SoundStorm
+from audiolm_pytorch.trainers.base import Batch, Sample, Trainer
+from audiolm_pytorch.utils import default, exists
+
+
+def split_fields(waves: tuple[Tensor, ...]) -> dict:
+    """Route a batch's tensors by kind: float ``(b, n)`` audio, integer ``(b, n, q)`` codes, integer ``(b, m)``
+    semantic ids, bool ``(b, n)`` frame mask. Datasets may yield any of these, in any order."""
+    fields = {}
+
+    def put(name, tensor):
+        if name in fields:
+            raise ValueError(f'the batch holds two {name} tensors; SoundStormTrainer expects at most one of each of '
+                             'audio (float), codes (int, (n, q)), semantic ids (int, (m,)) and mask (bool, (n,))')
+        fields[name] = tensor
+
+    for tensor in waves:
+        if tensor.dtype == torch.bool:
+            put('mask', tensor)
+        elif tensor.is_floating_point():
+            put('audio', tensor.reshape(tensor.shape[0], -1) if tensor.ndim == 3 else tensor)
+        elif tensor.ndim == 3:
+            put('codes', tensor)
+        elif tensor.ndim == 2:
+            put('semantic', tensor)
+        else:
+            raise ValueError(f'cannot interpret a batch tensor of shape {tuple(tensor.shape)} and dtype {tensor.dtype}')
+    if 'audio' in fields and 'codes' in fields:
+        raise ValueError('the batch holds both audio and codes: yield one of them')
+    if 'audio' not in fields and 'codes' not in fields:
+        raise ValueError('the batch holds neither audio (float) nor codes (int (n, q))')
+    return fields
+
+
+class SoundStormTrainer(Trainer):
+    """Train a ``SoundStorm`` on codes or raw audio.
+
+    Dataset items (collated by ``get_dataloader``, or pass your own ``train_dataloader``) may hold, in any
+    order: audio ``(n,)`` float at the codec's rate (needs ``soundstream`` on the model) or codes ``(n, q)``
+    integers; optionally semantic ids ``(m,)`` integers (otherwise computed by the model's ``wav2vec`` from
+    the audio, when attached) and a frame mask ``(n,)`` bool. ``folder=`` reads audio files at the codec's rate.
+
+    Args (see :class:`~audiolm_pytorch.trainers.base.Trainer` for the shared ones):
+        model: the ``SoundStorm`` to train (its attached codec / tokenizer stay frozen and are not saved).
+        num_warmup_steps: linear learning-rate warmup (alias of ``warmup_steps``).
+        data_max_length / data_max_length_seconds: random crop of audio files read from ``folder``.
+        num_sample_steps: decoding steps of the sample generated at each ``save_results_every``.
+
+    Checkpoints: ``results_folder/soundstorm.{step}.pt`` (``SoundStorm.init_and_load_from`` reads them);
+    samples (with a codec attached): the original clip's codes decoded, and a generation from its semantic
+    tokens, under ``results_folder/samples``.
+    """
+
+    checkpoint_name = 'soundstorm'
+
+    @beartype
+    def __init__(
+        self, model: SoundStorm, *, num_train_steps: int, batch_size: int, num_warmup_steps: int | None = None,
+        folder: str | Path | None = None, dataset: Dataset | None = None,
+        train_dataloader: DataLoader | None = None, val_dataloader: DataLoader | None = None,
+        data_max_length: int | None = None, data_max_length_seconds: float | None = None,
+        lr: float = 3e-4, grad_accum_every: int = 1, wd: float = 0., max_grad_norm: float | None = 0.5,
+        valid_frac: float = 0.05, random_split_seed: int = 42, save_results_every: int = 100,
+        save_model_every: int = 1000, results_folder: str | Path = './results', accelerate_kwargs: dict | None = None,
+        force_clear_prev_results: bool | None = None, num_sample_steps: int | None = None, **kwargs,
+    ):
+        if exists(data_max_length) and exists(data_max_length_seconds):
+            raise ValueError('pass data_max_length (samples) or data_max_length_seconds, not both')
+        self.soundstorm = model
+        codec = model.soundstream
+        if exists(data_max_length_seconds):
+            if not exists(codec):
+                raise ValueError('data_max_length_seconds needs a codec attached to the model (soundstream=)')
+            data_max_length = int(data_max_length_seconds * codec.target_sample_hz)
+        self.data_max_length = data_max_length
+        self.num_sample_steps = num_sample_steps
+        if exists(num_warmup_steps):
+            kwargs['warmup_steps'] = num_warmup_steps
+        super().__init__(
+            model, num_train_steps = num_train_steps, batch_size = batch_size, folder = folder, dataset = dataset,
+            train_dataloader = train_dataloader, val_dataloader = val_dataloader, lr = lr, wd = wd,
+            grad_accum_every = grad_accum_every, max_grad_norm = max_grad_norm, valid_frac = valid_frac,
+            random_split_seed = random_split_seed, save_results_every = save_results_every,
+            save_model_every = save_model_every, results_folder = results_folder, accelerate_kwargs = accelerate_kwargs,
+            force_clear_prev_results = force_clear_prev_results, **kwargs,
+        )
+
+    def make_dataset(self, folder) -> Dataset:
+        codec = self.soundstorm.soundstream
+        if not exists(codec):
+            raise ValueError('folder= reads audio, which needs a codec attached to the model (soundstream=); '
+                             'for pre-computed codes pass dataset= or train_dataloader=')
+        from audiolm_pytorch.data import SoundDataset
+        return SoundDataset(folder, target_sample_hz = codec.target_sample_hz, max_length = self.data_max_length,
+                            seq_len_multiple_of = getattr(codec, 'seq_len_multiple_of', None))
+
+    def compute_loss(self, module: nn.Module, batch: Batch):
+        fields = split_fields(batch.waves)
+        inputs = fields.get('codes', fields.get('audio'))
+        loss, breakdown = module(inputs, cond_semantic_token_ids = fields.get('semantic'), mask = fields.get('mask'))
+        return loss, dict(accuracy = breakdown.accuracy)
+
+    @torch.no_grad()
+    def make_samples(self, batch: Batch) -> list[Sample]:
+        model = self.soundstorm
+        codec = model.soundstream
+        if not exists(codec):
+            return []
+        fields = split_fields(batch.waves)
+        codes = model.tokenize(fields['audio'][:1]) if 'audio' in fields else fields['codes'][:1]
+        semantic = fields.get('semantic')
+        if not exists(semantic) and 'audio' in fields and exists(model.wav2vec):
+            semantic = model.semantic_tokens_from_audio(fields['audio'][:1])
+        semantic = semantic[:1] if exists(semantic) and exists(model.semantic_token_emb) else None
+        sample_hz = codec.target_sample_hz
+        generated = model.generate(codes.shape[1], cond_semantic_token_ids = semantic, batch_size = 1,
+                                   steps = default(self.num_sample_steps, model.steps))
+        samples = [Sample('original', model.decode(codes).reshape(-1), sample_hz)]
+        generated = generated if isinstance(generated, Tensor) else generated[0]
+        samples.append(Sample('generated', generated.reshape(-1), sample_hz))
+        return samples
+
+    def generate(self, *args, **kwargs):
+        """``SoundStorm.generate`` on the trained model."""
+        return self.soundstorm.generate(*args, **kwargs)

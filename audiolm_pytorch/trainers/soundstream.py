@@ -1,0 +1,102 @@
+"""SoundStream training: generator and discriminators, each with its own optimizer, on the shared loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from beartype import beartype
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer
+from audiolm_pytorch.utils import exists
+
+
+class SoundStreamTrainer(Trainer):
+    """Train a ``SoundStream`` codec (arXiv 2107.03312) with its adversarial losses.
+
+    Each micro-batch runs one encoder / decoder pass (``soundstream(x, return_all_losses=True)``) whose generator
+    loss reaches only the codec's parameters and whose discriminator (hinge) loss reaches only the
+    discriminators', so a single backward serves both optimizers. The zero-centred gradient penalty on the
+    discriminators is added every ``apply_grad_penalty_every`` steps.
+
+    Args (the established ``audiolm-pytorch`` names; see :class:`~audiolm_pytorch.trainers.base.Trainer` for the
+    shared ones):
+        soundstream: the codec to train.
+        data_max_length / data_max_length_seconds: random crop length of training clips (samples / seconds).
+        lr: learning rate of both optimizers. max_grad_norm / discr_max_grad_norm: clipping of each.
+        use_ema, ema_beta=0.995, ema_update_after_step=500, ema_update_every=10: EMA of the codec (its weights
+            are the ones ``SoundStream.load`` / ``init_and_load_from`` prefer).
+
+    Checkpoints: ``results_folder/soundstream.{step}.pt``; samples: the online and the EMA reconstruction of a
+    validation clip next to the original, under ``results_folder/samples``.
+    """
+
+    checkpoint_name = 'soundstream'
+
+    @beartype
+    def __init__(
+        self, soundstream: nn.Module, *, num_train_steps: int, batch_size: int,
+        data_max_length: int | None = None, data_max_length_seconds: float | None = None,
+        folder: str | Path | None = None, dataset: Dataset | None = None,
+        train_dataloader: DataLoader | None = None, val_dataloader: DataLoader | None = None,
+        lr: float = 2e-4, grad_accum_every: int = 4, wd: float = 0., max_grad_norm: float | None = 0.5,
+        discr_max_grad_norm: float | None = None, save_results_every: int = 100, save_model_every: int = 1000,
+        log_losses_every: int = 1, results_folder: str | Path = './results', valid_frac: float = 0.05,
+        random_split_seed: int = 42, use_ema: bool = True, ema_beta: float = 0.995,
+        ema_update_after_step: int = 500, ema_update_every: int = 10, apply_grad_penalty_every: int = 4,
+        dl_num_workers: int = 0, accelerator = None, accelerate_kwargs: dict | None = None,
+        use_wandb_tracking: bool = False, force_clear_prev_results: bool | None = None, **kwargs,
+    ):
+        if exists(data_max_length) and exists(data_max_length_seconds):
+            raise ValueError('pass data_max_length (samples) or data_max_length_seconds, not both')
+        if exists(data_max_length_seconds):
+            data_max_length = int(data_max_length_seconds * soundstream.target_sample_hz)
+        self.soundstream = soundstream
+        self.data_max_length = data_max_length
+        self.discr_max_grad_norm = discr_max_grad_norm
+        self.apply_grad_penalty_every = apply_grad_penalty_every
+        super().__init__(
+            soundstream, num_train_steps = num_train_steps, batch_size = batch_size, folder = folder, dataset = dataset,
+            train_dataloader = train_dataloader, val_dataloader = val_dataloader, lr = lr, wd = wd,
+            grad_accum_every = grad_accum_every, max_grad_norm = max_grad_norm, save_results_every = save_results_every,
+            save_model_every = save_model_every, log_losses_every = log_losses_every, results_folder = results_folder,
+            valid_frac = valid_frac, random_split_seed = random_split_seed, use_ema = use_ema, ema_beta = ema_beta,
+            ema_update_after_step = ema_update_after_step, ema_update_every = ema_update_every,
+            dl_num_workers = dl_num_workers, accelerator = accelerator, accelerate_kwargs = accelerate_kwargs,
+            use_wandb_tracking = use_wandb_tracking, force_clear_prev_results = force_clear_prev_results, **kwargs,
+        )
+
+    def make_dataset(self, folder) -> Dataset:
+        from audiolm_pytorch.data import SoundDataset
+        return SoundDataset(folder, target_sample_hz = self.soundstream.target_sample_hz,
+                            max_length = self.data_max_length, seq_len_multiple_of = self.soundstream.seq_len_multiple_of)
+
+    def phases(self) -> list[Phase]:
+        return [Phase('generator', list(self.soundstream.non_discr_parameters()), self.max_grad_norm),
+                Phase('discriminator', list(self.soundstream.discriminator_parameters()), self.discr_max_grad_norm)]
+
+    def compute_loss(self, module: nn.Module, batch: Batch):
+        apply_grad_penalty = self.apply_grad_penalty_every > 0 and self.steps % self.apply_grad_penalty_every == 0
+        losses = module(batch.waves[0], return_all_losses = True, apply_grad_penalty = apply_grad_penalty)
+        logs = dict(generator = losses.generator, discriminator = losses.discriminator)
+        logs.update({f'gen_{name}': value for name, value in losses.breakdown._asdict().items()})
+        if 'grad_penalty' in losses.discr_breakdown:
+            logs['grad_penalty'] = losses.discr_breakdown['grad_penalty']
+        return losses.generator + losses.discriminator, logs
+
+    @torch.no_grad()
+    def validation_losses(self, model: nn.Module, batch: Batch) -> dict:
+        loss, breakdown = model(batch.waves[0], return_loss_breakdown = True)
+        return dict(loss = loss.item(), recon = breakdown.recon.item(), multi_spectral = breakdown.multi_spectral.item())
+
+    @torch.no_grad()
+    def make_samples(self, batch: Batch) -> list[Sample]:
+        wave = batch.waves[0][:1]
+        sample_hz = self.soundstream.target_sample_hz
+        samples = [Sample('original', wave[0], sample_hz),
+                   Sample('recon', self.soundstream(wave, return_recons_only = True).reshape(-1), sample_hz)]
+        if exists(self.ema_model):
+            samples.append(Sample('recon_ema', self.ema_model(wave, return_recons_only = True).reshape(-1), sample_hz))
+        return samples

@@ -1,0 +1,149 @@
+"""Semantic stage: losses from ids and audio, generation (kv cache, EOS, primes, guidance), overfitting."""
+
+import pytest
+import torch
+from torch import nn
+
+from audiolm_pytorch.lm.semantic import SemanticTransformer, SemanticTransformerWrapper
+
+TINY = dict(dim = 32, depth = 2, heads = 2, dim_head = 16)
+
+
+class StubSemanticTokenizer(nn.Module):
+    """Deterministic stand-in for HuBERT + k-means: quantised frame means."""
+
+    def __init__(self, codebook_size = 20, downsample_factor = 8, target_sample_hz = 800):
+        super().__init__()
+        self.codebook_size, self.downsample_factor, self.target_sample_hz = codebook_size, downsample_factor, target_sample_hz
+        self.seq_len_multiple_of = downsample_factor
+        self.calls = 0
+
+    def forward(self, wave, flatten = True, input_sample_hz = None):
+        self.calls += 1
+        if input_sample_hz is not None and input_sample_hz != self.target_sample_hz:
+            from audiolm_pytorch.audio import resample
+            wave = resample(wave, input_sample_hz, self.target_sample_hz)
+        frames = wave.shape[-1] // self.downsample_factor
+        means = wave[..., :frames * self.downsample_factor].reshape(wave.shape[0], frames, -1).mean(-1)
+        return ((means * 40).floor().long() % self.codebook_size)
+
+
+def test_loss_from_ids_and_from_raw_audio():
+    wav2vec = StubSemanticTokenizer()
+    model = SemanticTransformer(num_semantic_tokens = 20, **TINY)
+    wrapper = SemanticTransformerWrapper(transformer = model, wav2vec = wav2vec, mask_prob = 0.)
+    wave = torch.randn(2, 8 * 12)
+    loss_wave = wrapper(raw_wave = wave, return_loss = True)
+    loss_ids = wrapper(semantic_token_ids = wav2vec(wave), return_loss = True)
+    assert torch.allclose(loss_wave, loss_ids)
+    loss_wave.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match = 'num_semantic_tokens'):
+        SemanticTransformerWrapper(transformer = model, wav2vec = StubSemanticTokenizer(codebook_size = 7))
+
+
+def test_causality_by_gradients():
+    model = SemanticTransformer(num_semantic_tokens = 20, **TINY)
+    ids = torch.randint(0, 20, (1, 8))
+    embeds = []
+    def keep(module, inputs, output):
+        output.retain_grad()
+        embeds.append(output)
+
+    handle = model.semantic_embedding.register_forward_hook(keep)
+    logits = model(ids = ids)
+    handle.remove()
+    logits[:, 3].sum().backward()                     # position 3 predicts ids[:, 3] from start + ids[:, :3]
+    grad = embeds[0].grad.abs().sum(dim = (0, 2))
+    assert (grad[3:] == 0).all() and (grad[:3] > 0).all()
+
+
+@pytest.mark.parametrize('conditioned', [False, True])
+def test_kv_cache_generation_matches_no_cache(conditioned):
+    kw = dict(has_condition = True, cond_dim = 8) if conditioned else {}
+    model = SemanticTransformer(num_semantic_tokens = 20, **kw, **TINY)
+    wrapper = SemanticTransformerWrapper(transformer = model)
+    text_embeds = torch.randn(3, 2, 8) if conditioned else None
+    outs = []
+    for use_cache in (True, False):
+        torch.manual_seed(42)
+        outs.append(wrapper.generate(max_length = 16, batch_size = 3, text_embeds = text_embeds,
+                                     use_kv_cache = use_cache, temperature = 1., filter_thres = 0.5))
+    assert torch.equal(outs[0], outs[1])
+    greedy = [wrapper.generate(max_length = 16, batch_size = 3, text_embeds = text_embeds, use_kv_cache = c,
+                               temperature = 0.) for c in (True, False)]
+    assert torch.equal(*greedy)
+
+
+def test_eos_stops_generation_and_pads():
+    model = SemanticTransformer(num_semantic_tokens = 20, **TINY)
+    with torch.no_grad():                         # EOS becomes certain after the first sampled token
+        model.to_logits.bias[model.eos_id] = -1e4
+    wrapper = SemanticTransformerWrapper(transformer = model)
+    with torch.no_grad():
+        model.to_logits.bias[model.eos_id] = 1e4
+    out = wrapper.generate(max_length = 10, batch_size = 2, prime_ids = torch.tensor([[1, 2, 3]]))
+    assert out.tolist() == [[1, 2, 3], [1, 2, 3]]            # stopped right after the prime, EOS not kept
+    assert (wrapper.generate(max_length = 10, batch_size = 2) == -1).all()
+
+
+def test_variable_lengths_padded_after_eos():
+    model = SemanticTransformer(num_semantic_tokens = 20, **TINY)
+    wrapper = SemanticTransformerWrapper(transformer = model)
+    # EOS about one step in ten
+    with torch.no_grad():
+        model.to_logits.bias[:] = 0.
+        model.to_logits.bias[model.eos_id] = 2.
+    torch.manual_seed(3)
+    out = wrapper.generate(max_length = 30, batch_size = 8, temperature = 1., filter_thres = 0.)
+    lengths = (out != -1).sum(dim = 1)
+    assert out.shape[1] <= 30
+    for row, n in zip(out, lengths):           # a row's padding is contiguous at its end
+        assert (row[:n] >= 0).all() and (row[:n] < 20).all() and (row[n:] == -1).all()
+    assert lengths.unique().numel() > 1
+
+
+def test_generate_restores_training_mode():
+    model = SemanticTransformer(num_semantic_tokens = 20, attn_dropout = 0.5, ff_dropout = 0.5, **TINY)
+    wrapper = SemanticTransformerWrapper(transformer = model).train()
+    wrapper.generate(max_length = 4)
+    assert model.training and all(m.training for m in model.modules())
+    wrapper.eval()
+    wrapper.generate(max_length = 4)
+    assert not model.training
+
+
+def test_prime_wave_and_text_embeds_guidance():
+    wav2vec = StubSemanticTokenizer()
+    model = SemanticTransformer(num_semantic_tokens = 20, has_condition = True, cond_dim = 8, **TINY)
+    wrapper = SemanticTransformerWrapper(transformer = model, wav2vec = wav2vec)
+    prime = torch.randn(1, 8 * 5)
+    out = wrapper.generate(max_length = 12, prime_wave = prime, text_embeds = torch.randn(1, 3, 8), cond_scale = 2.)
+    prime_ids = torch.unique_consecutive(wav2vec(prime)[0])
+    assert torch.equal(out[0, :len(prime_ids)], prime_ids)
+
+
+def test_tiny_model_overfits_one_sequence():
+    model = SemanticTransformer(num_semantic_tokens = 20, **TINY)
+    wrapper = SemanticTransformerWrapper(transformer = model, mask_prob = 0.)
+    ids = torch.randint(0, 20, (1, 16))
+    opt = torch.optim.Adam(model.parameters(), lr = 5e-3)
+    for _ in range(100):
+        loss = wrapper(semantic_token_ids = ids, return_loss = True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1
+    # the model then reproduces the sequence greedily (EOS included)
+    target = torch.unique_consecutive(ids[0])
+    out = wrapper.generate(max_length = 40, prime_ids = target[None, :1], temperature = 0.)
+    assert torch.equal(out[0], target)
+
+
+def test_training_with_forgetful_masking_and_padding():
+    model = SemanticTransformer(num_semantic_tokens = 20, **TINY)
+    wrapper = SemanticTransformerWrapper(transformer = model, mask_prob = 0.3).train()
+    ids = torch.tensor([[1, 2, 3, 4, 5], [6, 7, -1, -1, -1]])
+    loss = wrapper(semantic_token_ids = ids, return_loss = True)
+    assert torch.isfinite(loss)
+    loss.backward()

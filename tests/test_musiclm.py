@@ -1,0 +1,186 @@
+"""MusicLM: reranking of candidates, and MuLaN conditioning of the three AudioLM stages end to end."""
+
+import pytest
+import torch
+from torch import nn
+
+from audiolm_pytorch import (AudioLM, AudioSpectrogramTransformer, CoarseTransformer, CoarseTransformerWrapper,
+                             FineTransformer, FineTransformerWrapper, MuLaN, MuLaNEmbedQuantizer, MusicLM,
+                             SemanticTransformer, SemanticTransformerWrapper, TextTransformer)
+
+
+def tiny_quantizer(conditioning_dims = (16, 24, 40)):
+    audio = AudioSpectrogramTransformer(dim = 32, depth = 1, heads = 2, dim_head = 16, patch_size = 8,
+                                        spec_n_fft = 64, spec_win_length = 32, spec_hop_length = 16)
+    text = TextTransformer(dim = 32, depth = 1, heads = 2, dim_head = 16, num_tokens = 300, max_seq_len = 64)
+    mulan = MuLaN(audio_transformer = audio, text_transformer = text, dim_latent = 16)
+    return MuLaNEmbedQuantizer(mulan = mulan, conditioning_dims = conditioning_dims, rq_num_quantizers = 2,
+                               codebook_size = 8)
+
+
+class StubAudioLM(nn.Module):
+    """Stands in for AudioLM: candidate ``i`` of a call is the constant wave ``values[i]``."""
+
+    def __init__(self, quantizer, values, lengths = None):
+        super().__init__()
+        self.audio_conditioner = quantizer
+        self.values, self.lengths, self.calls = values, lengths, []
+
+    def forward(self, *, text, batch_size, **kwargs):
+        self.calls.append(dict(text = list(text), batch_size = batch_size, **kwargs))
+        assert not self.training                      # MusicLM generates in eval mode
+        start = sum(call['batch_size'] for call in self.calls[:-1])
+        values = self.values[start:start + batch_size]
+        if self.lengths is None:
+            return torch.stack([torch.full((64,), float(v)) for v in values])
+        return [torch.full((n,), float(v)) for v, n in zip(values, self.lengths[start:start + batch_size])]
+
+
+def mean_scorer(waves, texts):
+    return torch.stack([wave.mean() for wave in waves])
+
+
+def test_reranking_picks_argmax_of_stub_scorer():
+    quantizer = tiny_quantizer()
+    values = [0.1, 0.7, 0.3, -0.2, -0.5, -0.1]          # text 0: best is candidate 1; text 1: candidate 2
+    audio_lm = StubAudioLM(quantizer, values).train()
+    musiclm = MusicLM(audio_lm = audio_lm, mulan_embed_quantizer = quantizer, scorer = mean_scorer)
+
+    music, scores, best = musiclm(['calm piano', 'fast drums'], num_samples = 3, return_scores = True, max_length = 7)
+    assert audio_lm.calls == [dict(text = ['calm piano'] * 3 + ['fast drums'] * 3, batch_size = 6, max_length = 7)]
+    assert best.tolist() == [1, 2]
+    assert torch.allclose(scores, torch.tensor(values).reshape(2, 3))
+    assert music.shape == (2, 64)
+    assert torch.allclose(music[:, 0], torch.tensor([0.7, -0.1]))
+    assert audio_lm.training                             # training mode restored afterwards
+
+    # chunked generation gives the same choice; a single string works
+    audio_lm = StubAudioLM(quantizer, values)
+    chunked = MusicLM(audio_lm = audio_lm, mulan_embed_quantizer = quantizer, scorer = mean_scorer,
+                      max_batch_size = 4)
+    assert torch.equal(chunked(['calm piano', 'fast drums'], num_samples = 3), music)
+    assert [call['batch_size'] for call in audio_lm.calls] == [4, 2]
+    single = MusicLM(audio_lm = StubAudioLM(quantizer, values), mulan_embed_quantizer = quantizer,
+                     scorer = mean_scorer)('calm piano', num_samples = 3)
+    assert single.shape == (1, 64) and torch.allclose(single[0, 0], torch.tensor(0.7))
+
+
+def test_reranking_with_mulan_similarity_and_variable_lengths():
+    quantizer = tiny_quantizer()
+    quantizer.mulan.eval()
+    values = [0.2, -0.4, 0.9, 0.05]
+    lengths = [900, 1000, 1100, 1000]
+    audio_lm = StubAudioLM(quantizer, values, lengths)
+    musiclm = MusicLM(audio_lm = audio_lm, mulan_embed_quantizer = quantizer)
+    texts = ['a tense string quartet', 'lofi beat']
+    music, scores, best = musiclm(texts, num_samples = 2, return_scores = True)
+
+    expected = torch.stack([
+        quantizer.mulan.similarity(torch.full((1, n), v), raw_texts = [text])[0]
+        for v, n, text in zip(values, lengths, [texts[0]] * 2 + [texts[1]] * 2)]).reshape(2, 2)
+    assert torch.allclose(scores, expected, atol = 1e-5)
+    assert torch.equal(best, expected.argmax(dim = -1))
+    assert isinstance(music, list) and [m.shape[-1] for m in music] == [lengths[i * 2 + b] for i, b in enumerate(best.tolist())]
+
+
+def test_musiclm_checks_the_conditioner():
+    quantizer = tiny_quantizer()
+    with pytest.raises(ValueError, match = 'audio_conditioner'):
+        MusicLM(audio_lm = StubAudioLM(None, [0.]), mulan_embed_quantizer = quantizer)
+    musiclm = MusicLM(audio_lm = StubAudioLM(quantizer, [0.]), mulan_embed_quantizer = quantizer)
+    with pytest.raises(ValueError, match = 'num_samples'):
+        musiclm(['x'], num_samples = 0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the three AudioLM stages accept the quantizer as their audio_conditioner
+# ---------------------------------------------------------------------------------------------------------
+
+class StubCodec:
+    """Tiny local stand-in for a codec: 4 quantizers of 16 codes, 4 samples per frame."""
+    target_sample_hz, downsample_factor, seq_len_multiple_of = 8000, 4, 4
+    num_quantizers, codebook_size, rq_groups = 4, 16, 1
+
+    def tokenize(self, wave):
+        wave = wave.reshape(wave.shape[0], -1)
+        frames = wave.shape[-1] // 4
+        level = ((wave[:, :frames * 4].reshape(wave.shape[0], frames, 4).mean(-1) + 1) * 8).long().clamp(0, 15)
+        return level[..., None].expand(-1, -1, 4).contiguous()
+
+    def decode_from_codebook_indices(self, codes):
+        level = codes.clamp(min = 0).float().mean(dim = -1) / 8 - 1             # (b, n)
+        return level.repeat_interleave(4, dim = -1)[:, None]
+
+
+def tiny_stages(cond_dims = (16, 24, 40)):
+    common = dict(depth = 1, heads = 2, dim_head = 16, audio_text_condition = True)
+    semantic = SemanticTransformer(num_semantic_tokens = 10, dim = 32, cond_dim = cond_dims[0], **common)
+    coarse = CoarseTransformer(num_semantic_tokens = 10, codebook_size = 16, num_coarse_quantizers = 2, dim = 32,
+                               cond_dim = cond_dims[1], **common)
+    fine = FineTransformer(num_coarse_quantizers = 2, num_fine_quantizers = 2, codebook_size = 16, dim = 32,
+                           cond_dim = cond_dims[2], **common)
+    return semantic, coarse, fine
+
+
+def test_stages_train_with_audio_embeddings_from_the_quantizer():
+    quantizer = tiny_quantizer()
+    semantic, coarse, fine = tiny_stages()
+    wrappers = dict(
+        semantic = SemanticTransformerWrapper(transformer = semantic, audio_conditioner = quantizer),
+        coarse = CoarseTransformerWrapper(transformer = coarse, audio_conditioner = quantizer),
+        fine = FineTransformerWrapper(transformer = fine, audio_conditioner = quantizer))
+    wave = torch.randn(2, 1024)
+    inputs = dict(
+        semantic = dict(semantic_token_ids = torch.randint(0, 10, (2, 6))),
+        coarse = dict(semantic_token_ids = torch.randint(0, 10, (2, 6)), coarse_token_ids = torch.randint(0, 16, (2, 3, 2))),
+        fine = dict(coarse_token_ids = torch.randint(0, 16, (2, 3, 2)), fine_token_ids = torch.randint(0, 16, (2, 3, 2))))
+
+    for name, wrapper in wrappers.items():
+        wrapper.train()
+        loss = wrapper(raw_wave = wave, return_loss = True, **inputs[name])
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert wrapper.transformer.decoder.proj_cond.weight.grad is not None
+
+        # in eval mode the condition is used: a different audio prompt changes the logits
+        wrapper.eval()
+        with torch.no_grad():
+            a = wrapper(raw_wave = wave, **inputs[name])
+            b = wrapper(raw_wave = torch.randn(2, 1024) * 3, **inputs[name])
+        a, b = (a, b) if isinstance(a, torch.Tensor) else (a[-1], b[-1])
+        assert not torch.allclose(a, b)
+    assert all(p.grad is None for p in quantizer.mulan.parameters())
+
+
+def test_musiclm_end_to_end_with_audiolm():
+    quantizer = tiny_quantizer()
+    namespaces = []
+    original_forward = quantizer.forward
+
+    def spy(*args, **kwargs):
+        namespaces.append((kwargs.get('namespace'), kwargs.get('texts')))
+        return original_forward(*args, **kwargs)
+
+    quantizer.forward = spy
+    semantic, coarse, fine = tiny_stages()
+    audio_lm = AudioLM(wav2vec = None, codec = StubCodec(), semantic_transformer = semantic,
+                       coarse_transformer = coarse, fine_transformer = fine, audio_conditioner = quantizer)
+    musiclm = MusicLM(audio_lm = audio_lm, mulan_embed_quantizer = quantizer)
+
+    music, scores, best = musiclm(['a jazz trio', 'ambient pads'], num_samples = 2, return_scores = True,
+                                  max_length = 4, max_coarse_time_steps = 3)
+    assert scores.shape == (2, 2) and best.shape == (2,)
+    waves = music if isinstance(music, list) else list(music)
+    assert len(waves) == 2 and all(w.ndim == 1 and w.shape[-1] <= 3 * 4 for w in waves)
+    texts = ['a jazz trio'] * 2 + ['ambient pads'] * 2
+    assert namespaces == [('semantic', texts), ('coarse', texts), ('fine', texts)]
+
+
+@pytest.mark.xfail(strict = True, reason = 'lm/: audio_text_condition=True must default cond_dim to dim (established '
+                                          'API, seed 003: conditioning_dims equal to the stage dims, no cond_dim)')
+def test_seed_style_stage_condition_width_defaults_to_model_dim():
+    quantizer = tiny_quantizer(conditioning_dims = (32, 32, 32))
+    semantic = SemanticTransformer(num_semantic_tokens = 10, dim = 32, depth = 1, audio_text_condition = True)
+    wrapper = SemanticTransformerWrapper(transformer = semantic, audio_conditioner = quantizer)
+    loss = wrapper(semantic_token_ids = torch.randint(0, 10, (2, 6)), raw_wave = torch.randn(2, 1024), return_loss = True)
+    assert torch.isfinite(loss)

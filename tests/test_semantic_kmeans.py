@@ -1,0 +1,163 @@
+"""k-means: safe reading of scikit-learn / joblib files, plain centroid formats, assignment, fitting."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audiolm_pytorch import fit_kmeans
+from audiolm_pytorch.semantic.kmeans import (
+    KMeans, KMeansFileError, load_kmeans_centroids, minibatch_kmeans, read_sklearn_kmeans_pickle,
+)
+
+ASSETS = Path(__file__).parent / 'assets'
+KM_BIN = ASSETS / 'fairseq_hubert_tiny' / 'tiny_hubert_L2_km16.bin'
+
+
+def sklearn_centers(path):
+    joblib = pytest.importorskip('joblib')
+    pytest.importorskip('sklearn')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # InconsistentVersionWarning: pickled by scikit-learn 1.7.2
+        return joblib.load(path).cluster_centers_
+
+
+def test_restricted_reader_matches_joblib():
+    centroids = read_sklearn_kmeans_pickle(KM_BIN)
+    assert centroids.shape == (16, 64) and centroids.dtype == np.float32
+    assert np.array_equal(centroids, sklearn_centers(KM_BIN))
+
+
+def test_restricted_reader_needs_neither_sklearn_nor_joblib():
+    code = ('import sys; from audiolm_pytorch.semantic.kmeans import load_kmeans_centroids; '
+            f'c, _ = load_kmeans_centroids({str(KM_BIN)!r}); '
+            'assert c.shape == (16, 64); assert "sklearn" not in sys.modules and "joblib" not in sys.modules')
+    subprocess.run([sys.executable, '-c', code], check = True, env = {**os.environ, 'OMP_NUM_THREADS': '1'})
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path):
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'evil.bin'
+    path.write_bytes(pickle.dumps({'cluster_centers_': _Payload(marker)}, protocol = 4))
+    with pytest.raises(KMeansFileError, match = 'not allowed'):
+        load_kmeans_centroids(path)
+    assert not marker.exists()
+
+
+def test_other_pickle_layouts(tmp_path):
+    centers = sklearn_centers(KM_BIN)
+    joblib = pytest.importorskip('joblib')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        estimator = joblib.load(KM_BIN)
+
+    pickle.dump(estimator, open(tmp_path / 'plain.pkl', 'wb'))              # plain pickle: numpy reconstructs
+    joblib.dump(estimator, tmp_path / 'old.joblib', protocol = 2)
+    for name in ('plain.pkl', 'old.joblib'):
+        assert np.array_equal(load_kmeans_centroids(tmp_path / name)[0].numpy(), centers)
+
+    joblib.dump(estimator, tmp_path / 'zipped.joblib', compress = 3)        # compressed: opt-in only
+    with pytest.raises(KMeansFileError, match = 'allow_pickle=True'):
+        load_kmeans_centroids(tmp_path / 'zipped.joblib')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        trusted, _ = load_kmeans_centroids(tmp_path / 'zipped.joblib', allow_pickle = True)
+    assert np.array_equal(trusted.numpy(), centers)
+
+
+def test_plain_centroid_formats_round_trip(tmp_path):
+    centroids = torch.randn(5, 3)
+    np.save(tmp_path / 'c.npy', centroids.numpy())
+    torch.save({'centroids': centroids}, tmp_path / 'c.pt')
+    KMeans(centroids).save(tmp_path / 'c.safetensors', {'note': 'hi'})
+    for name in ('c.npy', 'c.pt', 'c.safetensors'):
+        loaded, config = load_kmeans_centroids(tmp_path / name)
+        assert torch.equal(loaded, centroids)
+    assert config['note'] == 'hi' and config['clusters'] == 5 and config['dim'] == 3
+    assert json.loads((tmp_path / 'c.json').read_text())['note'] == 'hi'
+
+
+def test_bad_kmeans_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_kmeans_centroids(tmp_path / 'missing.npy')
+    (tmp_path / 'c.txt').write_text('1 2 3')
+    with pytest.raises(KMeansFileError, match = 'unknown k-means file type'):
+        load_kmeans_centroids(tmp_path / 'c.txt')
+    np.save(tmp_path / 'vector.npy', np.zeros(4, dtype = np.float32))
+    with pytest.raises(KMeansFileError, match = r'\(clusters, dim\)'):
+        load_kmeans_centroids(tmp_path / 'vector.npy')
+    (tmp_path / 'broken.pt').write_bytes(b'not a torch file')
+    with pytest.raises(KMeansFileError, match = 'cannot read'):
+        load_kmeans_centroids(tmp_path / 'broken.pt')
+    (tmp_path / 'text.bin').write_text('hello')
+    with pytest.raises(KMeansFileError, match = 'not an uncompressed pickle'):
+        load_kmeans_centroids(tmp_path / 'text.bin')
+    with pytest.raises(KMeansFileError, match = 'dimension 3 but the features have dimension 4'):
+        KMeans(torch.randn(2, 3))(torch.randn(5, 4))
+
+
+def test_assignment_is_nearest_centroid():
+    centroids, x = torch.randn(50, 16), torch.randn(4, 30, 16)
+    ids = KMeans(centroids)(x)
+    assert ids.shape == (4, 30)
+    assert torch.equal(ids, torch.cdist(x, centroids[None].expand(4, -1, -1)).argmin(-1))
+
+
+def test_minibatch_kmeans_recovers_clusters():
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.randn(6, 8, generator = generator) * 10
+    labels = torch.randint(6, (3000,), generator = generator)
+    x = centers[labels] + 0.1 * torch.randn(3000, 8, generator = generator)
+    found, inertia = minibatch_kmeans(x, clusters = 6, batch_size = 256, epochs = 5, seed = 0, device = 'cpu')
+    assert torch.cdist(centers, found).min(-1).values.max() < 0.1      # every true center found
+    assert inertia < 0.1 * 1.1 ** 2 * 8                                 # ~ noise variance * dim
+    with pytest.raises(ValueError, match = 'at least as many frames as clusters'):
+        minibatch_kmeans(x[:3], clusters = 6, device = 'cpu')
+
+
+def test_fit_kmeans_on_fairseq_features_round_trips(tmp_path):
+    from audiolm_pytorch import HubertWithKmeans
+    ckpt = ASSETS / 'fairseq_hubert_tiny' / 'tiny_hubert.pt'
+    files = sorted(ASSETS.glob('speech_[01]_16k.wav'))
+    result = fit_kmeans(ckpt, data = files, clusters = 8, out = tmp_path / 'km.safetensors', output_layer = 2,
+                        batch_size = 64, epochs = 3, device = 'cpu')
+    assert result.centroids.shape == (8, 64) and result.num_frames > 200
+    config = json.loads((tmp_path / 'km.json').read_text())
+    assert config['output_layer'] == 2 and config['clusters'] == 8 and config['num_files'] == 2
+
+    tokenizer = HubertWithKmeans(ckpt, result.path, output_layer = 2)
+    ids = tokenizer(torch.randn(1, 16000))
+    assert tokenizer.codebook_size == 8 and ids.min() >= 0 and ids.max() < 8
+    # fitted centroids quantize the fitting audio much better than the same number of its own random frames
+    import soundfile
+    features = torch.cat([tokenizer.extract_features(torch.from_numpy(soundfile.read(f, dtype = 'float32')[0]))[0]
+                          for f in files])
+    error = lambda centroids: torch.cdist(features, centroids).min(-1).values.pow(2).mean().item()
+    random_frames = features[torch.randperm(features.shape[0])[:8]]
+    assert abs(error(result.centroids) - result.inertia) < 1e-3 * result.inertia
+    assert error(result.centroids) < 0.8 * error(random_frames)
+
+
+def test_fit_kmeans_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        fit_kmeans('spectral', data = tmp_path / 'nowhere', clusters = 4)
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ValueError, match = 'no audio files'):
+        fit_kmeans('spectral', data = tmp_path / 'empty', clusters = 4)
+    with pytest.raises(ValueError, match = 'clusters must be'):
+        fit_kmeans('spectral', data = ASSETS, clusters = 1)

@@ -1,0 +1,308 @@
+import pytest
+import torch
+from torch import nn
+
+from audiolm_pytorch import ConformerWrapper, SoundStorm
+from audiolm_pytorch.codecs.base import Codec
+from audiolm_pytorch.semantic.base import SemanticTokenizer
+from audiolm_pytorch.soundstorm import SemanticToAudio
+
+TINY_CONFORMER = dict(dim = 32, depth = 1, dim_head = 8, heads = 4, conv_kernel_size = 5)
+
+
+class StubCodec(nn.Module):
+    """Deterministic toy codec: 800 Hz audio, 16 samples per frame (50 Hz), ``q`` levels of ``c`` codes."""
+
+    target_sample_hz, downsample_factor, seq_len_multiple_of, rq_groups = 800, 16, 16, 1
+
+    def __init__(self, num_quantizers = 3, codebook_size = 16):
+        super().__init__()
+        self.num_quantizers, self.codebook_size = num_quantizers, codebook_size
+        self.scale = nn.Parameter(torch.ones(()))   # lets .to() / tests see where the codec lives
+
+    def tokenize(self, wave):
+        wave = wave.reshape(wave.shape[0], -1)
+        frames = wave.shape[-1] // self.downsample_factor
+        energy = wave[:, :frames * self.downsample_factor].reshape(wave.shape[0], frames, -1).abs().mean(-1)
+        levels = torch.arange(self.num_quantizers, device = wave.device) + 1
+        return (energy[..., None] * 97 * levels).long() % self.codebook_size
+
+    def decode_from_codebook_indices(self, codes):
+        wave = codes[..., 0].float() / self.codebook_size * self.scale
+        return wave.repeat_interleave(self.downsample_factor, dim = -1)[:, None]
+
+
+class StubSemantic(nn.Module):
+    """Toy semantic tokenizer at 25 Hz (half the stub codec's frame rate)."""
+
+    target_sample_hz, downsample_factor, seq_len_multiple_of, codebook_size = 800, 32, None, 10
+
+    def forward(self, wave, flatten = True, input_sample_hz = None):
+        frames = wave.shape[-1] // self.downsample_factor
+        chunks = wave[:, :frames * self.downsample_factor].reshape(wave.shape[0], frames, -1)
+        return (chunks.abs().mean(-1) * 131).long() % self.codebook_size
+
+
+def tiny_soundstorm(q = 3, c = 16, groups = 1, **kwargs):
+    net = ConformerWrapper(codebook_size = c, num_quantizers = q, conformer = TINY_CONFORMER, grouped_quantizers = groups)
+    return SoundStorm(net, **kwargs)
+
+
+def test_stubs_follow_the_interfaces():
+    assert isinstance(StubCodec(), Codec) and isinstance(StubSemantic(), SemanticTokenizer)
+
+
+def test_seed_config_constructs():
+    conformer = ConformerWrapper(codebook_size = 1024, num_quantizers = 12, conformer = dict(dim = 512, depth = 2))
+    model = SoundStorm(conformer, steps = 18, schedule = 'cosine')
+    assert model.net.conformer.dim == 512 and len(model.net.conformer.layers) == 2
+    assert model.net.to_logits_weight.shape == (12, 512, 1024)
+
+
+def test_seed_codes_usage_small():
+    # seed 001 first block, with a smaller width / length to keep CPU time low
+    conformer = ConformerWrapper(codebook_size = 1024, num_quantizers = 12, conformer = dict(dim = 32, depth = 2, dim_head = 16))
+    model = SoundStorm(conformer, steps = 18, schedule = 'cosine')
+    codes = torch.randint(0, 1024, (2, 64, 12))
+    loss, _ = model(codes)
+    loss.backward()
+    assert loss.item() > 0 and model.net.code_embeds.weight.grad is not None
+
+    generated = model.generate(64, batch_size = 2)
+    assert generated.shape == (2, 64, 12) and generated.dtype == torch.long
+    assert generated.min() >= 0 and generated.max() < 1024
+    assert model.training   # generate restores the training mode
+
+
+def test_seed_raw_audio_usage_with_codec():
+    model = tiny_soundstorm(soundstream = StubCodec())
+    audio = torch.randn(2, 1008)
+    loss, _ = model(audio)
+    loss.backward()
+    generated_audio = model.generate(seconds = 0.5, batch_size = 2)
+    assert generated_audio.shape == (2, 400)   # 0.5 s at 800 Hz
+    codes = model.generate(seconds = 0.5, batch_size = 2, return_codes = True)
+    assert codes.shape == (2, 25, 3)
+
+
+def test_seed_raw_audio_usage_with_real_soundstream():
+    pytest.importorskip('audiolm_pytorch.codecs.soundstream')
+    from audiolm_pytorch import SoundStream
+    soundstream = SoundStream(codebook_size = 64, rq_num_quantizers = 4, attn_window_size = 16, attn_depth = 1,
+                              channels = 8, codebook_dim = 16, strides = (2, 4), channel_mults = (2, 4))
+    net = ConformerWrapper(codebook_size = 64, num_quantizers = 4, conformer = TINY_CONFORMER)
+    model = SoundStorm(net, soundstream = soundstream)
+    audio = torch.randn(2, 1280)
+    loss, _ = model(audio)
+    loss.backward()
+    generated_audio = model.generate(seconds = 0.01, batch_size = 2)
+    assert generated_audio.shape == (2, 160)
+
+
+def test_overfits_one_sequence_and_reproduces_it_from_semantic_tokens():
+    n, q, c = 24, 3, 16
+    # semantic tokens at half the codec frame rate: exercises the rate alignment
+    model = tiny_soundstorm(q, c, num_semantic_token_ids = 12, steps = 4, codec_target_sample_hz = 800,
+                            codec_downsample_factor = 16, wav2vec_target_sample_hz = 800, wav2vec_downsample_factor = 32)
+    codes = torch.randint(0, c, (1, n, q))
+    semantic = torch.randperm(12)[None]
+    optimizer = torch.optim.Adam(model.parameters(), lr = 3e-3)
+    for _ in range(200):
+        loss, _ = model(codes.expand(8, -1, -1), cond_semantic_token_ids = semantic.expand(8, -1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.1
+
+    generated = model.generate(cond_semantic_token_ids = semantic)          # length from the semantic tokens
+    assert generated.shape == (1, n, q)
+    assert (generated == codes).float().mean() >= 0.9
+
+
+def test_prompt_tokens_are_kept():
+    model = tiny_soundstorm(num_semantic_token_ids = 10)
+    prompt = torch.randint(0, 16, (2, 7, 3))
+    semantic = torch.randint(0, 10, (2, 20))
+    out = model.generate(cond_semantic_token_ids = semantic, prompt_acoustic_token_ids = prompt, steps = 3)
+    assert out.shape == (2, 20, 3)
+    assert torch.equal(out[:, :7], prompt)
+    assert out.min() >= 0 and out.max() < 16
+
+
+def test_padding_does_not_change_logits():
+    model = tiny_soundstorm(num_semantic_token_ids = 10).eval()
+    codes = torch.randint(0, 16, (2, 12, 3))
+    mask = torch.ones(2, 12, dtype = torch.bool)
+    mask[1, 8:] = False
+    cond = model.embed_semantic(torch.randint(0, 10, (2, 12)), 2, 12)
+    logits = model.net(codes, mask = mask, cond = cond)
+    other = codes.clone()
+    other[1, 8:] = torch.randint(0, 16, (4, 3))
+    logits_other = model.net(other, mask = mask, cond = cond)
+    assert torch.equal(logits[1, :8], logits_other[1, :8]) and torch.equal(logits[0], logits_other[0])
+
+
+def test_padded_generation_matches_unpadded():
+    model = tiny_soundstorm(num_semantic_token_ids = 10)
+    semantic = torch.randint(0, 10, (2, 16))
+    mask = torch.ones(2, 16, dtype = torch.bool)
+    mask[1, 10:] = False
+    kwargs = dict(steps = 4, start_temperature = 0.)   # greedy: deterministic
+    padded = model.generate(cond_semantic_token_ids = semantic, mask = mask, **kwargs)
+    alone = model.generate(cond_semantic_token_ids = semantic[1:, :10], **kwargs)
+    assert torch.equal(padded[1, :10], alone[0])
+    assert (padded[1, 10:] == model.pad_id).all() and (padded[0] >= 0).all()
+
+    # semantic padding (-1) marks padded frames the same way
+    semantic_padded = semantic.clone()
+    semantic_padded[1, 10:] = -1
+    assert torch.equal(model.generate(cond_semantic_token_ids = semantic_padded, **kwargs), padded)
+
+
+def test_padding_in_training_is_ignored():
+    model = tiny_soundstorm()
+    codes = torch.randint(0, 16, (2, 12, 3))
+    mask = torch.ones(2, 12, dtype = torch.bool)
+    mask[1, 6:] = False
+    other = codes.clone()
+    other[1, 6:] = (other[1, 6:] + 1) % 16
+    torch.manual_seed(1)
+    loss, _ = model(codes, mask = mask)
+    torch.manual_seed(1)
+    loss_other, _ = model(other, mask = mask)
+    assert torch.equal(loss, loss_other)
+
+
+def test_grouped_quantizers_and_linear_schedule():
+    model = tiny_soundstorm(q = 2, groups = 2, schedule = 'linear')
+    codes = torch.randint(0, 16, (2, 10, 4))
+    loss, breakdown = model(codes)
+    loss.backward()
+    assert breakdown.levels.shape == (2,) and 0 <= breakdown.accuracy <= 1
+    out = model.generate(10, batch_size = 3, steps = (3, 2))
+    assert out.shape == (3, 10, 4) and out.min() >= 0 and out.max() < 16
+
+
+def test_classifier_free_guidance_runs_and_matters():
+    model = tiny_soundstorm(num_semantic_token_ids = 10, cond_drop_prob = 0.2)
+    semantic = torch.randint(0, 10, (1, 12))
+    kwargs = dict(steps = 2, start_temperature = 0.)
+    plain = model.generate(cond_semantic_token_ids = semantic, **kwargs)
+    guided = model.generate(cond_semantic_token_ids = semantic, cond_scale = 8., **kwargs)
+    assert guided.shape == plain.shape and not torch.equal(guided, plain)
+
+
+def test_wav2vec_conditioning_and_checkpoint(tmp_path):
+    model = tiny_soundstorm(soundstream = StubCodec(), wav2vec = StubSemantic())
+    assert model.num_semantic_token_ids == 10 and model.semantic_frame_hz == 25 and model.codec_frame_hz == 50
+    loss, _ = model(torch.randn(2, 800))
+    loss.backward()
+    assert model.semantic_token_emb.weight.grad.abs().sum() > 0
+
+    # the codec is attached, not owned: not in the state dict, but its rates are in the config
+    assert not any(k.startswith(('soundstream', 'wav2vec')) for k in model.state_dict())
+    model.save(tmp_path / 'soundstorm.pt')
+    loaded = SoundStorm.init_and_load_from(tmp_path / 'soundstorm.pt')
+    assert loaded.soundstream is None and loaded.codec_frame_hz == 50 and loaded.semantic_frame_hz == 25
+    codes = torch.randint(0, 16, (1, 8, 3))
+    model.eval(), loaded.eval()
+    assert torch.equal(model.net(codes), loaded.net(codes))
+    loaded.soundstream = StubCodec()
+    assert loaded.generate(seconds = 0.1).shape == (1, 80)
+
+
+def test_semantic_to_audio_pipeline():
+    class StubSemanticGenerator:
+        def generate(self, *, max_length, batch_size, **kwargs):
+            ids = torch.randint(0, 10, (batch_size, max_length))
+            ids[1, 5] = 10          # EOS id of the semantic transformer
+            ids[1, 6:] = -1         # padding after EOS
+            return ids
+
+    model = tiny_soundstorm(soundstream = StubCodec(), wav2vec = StubSemantic())
+    pipeline = SemanticToAudio(semantic_transformer = StubSemanticGenerator(), soundstorm = model)
+    waves = pipeline(batch_size = 2, max_length = 8, steps = 2)
+    # 8 semantic tokens at 25 Hz -> 16 frames -> 256 samples; the second stops after 5 tokens -> 10 frames
+    assert isinstance(waves, list) and [w.shape[-1] for w in waves] == [256, 160]
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = tiny_soundstorm()
+    with pytest.raises(ValueError, match = r'\[0, 16\)'):
+        model(torch.full((1, 5, 3), 16))
+    with pytest.raises(ValueError, match = 'soundstream'):
+        model(torch.randn(1, 320))
+    with pytest.raises(ValueError, match = 'num_semantic_token_ids'):
+        model(torch.randint(0, 16, (1, 5, 3)), cond_semantic_token_ids = torch.zeros(1, 5, dtype = torch.long))
+    with pytest.raises(ValueError, match = 'spear_tts_text_to_semantic'):
+        model.generate(texts = ['hello'])
+    with pytest.raises(ValueError, match = 'seconds'):
+        model.generate(seconds = 1.)
+    with pytest.raises(ValueError, match = 'codec'):
+        tiny_soundstorm(q = 4, soundstream = StubCodec(num_quantizers = 3))
+    with pytest.raises(ValueError, match = 'prompt'):
+        model.generate(4, prompt_acoustic_token_ids = torch.zeros(1, 4, 3, dtype = torch.long))
+
+
+def test_pipeline_with_semantic_transformer_and_prime_wave():
+    pytest.importorskip('audiolm_pytorch.lm.semantic')
+    from audiolm_pytorch import SemanticTransformer, SemanticTransformerWrapper
+    wav2vec = StubSemantic()
+    semantic = SemanticTransformerWrapper(
+        transformer = SemanticTransformer(num_semantic_tokens = 10, dim = 16, depth = 1, heads = 2, dim_head = 8),
+        wav2vec = wav2vec, unique_consecutive = False)
+    model = tiny_soundstorm(soundstream = StubCodec(), wav2vec = wav2vec)
+    pipeline = SemanticToAudio(semantic_transformer = semantic, soundstorm = model)
+    prime = torch.rand(1, 128)                       # 4 semantic tokens, 8 codec frames
+    out = pipeline(batch_size = 1, max_length = 10, prime_wave = prime, steps = 2, return_codes = True,
+                   semantic_generate_kwargs = dict(cond_scale = 1.))
+    out = out if torch.is_tensor(out) else out[0][None]
+    prompt = model.tokenize(prime)
+    kept = min(prompt.shape[1], out.shape[1] - 1)   # the prompt is cut when the semantic model stops early
+    assert kept >= 6 and torch.equal(out[0, :kept], prompt[0, :kept])
+
+
+class CodesAndSemantic(torch.utils.data.Dataset):
+    def __init__(self, n = 6):
+        self.codes = torch.randint(0, 16, (n, 16, 3))
+        self.semantic = torch.randint(0, 10, (n, 8))
+
+    def __len__(self):
+        return len(self.codes)
+
+    def __getitem__(self, index):
+        return self.semantic[index], self.codes[index]
+
+
+class Audio(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return torch.rand(320) * (index + 1) / 4
+
+
+def test_trainer_on_codes_writes_loadable_checkpoints(tmp_path):
+    from audiolm_pytorch import SoundStormTrainer
+    model = tiny_soundstorm(num_semantic_token_ids = 10, codec_target_sample_hz = 800, codec_downsample_factor = 16,
+                            wav2vec_target_sample_hz = 800, wav2vec_downsample_factor = 32)
+    trainer = SoundStormTrainer(model, num_train_steps = 3, batch_size = 2, dataset = CodesAndSemantic(), lr = 1e-3,
+                                save_model_every = 2, save_results_every = 100, results_folder = tmp_path / 'results',
+                                force_clear_prev_results = True, progress_bar = False)
+    trainer.train()
+    assert sorted(p.name for p in (tmp_path / 'results').glob('soundstorm.*.pt')) == ['soundstorm.0.pt', 'soundstorm.2.pt']
+    loaded = SoundStorm.init_and_load_from(tmp_path / 'results' / 'soundstorm.2.pt').eval()
+    codes = torch.randint(0, 16, (1, 8, 3))
+    assert torch.allclose(loaded.net(codes), trainer.soundstorm.eval().net(codes))
+
+
+def test_trainer_on_audio_with_codec_and_samples(tmp_path):
+    from audiolm_pytorch import SoundStormTrainer
+    model = tiny_soundstorm(soundstream = StubCodec(), wav2vec = StubSemantic())
+    trainer = SoundStormTrainer(model, num_train_steps = 2, batch_size = 2, dataset = Audio(), lr = 1e-3,
+                                save_model_every = 100, save_results_every = 1, results_folder = tmp_path / 'results',
+                                force_clear_prev_results = True, progress_bar = False, num_sample_steps = 2)
+    trainer.train()
+    samples = sorted(p.name for p in (tmp_path / 'results' / 'samples').glob('*.wav'))
+    assert 'soundstorm.1.generated.wav' in samples and 'soundstorm.1.original.wav' in samples
+    assert trainer.generate(10, return_codes = True).shape == (1, 10, 3)
