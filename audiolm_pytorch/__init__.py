@@ -13,8 +13,9 @@ from audiolm_pytorch.version import __version__
 _PUBLIC_NAMES = {
     # audio and data
     'load_audio': 'audio', 'save_audio': 'audio', 'resample': 'audio', 'MelSpectrogram': 'audio',
-    'LoadedAudio': 'audio', 'mel_filterbank': 'audio', 'stft_magnitude': 'audio',
+    'LoadedAudio': 'audio', 'mel_filterbank': 'audio', 'stft_magnitude': 'audio', 'AudioDecodeError': 'audio',
     'SoundDataset': 'data', 'TextAudioDataset': 'data', 'get_dataloader': 'data',
+    'SkippedAudioWarning': 'data', 'split_text_audio': 'data',
     # codecs
     'SoundStream': 'codecs.soundstream', 'AudioLMSoundStream': 'codecs.soundstream',
     'MusicLMSoundStream': 'codecs.soundstream',

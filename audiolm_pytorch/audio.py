@@ -75,13 +75,29 @@ def load_audio(
     info = audio_info(path)
     file_hz = int(info.samplerate)
     out_hz = default(target_sample_hz, file_hz)
-    to_file_samples = lambda n: int(math.ceil(n * file_hz / out_hz))
+    offset = default(offset, 0)
+    if offset < 0 or (exists(max_length) and max_length <= 0):
+        raise ValueError(f'offset must be >= 0 and max_length > 0, got offset={offset}, max_length={max_length}')
 
-    start = to_file_samples(offset) if exists(offset) else 0
+    # Read only the needed segment. When resampling, start on the sample grid shared by both rates (a whole
+    # number of periods of gcd) and with enough left context for the resampling kernel, so the segment is an
+    # exact slice of resampling the whole file.
+    divisor = math.gcd(file_hz, out_hz)
+    file_period, out_period = file_hz // divisor, out_hz // divisor
+    periods, remainder = divmod(offset, out_period)
+    context_periods = 0
+    if file_hz != out_hz:
+        kernel_margin = 64 + 32 * max(file_hz, out_hz) // min(file_hz, out_hz)   # input samples of context
+        context_periods = min(periods, -(-kernel_margin // file_period))
+    start = (periods - context_periods) * file_period
+    drop = context_periods * out_period + remainder            # output samples before the requested offset
+
     frames = -1
     if exists(max_length):
-        # a few extra input samples so resampling has its full kernel support at the segment's end
-        frames = to_file_samples(max_length) + (64 if file_hz != out_hz else 0)
+        needed_out = drop + max_length
+        frames = int(math.ceil(needed_out * file_hz / out_hz))
+        if file_hz != out_hz:
+            frames += 64 + 32 * max(file_hz, out_hz) // min(file_hz, out_hz)    # right context
 
     try:
         data, read_hz = sf.read(str(path), start = start, frames = frames, dtype = 'float32', always_2d = True)
@@ -100,8 +116,11 @@ def load_audio(
     if out_hz != read_hz:
         wave = resample(wave, read_hz, out_hz)
 
+    wave = wave[..., drop:]
     if exists(max_length):
         wave = wave[..., :max_length]
+    if wave.shape[-1] == 0:
+        raise AudioDecodeError(f'audio file {path} holds no samples after offset {offset}')
 
     return LoadedAudio(wave.contiguous(), int(out_hz))
 
@@ -141,12 +160,16 @@ def resample(wave: Tensor, orig_hz: int, new_hz: int, output_length: int | None 
     if orig_hz == new_hz:
         return wave if not exists(output_length) else wave[..., :output_length]
 
-    import julius
-
     divisor = math.gcd(orig_hz, new_hz)
-    dtype = wave.dtype
-    out = julius.resample_frac(wave.float(), orig_hz // divisor, new_hz // divisor, output_length = output_length)
-    return out.to(dtype)
+    resampler = _resampler(orig_hz // divisor, new_hz // divisor, str(wave.device))
+    return resampler(wave.float(), output_length = output_length).to(wave.dtype)
+
+
+@lru_cache(maxsize = 32)
+def _resampler(orig: int, new: int, device: str):
+    """Building the sinc kernel costs far more than applying it: keep one per (reduced) rate pair and device."""
+    import julius
+    return julius.ResampleFrac(orig, new).to(device)
 
 
 # ----------------------------------------------------------------------------------------------------------

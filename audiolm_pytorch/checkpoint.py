@@ -91,18 +91,24 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if path.suffix == '.safetensors':
         from safetensors import safe_open
         from safetensors.torch import load_file
-        with safe_open(str(path), framework = 'pt') as f:
-            metadata = f.metadata() or {}
-        pkg = dict(model = load_file(str(path)), kind = metadata.get('kind'), version = metadata.get('version'))
+        try:
+            with safe_open(str(path), framework = 'pt') as f:
+                metadata = f.metadata() or {}
+            weights = load_file(str(path))
+        except Exception as error:  # safetensors raises its own SafetensorError for corrupt files
+            raise ValueError(f'{path} is not a readable safetensors file ({error})') from error
+        pkg = dict(model = weights, kind = metadata.get('kind'), version = metadata.get('version'))
         pkg['config'] = json.loads(metadata['config']) if 'config' in metadata else None
         return pkg
 
     try:
         pkg = torch.load(str(path), map_location = 'cpu', weights_only = True)
     except pickle.UnpicklingError as error:
-        raise ValueError(
-            f'{path} is not a safe checkpoint (it needs arbitrary code to unpickle: {error}). '
-            'Re-save it with this library, or convert its state dict to safetensors.') from error
+        if 'global' in str(error).lower():
+            raise ValueError(
+                f'{path} is not a safe checkpoint (it needs arbitrary code to unpickle: {error}). '
+                'Re-save it with this library, or convert its state dict to safetensors.') from error
+        raise ValueError(f'{path} is not a readable checkpoint ({error}); the file may be truncated or corrupt') from error
     except (RuntimeError, EOFError) as error:
         raise ValueError(f'{path} is not a readable checkpoint ({error}); the file may be truncated or corrupt') from error
 

@@ -168,11 +168,16 @@ class _AudioFiles(Dataset):
             seconds = max(length / hz for length, hz in zip(self.max_length, rates))
             segment = int(math.ceil(seconds * file_hz))
             if frames > segment:
-                start = int(torch.randint(0, frames - segment + 1, ()).item())
+                # crops start on the grid shared by the file rate and every target rate (10 ms for 44.1 -> 16 kHz),
+                # so each crop is exactly a slice of the whole file resampled, at every rate
                 grid = _aligned_grid(file_hz, rates)
-                wanted_margin = -(-_RESAMPLE_MARGIN // grid) * grid if grid <= _MAX_ALIGNED_MARGIN else 0
-                margin = min(wanted_margin, (start // grid) * grid) if wanted_margin else 0
-                num_read = segment + margin + (wanted_margin if any(hz != file_hz for hz in rates) else 0)
+                aligned = grid <= _MAX_ALIGNED_MARGIN
+                grid = grid if aligned else 1
+                start = int(torch.randint(0, (frames - segment) // grid + 1, ()).item()) * grid
+                resampling = any(hz != file_hz for hz in rates)
+                wanted_margin = -(-_RESAMPLE_MARGIN // grid) * grid if resampling and aligned else 0
+                margin = min(wanted_margin, start)
+                num_read = segment + 2 * wanted_margin
 
         try:
             wave = load_audio(path, mono = True, offset = start - margin or None, max_length = num_read).wave[0]

@@ -107,14 +107,10 @@ def test_segment_with_resampling_matches_the_full_read(assets_dir, monkeypatch):
     assert snr_db(reference[:, 50:-50], segment[:, 50:-50]) > 60
 
 
-@pytest.mark.xfail(strict = True, reason = 'load_audio starts a resampled segment at ceil(offset * file_hz / '
-                   'out_hz), shifting the output grid by a fraction of a sample when that is not a whole number; '
-                   'fix described in the foundation report')
 def test_segment_at_unaligned_offset_matches_the_full_read(assets_dir):
     path = assets_dir / 'stereo_44k.wav'
     full = load_audio(path, target_sample_hz = 16000).wave
     segment = load_audio(path, target_sample_hz = 16000, offset = 3201, max_length = 4000).wave
-    # currently ~24 dB: the segment is a time-shifted resampling, not a slice of the full read
     assert snr_db(full[:, 3201 + 50:7201 - 50], segment[:, 50:-50]) > 60
 
 

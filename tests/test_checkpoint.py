@@ -277,8 +277,6 @@ def test_corrupt_checkpoints_raise_value_error(tmp_path):
         read_checkpoint(tmp_path / 'missing.pt')
 
 
-@pytest.mark.xfail(strict = True, reason = 'read_checkpoint lets safetensors_rust.SafetensorError escape for a '
-                   'corrupt .safetensors file; fix described in the foundation report')
 def test_corrupt_safetensors_raises_value_error(tmp_path):
     (tmp_path / 'random.safetensors').write_bytes(os.urandom(4096))
     with pytest.raises(ValueError):

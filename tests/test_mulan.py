@@ -376,3 +376,18 @@ def test_mulan_trainer_steps_and_checkpoints(tmp_path):
         split_text_audio(Batch((wavs,), None))
     with pytest.raises(ValueError, match = 'manifest'):
         MuLaNTrainer(tiny_mulan(), folder = tmp_path, num_train_steps = 1, batch_size = 1, results_folder = tmp_path)
+
+
+def test_frozen_codebook_does_not_move():
+    quantizer = MuLaNEmbedQuantizer(mulan = tiny_mulan(), conditioning_dims = 8, rq_num_quantizers = 2,
+                                    codebook_size = 4).train()
+    wavs, _ = paired_set()
+    quantizer(wavs = wavs)                                      # k-means initialisation
+    codebooks = {k: v.clone() for k, v in quantizer.rq.state_dict().items()}
+    quantizer(wavs = wavs * 0.5)
+    assert any(not torch.equal(codebooks[k], v) for k, v in quantizer.rq.state_dict().items())   # EMA update
+
+    quantizer.freeze_codebook = True
+    codebooks = {k: v.clone() for k, v in quantizer.rq.state_dict().items()}
+    quantizer(wavs = wavs * 0.25)
+    assert all(torch.equal(codebooks[k], v) for k, v in quantizer.rq.state_dict().items())

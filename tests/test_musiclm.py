@@ -184,3 +184,42 @@ def test_seed_style_stage_condition_width_defaults_to_model_dim():
     wrapper = SemanticTransformerWrapper(transformer = semantic, audio_conditioner = quantizer)
     loss = wrapper(semantic_token_ids = torch.randint(0, 10, (2, 6)), raw_wave = torch.randn(2, 1024), return_loss = True)
     assert torch.isfinite(loss)
+
+
+class StubWav2Vec(nn.Module):
+    """Tiny local stand-in for HubertWithKmeans: 10 'clusters' of frame loudness, 320 samples per frame."""
+    target_sample_hz, downsample_factor, seq_len_multiple_of, codebook_size = 16000, 320, 320, 10
+
+    def forward(self, wave, flatten = True, input_sample_hz = None):
+        wave = wave.reshape(wave.shape[0], -1)
+        frames = wave.shape[-1] // 320
+        loudness = wave[:, :frames * 320].reshape(wave.shape[0], frames, 320).abs().mean(dim = -1)
+        return (loudness * 50).long().clamp(0, 9)
+
+
+def test_seed_semantic_trainer_with_quantizer_as_audio_conditioner(tmp_path, assets_dir):
+    """Seed 003's trainer snippet with tiny local stand-ins (no HuBERT checkpoint, no .cuda())."""
+    import shutil
+
+    from audiolm_pytorch import SemanticTransformerTrainer
+
+    folder = tmp_path / 'audio'
+    folder.mkdir()
+    for index in range(3):
+        shutil.copy(assets_dir / f'music_{index}_16k.wav', folder)
+
+    quantizer = tiny_quantizer(conditioning_dims = (32, 32, 32))
+    calls = []
+    original_forward = quantizer.forward
+    quantizer.forward = lambda **kwargs: calls.append(kwargs['namespace']) or original_forward(**kwargs)
+
+    wav2vec = StubWav2Vec()
+    semantic_transformer = SemanticTransformer(num_semantic_tokens = wav2vec.codebook_size, dim = 32, depth = 1,
+                                               heads = 2, dim_head = 16, cond_dim = 32, audio_text_condition = True)
+    trainer = SemanticTransformerTrainer(
+        transformer = semantic_transformer, wav2vec = wav2vec, audio_conditioner = quantizer, folder = str(folder),
+        batch_size = 1, data_max_length = 320 * 32, num_train_steps = 1, results_folder = tmp_path / 'results',
+        progress_bar = False, force_clear_prev_results = True)
+    trainer.train()
+    assert (tmp_path / 'results' / 'semantic.transformer.0.pt').is_file()
+    assert calls and set(calls) == {'semantic'}

@@ -4,6 +4,8 @@ fairseq checkpoint variants read without fairseq, transformers directories, fram
 import argparse
 import copy
 import pickle
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +245,21 @@ def test_transformers_directory(model_dirs, name):
     assert torch.equal(ids, expected)
 
 
+def test_fit_kmeans_on_transformers_directory(model_dirs, tmp_path):
+    from audiolm_pytorch import fit_kmeans
+    files = sorted(ASSETS.glob('music_[01]_16k.wav'))
+    result = fit_kmeans(model_dirs['wav2vec2'], data = files, clusters = 5, out = tmp_path / 'km.safetensors',
+                        output_layer = 3, batch_size = 64, epochs = 2, device = 'cpu')
+    t = HubertWithKmeans(model_dirs['wav2vec2'], result.path, output_layer = 3)
+    assert t.codebook_size == 5
+    wave = torch.randn(1, 4000)
+    features, ids = t.extract_features(wave), t(wave)
+    assert ids.shape == features.shape[:2] == (1, t.num_frames(4000))
+    assert torch.equal(ids, torch.cdist(features, result.centroids[None]).argmin(-1))
+    with pytest.raises(KMeansFileError, match = '32-dim'):  # fitted at 32 dims, so it fits any 32-dim layer only
+        HubertWithKmeans(ASSETS / 'fairseq_hubert_tiny' / 'tiny_hubert.pt', result.path, output_layer = 2)
+
+
 def test_frames_follow_downsample_factor(model_dirs):
     t = HubertWithKmeans(model_dirs['hubert'], model_dirs['km'], output_layer = 1)
     df = t.downsample_factor
@@ -329,3 +346,16 @@ def test_bad_files(fx, model_dirs, tmp_path):
 
     with pytest.raises(ValueError, match = 'without kmeans_path'):
         HubertWithKmeans(fx['ckpt'], None, output_layer = 2)(fx['input'])
+
+
+def test_vq_wav2vec_names_the_fairseq_problem(tmp_path):
+    from audiolm_pytorch import FairseqVQWav2Vec
+    try:
+        import fairseq  # noqa: F401
+        pytest.skip('fairseq is importable here')
+    except Exception:
+        pass
+    expected = 'Python >= 3.11' if sys.version_info >= (3, 11) else 'pip install fairseq'
+    with pytest.raises(ImportError, match = f'needs fairseq.*{re.escape(expected)}'):
+        FairseqVQWav2Vec(tmp_path / 'vq-wav2vec.pt')
+

@@ -36,9 +36,12 @@ def test_restricted_reader_matches_joblib():
 
 
 def test_restricted_reader_needs_neither_sklearn_nor_joblib():
+    # also: the semantic modules import no heavy optional dependency until it is needed
     code = ('import sys; from audiolm_pytorch.semantic.kmeans import load_kmeans_centroids; '
-            f'c, _ = load_kmeans_centroids({str(KM_BIN)!r}); '
-            'assert c.shape == (16, 64); assert "sklearn" not in sys.modules and "joblib" not in sys.modules')
+            'import audiolm_pytorch.semantic.hubert_kmeans, audiolm_pytorch.semantic.vq_wav2vec; '
+            f'c, _ = load_kmeans_centroids({str(KM_BIN)!r}); assert c.shape == (16, 64); '
+            'loaded = [m for m in ("sklearn", "joblib", "fairseq", "transformers") if m in sys.modules]; '
+            'assert not loaded, loaded')
     subprocess.run([sys.executable, '-c', code], check = True, env = {**os.environ, 'OMP_NUM_THREADS': '1'})
 
 
@@ -161,3 +164,21 @@ def test_fit_kmeans_errors(tmp_path):
         fit_kmeans('spectral', data = tmp_path / 'empty', clusters = 4)
     with pytest.raises(ValueError, match = 'clusters must be'):
         fit_kmeans('spectral', data = ASSETS, clusters = 1)
+
+
+def test_collect_features_samples_uniformly_with_bounded_memory():
+    from audiolm_pytorch.semantic.kmeans import collect_features
+    files = sorted(ASSETS.glob('*_16k.wav'))
+    calls = []
+
+    def extract(wave):  # tags every frame with the index of the file it came from
+        calls.append(wave.shape[-1])
+        return torch.full((1, wave.shape[-1] // 320, 3), float(len(calls) - 1))
+
+    everything = collect_features(extract, files, sample_hz = 16000, device = torch.device('cpu'))
+    assert everything.shape == (sum(n // 320 for n in calls), 3)
+    calls.clear()
+    sample = collect_features(extract, files, sample_hz = 16000, device = torch.device('cpu'), max_frames = 200)
+    assert sample.shape == (200, 3)
+    per_file = torch.bincount(sample[:, 0].long(), minlength = len(files)).float()
+    assert (per_file > 0).all() and per_file.max() < 3 * per_file.mean()   # every file represented, none dominates

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from audiolm_pytorch.checkpoint import Checkpointable
+
 DiscriminatorOutput = list[tuple[Tensor, list[Tensor]]]
 
 
@@ -84,7 +86,7 @@ class MultiScaleDiscriminator(nn.Module):
         return outputs
 
 
-class STFTDiscriminator(nn.Module):
+class STFTDiscriminator(Checkpointable, nn.Module):
     """SoundStream's STFT discriminator with real and imaginary parts as input channels.
 
     A 7x7 conv, then blocks of (3x3 conv, strided ``(s_t + 2) x (s_f + 2)`` conv) over (time, frequency).

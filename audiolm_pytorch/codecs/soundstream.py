@@ -119,8 +119,9 @@ class SoundStream(Checkpointable, nn.Module):
         enc_cycle_dilations, dec_cycle_dilations: residual unit dilations per block.
         use_local_attn, attn_window_size, attn_depth, attn_heads, attn_dim_head: bottleneck transformers.
         squeeze_excite: causal squeeze-excitation in residual units.
-        discr_multi_scales: waveform discriminator scales. stft_discriminator: None (default STFT discriminator),
-            False (none) or a module returning logits or ``(logits, features)`` pairs.
+        discr_multi_scales: waveform discriminator scales (+ multi_scale_discr_kwargs for ``WaveDiscriminator``).
+        stft_discriminator: None (default STFT discriminator), a dict of ``STFTDiscriminator`` kwargs, False (none)
+            or a module returning logits or ``(logits, features)`` pairs (a ``Checkpointable`` one to be saveable).
         use_multi_period_discr, multi_period_discr_periods: optional HiFi-GAN period discriminators.
         multi_spectral_window_powers_of_two, multi_spectral_n_mels: mel loss resolutions.
         recon_loss_weight (+ recon_loss_type 'l2' | 'l1'), multi_spectral_recon_loss_weight,
@@ -165,7 +166,8 @@ class SoundStream(Checkpointable, nn.Module):
         attn_heads: int = 8,
         attn_dim_head: int = 64,
         squeeze_excite: bool = False,
-        stft_discriminator: nn.Module | bool | None = None,
+        stft_discriminator: nn.Module | dict | bool | None = None,
+        multi_scale_discr_kwargs: dict | None = None,
         use_multi_period_discr: bool = False,
         multi_period_discr_periods: Sequence[int] = (2, 3, 5, 7, 11),
     ):
@@ -215,10 +217,12 @@ class SoundStream(Checkpointable, nn.Module):
 
         # discriminators and spectral loss
         self.discr_multi_scales = tuple(discr_multi_scales)
-        self.discriminators = MultiScaleDiscriminator(scales = discr_multi_scales, input_channels = input_channels) \
+        self.discriminators = MultiScaleDiscriminator(scales = discr_multi_scales, input_channels = input_channels,
+                                                      **(multi_scale_discr_kwargs or {})) \
             if len(self.discr_multi_scales) > 0 else None
-        if stft_discriminator is None or stft_discriminator is True:
-            stft_discriminator = STFTDiscriminator(input_channels = input_channels)
+        if stft_discriminator is None or stft_discriminator is True or isinstance(stft_discriminator, dict):
+            stft_kwargs = stft_discriminator if isinstance(stft_discriminator, dict) else {}
+            stft_discriminator = STFTDiscriminator(input_channels = input_channels, **stft_kwargs)
         self.stft_discriminator = stft_discriminator if isinstance(stft_discriminator, nn.Module) else None
         self.period_discriminator = MultiPeriodDiscriminator(periods = multi_period_discr_periods,
                                                              input_channels = input_channels) \

@@ -253,6 +253,8 @@ def resolve_condition(decoder: ConditionedDecoder, *, audio_conditioner=None, na
     from audiolm_pytorch.lm.conditioning import audio_condition
     if exists(text_embeds) or not (exists(text) or exists(wavs)):
         return text_embeds, text_mask
+    if isinstance(text, str):
+        text = [text] * default(batch_size, 1)
     if exists(audio_conditioner):
         embeds = audio_condition(audio_conditioner, namespace = namespace, wavs = wavs,
                                  texts = None if exists(wavs) else text)
@@ -261,8 +263,6 @@ def resolve_condition(decoder: ConditionedDecoder, *, audio_conditioner=None, na
         return None, None
     if not decoder.has_condition:
         raise ValueError('text was given but this model was built without conditioning (has_condition=False)')
-    if isinstance(text, str):
-        text = [text] * default(batch_size, 1)
     return decoder.embed_text(list(text))
 
 

@@ -220,8 +220,13 @@ class MuLaNEmbedQuantizer(Checkpointable, nn.Module):
     Args:
         mulan: a trained ``MuLaN`` (kept frozen: no gradients, always run in eval mode).
         conditioning_dims: one width per namespace (or one int for all).
-        rq_num_quantizers, codebook_size: residual VQ size. rq_ema_decay: codebook EMA decay (codebooks
-            are updated while this module is in training mode and fed audio). rq_kwargs: extra ResidualVQ options.
+        rq_num_quantizers, codebook_size: residual VQ size. rq_ema_decay: codebook EMA decay. rq_kwargs: extra
+            ResidualVQ options.
+        freeze_codebook: never update the codebooks. By default (as in the established API) they are k-means
+            initialised on the first batch and EMA-updated whenever this module runs in training mode, i.e.
+            while the AudioLM stages train. Stages trained one after another then see slowly drifting codes;
+            fit the codebooks first (``quantizer.train(); quantizer(wavs=...)`` over music), then set
+            ``quantizer.freeze_codebook = True`` to keep them fixed for all three stages.
         namespaces: names of the stages, in the order of ``conditioning_dims``.
 
     ``__call__(wavs=None, texts=None, namespace=None) -> (b, rq_num_quantizers, dim_of_namespace)``. ``texts`` may
@@ -232,7 +237,7 @@ class MuLaNEmbedQuantizer(Checkpointable, nn.Module):
     def __init__(
         self, mulan: MuLaN, conditioning_dims: tuple[int, ...] | list[int] | int, *, rq_num_quantizers: int = 8,
         rq_ema_decay: float = 0.9, codebook_size: int = 1024, namespaces: tuple[str, ...] | list[str] = (
-            'semantic', 'coarse', 'fine'), rq_kwargs: dict | None = None,
+            'semantic', 'coarse', 'fine'), rq_kwargs: dict | None = None, freeze_codebook: bool = False,
     ):
         super().__init__()
         from vector_quantize_pytorch import ResidualVQ
@@ -252,6 +257,7 @@ class MuLaNEmbedQuantizer(Checkpointable, nn.Module):
         self.conditioning_dims = conditioning_dims
         self.rq_num_quantizers = rq_num_quantizers
         self.codebook_size = codebook_size
+        self.freeze_codebook = freeze_codebook
         self._default_namespace = namespaces[0]
 
         rq_options = dict(kmeans_init = True, threshold_ema_dead_code = 2, commitment_weight = 0.)
@@ -297,7 +303,7 @@ class MuLaNEmbedQuantizer(Checkpointable, nn.Module):
 
     def get_indices(self, latents: Tensor) -> Tensor:
         """``(b, dim_latent)`` -> residual code ids ``(b, rq_num_quantizers)``."""
-        _, indices, _ = self.rq(rearrange(latents, 'b d -> b 1 d'))
+        _, indices, _ = self.rq(rearrange(latents, 'b d -> b 1 d'), freeze_codebook = self.freeze_codebook)
         return rearrange(indices, 'b 1 q -> b q')
 
     def embed_indices(self, indices: Tensor, namespace: str) -> Tensor:

@@ -20,7 +20,6 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +29,7 @@ from audiolm_pytorch.utils import exists
 __all__ = [
     'FairseqCheckpointError', 'FairseqDictionary', 'FairseqModel', 'read_fairseq_checkpoint', 'fairseq_configs',
     'parse_conv_feature_layers', 'transformers_config_from_fairseq', 'fairseq_to_transformers_key_map',
-    'load_fairseq_model',
+    'convert_state_dict', 'load_fairseq_model',
 ]
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from beartype import beartype
 from einops import rearrange
 from torch import Tensor, nn
@@ -306,7 +305,12 @@ class HubertWithKmeans(nn.Module):
     ``flatten`` is accepted for compatibility: ids are always ``(b, frames)`` (the established library returned a
     flat ``(b * frames,)`` vector for ``flatten=True``; use ``ids.flatten()`` for that). With ``lengths`` (valid
     samples per row of a zero-padded batch) padding is masked in the encoder and frames past each row's end
-    are ``-1``.
+    are ``-1``. Models with a layer-norm conv stack (HuBERT large, wav2vec 2.0 large) then give every row exactly
+    what it gives alone; group-norm models (HuBERT base) normalize their first conv over the padded length, as
+    fairseq and transformers do, so padded rows differ slightly from the same audio alone.
+
+    Extra methods: ``extract_features(wave, input_sample_hz=None, lengths=None) -> (b, frames, dim)`` (used by
+    ``fit_kmeans``) and ``num_frames(num_samples)``.
     """
 
     features_cls = HubertFeatures

@@ -17,14 +17,13 @@ Formats read by ``load_kmeans_centroids`` / ``KMeans.from_file``:
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import pickle
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,6 +70,23 @@ class _JoblibArrayWrapper:
         self.__dict__.update(state)
 
 
+class _Inert:
+    """Stand-in for incidental objects pickled inside an estimator (a numpy ``RandomState``): accepts any
+    constructor arguments and state, and does nothing with them."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+_INERT = {
+    ('numpy.random._pickle', '__randomstate_ctor'), ('numpy.random._pickle', '__bit_generator_ctor'),
+    ('numpy.random._pickle', '__generator_ctor'), ('numpy.random.mtrand', 'RandomState'),
+    ('numpy.random', 'RandomState'),
+}
+
 _ESTIMATORS = {
     ('sklearn.cluster._kmeans', 'MiniBatchKMeans'), ('sklearn.cluster._kmeans', 'KMeans'),
     ('sklearn.cluster.k_means_', 'MiniBatchKMeans'), ('sklearn.cluster.k_means_', 'KMeans'),  # sklearn < 0.22
@@ -115,6 +131,8 @@ class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler lets
     def find_class(self, module, name):
         if (module, name) in _ESTIMATORS:
             return _EstimatorState
+        if (module, name) in _INERT or module.startswith('numpy.random.'):  # random states: kept inert
+            return _Inert
         if (module, name) == ('joblib.numpy_pickle', 'NumpyArrayWrapper'):
             return _JoblibArrayWrapper
         found = _numpy_global(module, name)
@@ -437,10 +455,12 @@ def collect_features(
     max_frames: int = 1_000_000, segment_seconds: float = 30., seed: int = 0,
 ) -> Tensor:
     """Run ``extract(wave (1, n) on device) -> (1, frames, d)`` over every file (in segments of at most
-    ``segment_seconds``) and return up to ``max_frames`` frames ``(n, d)`` on CPU (a random subset when more)."""
+    ``segment_seconds``) and return up to ``max_frames`` frames ``(n, d)`` on CPU: all of them, or a uniform
+    random sample (reservoir sampling, so memory stays bounded however much audio there is)."""
     from audiolm_pytorch.audio import AudioDecodeError, load_audio
     segment = int(segment_seconds * sample_hz)
-    chunks, total = [], 0
+    generator = torch.Generator().manual_seed(seed)
+    reservoir, filled, seen = None, 0, 0
     for path in files:
         try:
             wave = load_audio(path, target_sample_hz = sample_hz).wave  # (1, n)
@@ -451,16 +471,23 @@ def collect_features(
             if piece.shape[-1] < sample_hz // 10:  # < 100 ms: too short for a conv front-end
                 continue
             feats = extract(piece.to(device))
-            feats = feats.reshape(-1, feats.shape[-1]).float().cpu()
-            chunks.append(feats)
-            total += feats.shape[0]
-    if not chunks:
+            feats = feats.reshape(-1, feats.shape[-1]).float().cpu()   # (m, d)
+            if reservoir is None:
+                reservoir = feats.new_empty(max_frames, feats.shape[-1])
+            take = min(feats.shape[0], max_frames - filled)
+            reservoir[filled:filled + take] = feats[:take]
+            filled += take
+            rest = feats[take:]
+            if rest.shape[0]:
+                # frame number i (0-based) replaces a random slot with probability max_frames / (i + 1)
+                index = torch.arange(seen + take, seen + feats.shape[0]) + 1
+                slots = (torch.rand(rest.shape[0], generator = generator) * index).long()
+                keep = slots < max_frames
+                reservoir[slots[keep]] = rest[keep]
+            seen += feats.shape[0]
+    if not filled:
         raise ValueError('no features could be extracted: are the audio files readable and longer than 100 ms?')
-    features = torch.cat(chunks)
-    if features.shape[0] > max_frames:
-        generator = torch.Generator().manual_seed(seed)
-        features = features[torch.randperm(features.shape[0], generator = generator)[:max_frames]]
-    return features
+    return reservoir[:filled]
 
 
 @dataclass

@@ -1,0 +1,108 @@
+"""Two processes on CPU (gloo) through ``accelerate launch``: a transformer trainer and the SoundStream trainer.
+
+The launched script is this file (``__main__`` below). Checks: every rank logs the same (all-reduced) losses and
+ends with the same weights, checkpoints load, and two processes with batch 1 track one process with batch 2.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_trainer_soundstream import ASSETS, tiny_soundstream
+
+pytestmark = pytest.mark.multiprocess
+
+STEPS = 3
+
+
+class FixedClips(torch.utils.data.Dataset):
+    """Deterministic clips (no random crop), so any split of a global batch sees the same audio."""
+
+    def __init__(self, length = 3200):
+        from audiolm_pytorch.audio import load_audio
+        self.waves = [load_audio(p, 16000, max_length = length).wave[0] for p in sorted(ASSETS.glob('*_16k.wav'))[:4]]
+
+    def __len__(self):
+        return len(self.waves)
+
+    def __getitem__(self, i):
+        return self.waves[i]
+
+
+def build(kind, results, batch_size):
+    from audiolm_pytorch import SemanticTransformer, SemanticTransformerTrainer, SoundStreamTrainer
+    from test_trainer_transformers import TINY, spectral_tokenizer
+    torch.manual_seed(0)
+    common = dict(dataset = FixedClips(), batch_size = batch_size, num_train_steps = STEPS, valid_frac = 0.,
+                  save_model_every = 2, save_results_every = 1000, results_folder = results, progress_bar = False,
+                  force_clear_prev_results = True)
+    if kind == 'semantic':
+        wav2vec = spectral_tokenizer()
+        torch.manual_seed(0)
+        transformer = SemanticTransformer(num_semantic_tokens = wav2vec.codebook_size, attn_dropout = 0., **TINY)
+        trainer = SemanticTransformerTrainer(transformer, wav2vec, **common)
+        trainer.train_wrapper.mask_prob = 0.  # no random masking: the comparison is exact up to float reordering
+        return trainer
+    return SoundStreamTrainer(tiny_soundstream(), grad_accum_every = 1, ema_update_after_step = 0, ema_update_every = 1, **common)
+
+
+def run(kind, results):
+    torch.set_num_threads(1)
+    trainer = build(kind, results, batch_size = 2 // trainer_processes())
+    losses = [trainer.train_step()['loss'] for _ in range(STEPS)]
+    checksum = sum(float(p.detach().double().sum()) for p in trainer.model.parameters())
+    rank = trainer.accelerator.process_index
+    (Path(results) / f'{kind}.rank{rank}.json').write_text(json.dumps(dict(losses = losses, checksum = checksum)))
+
+
+def trainer_processes():
+    return int(os.environ.get('WORLD_SIZE', '1'))
+
+
+@pytest.mark.skipif(shutil.which('accelerate') is None and not Path(sys.executable).with_name('accelerate').exists(),
+                    reason = 'the accelerate launcher is not installed')
+@pytest.mark.parametrize('kind', ['semantic', 'soundstream'])
+def test_two_processes_match_one(tmp_path, kind):
+    launcher = Path(sys.executable).with_name('accelerate')
+    launcher = str(launcher) if launcher.exists() else 'accelerate'
+    results = tmp_path / 'two'
+    # `accelerate launch --cpu --num_processes 2` only spawns through mpirun; the torchrun launcher (--multi_gpu)
+    # with ACCELERATE_USE_CPU gives the same MULTI_CPU (gloo) run without MPI
+    env = dict(os.environ, OMP_NUM_THREADS = '1', ACCELERATE_USE_CPU = '1', PYTHONPATH = os.pathsep.join([str(Path(__file__).parent.parent),
+                                                                              str(Path(__file__).parent)]))
+    cmd = [launcher, 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
+           '--dynamo_backend', 'no', '--main_process_port', str(29500 + os.getpid() % 1000 + (kind == 'soundstream')),
+           __file__, kind, str(results)]
+    proc = subprocess.run(cmd, env = env, capture_output = True, text = True, timeout = 240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    ranks = [json.loads((results / f'{kind}.rank{r}.json').read_text()) for r in range(2)]
+    assert ranks[0]['losses'] == ranks[1]['losses'], 'all ranks log the same all-reduced losses'
+    assert ranks[0]['checksum'] == pytest.approx(ranks[1]['checksum'], rel = 1e-6), 'replicas stay in sync'
+
+    name = 'semantic.transformer' if kind == 'semantic' else 'soundstream'
+    assert sorted(p.name for p in results.glob('*.pt')) == [f'{name}.0.pt', f'{name}.2.pt']
+    pkg = torch.load(results / f'{name}.2.pt', weights_only = True)
+    assert len(pkg['trainer']['rng']) == 2 and pkg['trainer']['num_processes'] == 2
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = build(kind, tmp_path / 'one', batch_size = 2)
+        single_losses = [single.train_step()['loss'] for _ in range(STEPS)]
+        resumed = build(kind, tmp_path / 'resumed', batch_size = 2)
+        resumed.load(results / f'{name}.2.pt')  # a 2-process checkpoint resumes in one process
+        assert resumed.steps == 3
+    finally:
+        torch.set_num_threads(threads)
+    assert single_losses == pytest.approx(ranks[0]['losses'], rel = 1e-3 if kind == 'semantic' else 5e-2)
+
+
+if __name__ == '__main__':
+    run(sys.argv[1], sys.argv[2])
