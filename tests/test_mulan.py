@@ -255,7 +255,8 @@ def _distributed_worker(rank, world, port, state, wavs, texts, queue):
         loss.backward()
         grad = mulan.text.token_emb.weight.grad.clone()
         dist.all_reduce(grad)
-        queue.put((rank, loss.item(), grad / world))                             # what DDP's averaging gives
+        # plain lists: a tensor would be shared through a file descriptor that dies with this process
+        queue.put((rank, loss.item(), (grad / world).tolist()))                  # what DDP's averaging gives
     finally:
         dist.destroy_process_group()
 
@@ -274,13 +275,17 @@ def test_distributed_loss_and_gradients_match_single_process():
              for rank in range(2)]
     for proc in procs:
         proc.start()
-    results = [queue.get(timeout = 120) for _ in procs]
-    for proc in procs:
-        proc.join(timeout = 60)
+    try:
+        results = [queue.get(timeout = 120) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout = 60)
+            if proc.is_alive():   # a hung worker must not outlive the test
+                proc.terminate()
     assert all(proc.exitcode == 0 for proc in procs)
     for _, rank_loss, grad in results:
         assert math.isclose(rank_loss, loss.item(), rel_tol = 1e-5)            # every rank: global-batch loss
-        assert torch.allclose(grad, mulan.text.token_emb.weight.grad, atol = 1e-6)
+        assert torch.allclose(torch.tensor(grad), mulan.text.token_emb.weight.grad, atol = 1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------
