@@ -8,6 +8,7 @@ waveform -> log power spectrogram (torch STFT) -> SpecAugment-style time stretch
 
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from audiolm_pytorch.audio import stft_magnitude
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.nn.transformer import TransformerLayer
-from audiolm_pytorch.utils import default, exists
+from audiolm_pytorch.utils import default
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -185,10 +186,11 @@ class AudioSpectrogramTransformer(Checkpointable, nn.Module):
 
     def patchify(self, spec: Tensor) -> tuple[Tensor, int, int]:
         """``(b, f, t)`` -> patches ``(b, rows * cols, patch_size ** 2)``, rows, cols. Both axes are cut to a
-        multiple of ``patch_size`` (zero-padded up to one patch when shorter)."""
+        multiple of ``patch_size`` (padded with silence up to one patch when shorter)."""
         p = self.patch_size
         freqs, frames = spec.shape[-2:]
-        spec = F.pad(spec, (0, max(0, p - frames), 0, max(0, p - freqs)))
+        silence = math.log(self.spec_log_eps) if self.spec_log else 0.
+        spec = F.pad(spec, (0, max(0, p - frames), 0, max(0, p - freqs)), value = silence)
         freqs, frames = (max(s, p) // p * p for s in (freqs, frames))
         spec = spec[:, :freqs, :frames]
         patches = rearrange(spec, 'b (h p1) (w p2) -> b (h w) (p1 p2)', p1 = p, p2 = p)

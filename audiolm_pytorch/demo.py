@@ -1,0 +1,476 @@
+"""``audiolm demo``: the whole AudioLM pipeline, trained from scratch on the clips shipped with the package.
+
+Within a wall-clock budget (``--minutes``, default 5) the demo
+
+1. trains a tiny SoundStream codec (``SoundStreamTrainer``),
+2. fits a spectral k-means semantic tokenizer (``SpectralKmeansTokenizer``; no pretrained model needed),
+3. trains tiny semantic, coarse and fine transformers (``Semantic/Coarse/FineTransformerTrainer``),
+4. generates, with ``AudioLM``, a continuation of a held-out prompt and an unconditional sample,
+
+and writes to ``--out``: ``prompt.wav``, ``prompt_reconstruction.wav`` (the prompt through the codec),
+``continuation.wav``, ``unconditional.wav``, ``demo.png`` (spectrograms of prompt and generations, loss curves),
+``report.md`` (configs, steps, losses, times), ``checkpoints/*.pt`` and ``audiolm.yaml`` (which
+``audiolm generate --audiolm OUT/audiolm.yaml`` reads).
+
+The budget is split across the stages (``BUDGET_SHARES``): each trainer runs ``train_step()`` until its share
+is used (at least one step), and each stage's deadline is cumulative, so an early stage that overruns leaves
+less to the later ones and the total stays bounded. Generation lengths are chosen from a measured per-token
+cost so that sampling fits the remaining time. With a few minutes on two CPU cores the models are far from
+converged: the output shows that every stage works end to end, not what a trained AudioLM sounds like.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ASSETS = Path(__file__).parent / 'assets'
+
+# the training clips (16 kHz) and the held-out clip whose beginning primes the continuation
+TRAIN_CLIPS = ('speech_0_16k.wav', 'music_0_16k.wav', 'music_2_16k.wav')
+PROMPT_CLIP = 'speech_1_16k.wav'
+PROMPT_SECONDS = 1.0
+MAX_CONTINUATION_SECONDS = 3.0
+
+# share of the budget per stage; the rest (5%) is for plots and the report
+BUDGET_SHARES = dict(soundstream = 0.36, tokenizer = 0.02, semantic = 0.12, coarse = 0.16, fine = 0.14, generate = 0.15)
+
+DEFAULT_CONFIG = dict(
+    soundstream = dict(
+        model = dict(codebook_size = 64, rq_num_quantizers = 4, channels = 8, strides = [2, 4, 5, 8],
+                     channel_mults = [1, 2, 4, 8], codebook_dim = 32, use_local_attn = False,
+                     discr_multi_scales = [],       # the STFT discriminator only: the waveform ones cost 2x time
+                     stft_discriminator = dict(channels = 8, channel_mults = [1, 2, 2, 4], n_fft = 512,
+                                               win_length = 512, hop_length = 128,
+                                               strides = [[1, 2], [2, 2], [1, 2], [2, 2]]),
+                     multi_spectral_window_powers_of_two = [6, 7, 8, 9, 10], multi_spectral_n_mels = 32,
+                     target_sample_hz = 16000),
+        trainer = dict(batch_size = 4, data_max_length_seconds = 0.5, lr = 1e-3, grad_accum_every = 1,
+                       use_ema = False, apply_grad_penalty_every = 4),
+    ),
+    tokenizer = dict(codebook_size = 32, target_sample_hz = 16000, frame_hz = 50, n_mels = 32),
+    semantic = dict(
+        model = dict(dim = 64, depth = 2, heads = 4, dim_head = 16),
+        trainer = dict(batch_size = 4, data_max_length_seconds = 2.0, lr = 1e-3),
+    ),
+    coarse = dict(
+        model = dict(num_coarse_quantizers = 2, dim = 64, depth = 2, heads = 4, dim_head = 16),
+        trainer = dict(batch_size = 4, data_max_length_seconds = 2.0, lr = 1e-3),
+    ),
+    fine = dict(
+        model = dict(num_coarse_quantizers = 2, num_fine_quantizers = 2, dim = 64, depth = 2, heads = 4, dim_head = 16),
+        trainer = dict(batch_size = 4, data_max_length_seconds = 2.0, lr = 1e-3),
+    ),
+    generate = dict(temperature = 0.9, filter_thres = 0.9),
+)
+
+# trainer settings the demo always uses: no periodic samples / checkpoints (the demo saves its own), no
+# validation split (three clips), the demo's own progress bar
+_TRAINER_FIXED = dict(num_train_steps = 10 ** 9, save_results_every = 10 ** 9, save_model_every = 10 ** 9,
+                      valid_frac = 0., force_clear_prev_results = True, progress_bar = False)
+
+OUTPUT_FILES = ('prompt.wav', 'prompt_reconstruction.wav', 'continuation.wav', 'unconditional.wav', 'demo.png',
+                'report.md', 'audiolm.yaml', 'checkpoints/soundstream.pt', 'checkpoints/semantic_tokenizer.pt',
+                'checkpoints/semantic.pt', 'checkpoints/coarse.pt', 'checkpoints/fine.pt')
+
+
+@dataclass
+class StageResult:
+    name: str
+    seconds: float
+    steps: int = 0
+    losses: dict = field(default_factory = dict)       # curve name -> [(step, value)]
+    notes: str = ''
+
+    def summary(self, key: str) -> tuple[float, float] | None:
+        """(first, mean of the last 10% of steps) of a loss curve."""
+        curve = self.losses.get(key)
+        if not curve:
+            return None
+        tail = [value for _, value in curve[-max(1, len(curve) // 10):]]
+        return curve[0][1], sum(tail) / len(tail)
+
+
+@dataclass
+class DemoResult:
+    out_dir: Path
+    stages: list
+    total_seconds: float
+    budget_seconds: float
+    device: str
+    files: list
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+class _Clock:
+    """Cumulative deadlines: stage ``k`` must end by ``start + budget * sum(shares[:k+1])``."""
+
+    def __init__(self, budget_seconds: float, start: float):
+        self.budget, self.start, self.used_share = budget_seconds, start, 0.
+
+    def deadline(self, share: float) -> float:
+        self.used_share += share
+        return self.start + self.budget * self.used_share
+
+    def elapsed(self) -> float:
+        return _now() - self.start
+
+
+def _bar(total: float, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total = round(total, 1), desc = desc, unit = 's', disable = not enabled, dynamic_ncols = True,
+                bar_format = '{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s {postfix}')
+
+
+def _train_until(trainer, deadline: float, desc: str, show_keys: tuple, progress: bool) -> int:
+    """Run ``trainer.train_step()`` until ``deadline`` (at least one step). Returns the number of steps."""
+    start = _now()
+    bar = _bar(max(deadline - start, 0.1), desc, progress)
+    steps = 0
+    try:
+        while True:
+            logs = trainer.train_step()
+            steps += 1
+            now = _now()
+            bar.n = min(now - start, bar.total)
+            bar.set_postfix({'step': steps, **{k: f'{logs[k]:.3f}' for k in show_keys if k in logs}}, refresh = False)
+            bar.refresh()
+            if now >= deadline:
+                break
+    finally:
+        bar.close()
+    return steps
+
+
+def _curves(trainer, keys: tuple) -> dict:
+    return {key: [(int(s), float(v)) for s, v in trainer.loss_history.get(key, [])] for key in keys
+            if trainer.loss_history.get(key)}
+
+
+def _copy_clips(folder: Path, names) -> Path:
+    folder.mkdir(parents = True, exist_ok = True)
+    for name in names:
+        shutil.copyfile(ASSETS / name, folder / name)
+    return folder
+
+
+def _accelerate_kwargs(cpu: bool) -> dict:
+    return dict(cpu = True) if cpu else {}
+
+
+def run_demo(out_dir: str | Path = 'demo_out', minutes: float = 5., *, seed: int = 0, cpu: bool = False,
+             progress: bool = True, config: dict | None = None, log: Callable[[str], None] = print) -> DemoResult:
+    """Train every stage on the shipped clips within ``minutes`` of wall-clock time, then generate.
+
+    Args:
+        out_dir: output folder (created; files the demo writes are overwritten).
+        minutes: total wall-clock budget, split across stages (see ``BUDGET_SHARES``). Every stage runs at least
+            one step, so tiny budgets (below ~0.2 minutes) may be exceeded by the fixed costs.
+        seed: seed of every random number generator. cpu: force the CPU even when a GPU is available.
+        progress: show progress bars. config: overrides merged into ``DEFAULT_CONFIG`` (same layout).
+        log: where one-line status messages go.
+    Returns:
+        ``DemoResult`` with per-stage steps, losses and times.
+    """
+    start = _now()
+    if minutes <= 0:
+        raise ValueError(f'--minutes must be positive, got {minutes}')
+
+    import random
+
+    import numpy as np
+    import torch
+
+    from audiolm_pytorch.audio import load_audio, save_audio
+    from audiolm_pytorch.audiolm import AudioLM
+    from audiolm_pytorch.codecs.soundstream import SoundStream
+    from audiolm_pytorch.lm.coarse import CoarseTransformer
+    from audiolm_pytorch.lm.fine import FineTransformer
+    from audiolm_pytorch.lm.semantic import SemanticTransformer
+    from audiolm_pytorch.semantic.spectral import SpectralKmeansTokenizer
+    from audiolm_pytorch.trainers.soundstream import SoundStreamTrainer
+    from audiolm_pytorch.trainers.transformers import (CoarseTransformerTrainer, FineTransformerTrainer,
+                                                        SemanticTransformerTrainer)
+
+    cfg = _merge(copy.deepcopy(DEFAULT_CONFIG), config or {})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents = True, exist_ok = True)
+    ckpt_dir = out_dir / 'checkpoints'
+    budget = minutes * 60.
+    clock = _Clock(budget, start)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    device = torch.device('cuda' if torch.cuda.is_available() and not cpu else 'cpu')
+    accelerate_kwargs = _accelerate_kwargs(cpu)
+    log(f'audiolm demo: {minutes:g} minute budget on {_device_name(device)}; writing to {out_dir}')
+
+    data_dir = _copy_clips(out_dir / 'data' / 'train', TRAIN_CLIPS)
+    train_root = out_dir / 'train'
+    stages: list[StageResult] = []
+
+    # ---------------------------------------------------------------- 1. SoundStream
+    stage_start = _now()
+    soundstream = SoundStream(**cfg['soundstream']['model'])
+    trainer = _without_periodic_results(SoundStreamTrainer)(soundstream, folder = data_dir, results_folder = train_root / 'soundstream',
+                                 accelerate_kwargs = accelerate_kwargs, **_TRAINER_FIXED, **cfg['soundstream']['trainer'])
+    steps = _train_until(trainer, clock.deadline(BUDGET_SHARES['soundstream']), '1/5 soundstream',
+                         ('gen_multi_spectral', 'gen_recon'), progress)
+    soundstream = trainer.soundstream.eval()
+    soundstream.save(ckpt_dir / 'soundstream.pt')
+    stages.append(StageResult('soundstream', _now() - stage_start, steps,
+                              _curves(trainer, ('gen_multi_spectral', 'gen_recon', 'discriminator'))))
+    del trainer
+
+    # ---------------------------------------------------------------- 2. semantic tokenizer
+    stage_start = _now()
+    clock.deadline(BUDGET_SHARES['tokenizer'])
+    tokenizer = SpectralKmeansTokenizer(**cfg['tokenizer']).to(device)
+    with _bar(1, '2/5 tokenizer (k-means)', progress) as bar:
+        inertia, frames = tokenizer.fit(sorted(data_dir.iterdir()), seed = seed, epochs = 20.)
+        bar.update(1)
+    tokenizer.save(ckpt_dir / 'semantic_tokenizer.pt')
+    stages.append(StageResult('tokenizer', _now() - stage_start, 1, {'kmeans_inertia': [(0, float(inertia))]},
+                              notes = f'{frames} log-mel frames, {tokenizer.codebook_size} clusters'))
+
+    # ---------------------------------------------------------------- 3-5. transformers
+    num_semantic = tokenizer.codebook_size
+    transformers = {}
+    specs = [
+        ('semantic', '3/5 semantic', SemanticTransformer, dict(num_semantic_tokens = num_semantic),
+         lambda model: _without_periodic_results(SemanticTransformerTrainer)(model, tokenizer, **common('semantic'))),
+        ('coarse', '4/5 coarse', CoarseTransformer,
+         dict(num_semantic_tokens = num_semantic, codebook_size = soundstream.codebook_size),
+         lambda model: _without_periodic_results(CoarseTransformerTrainer)(model, soundstream, tokenizer,
+                                                                           **common('coarse'))),
+        ('fine', '5/5 fine', FineTransformer, dict(codebook_size = soundstream.codebook_size),
+         lambda model: _without_periodic_results(FineTransformerTrainer)(model, soundstream, **common('fine'))),
+    ]
+
+    def common(name):
+        return dict(folder = data_dir, results_folder = train_root / name, accelerate_kwargs = accelerate_kwargs,
+                    **_TRAINER_FIXED, **cfg[name]['trainer'])
+
+    for name, desc, model_cls, derived, make_trainer in specs:
+        stage_start = _now()
+        model = model_cls(**derived, **cfg[name]['model'])
+        trainer = make_trainer(model)
+        steps = _train_until(trainer, clock.deadline(BUDGET_SHARES[name]), desc, ('loss',), progress)
+        model.eval().save(ckpt_dir / f'{name}.pt')
+        transformers[name] = model
+        stages.append(StageResult(name, _now() - stage_start, steps, _curves(trainer, ('loss',))))
+        del trainer
+
+    soundstream.eval()
+    tokenizer.eval()
+
+    # ---------------------------------------------------------------- generation
+    stage_start = _now()
+    generate_deadline = clock.deadline(BUDGET_SHARES['generate'])
+    audiolm = AudioLM(wav2vec = tokenizer, codec = soundstream, semantic_transformer = transformers['semantic'],
+                      coarse_transformer = transformers['coarse'], fine_transformer = transformers['fine']).to(device)
+    audiolm.eval()
+    sample_hz = soundstream.target_sample_hz
+    hop = soundstream.downsample_factor
+
+    prompt = load_audio(ASSETS / PROMPT_CLIP, target_sample_hz = sample_hz).wave[:, :int(PROMPT_SECONDS * sample_hz)]
+    prompt = prompt[:, :prompt.shape[-1] // hop * hop]
+    save_audio(out_dir / 'prompt.wav', prompt, sample_hz)
+    with torch.no_grad():
+        codes = soundstream.tokenize(prompt.to(device))
+        save_audio(out_dir / 'prompt_reconstruction.wav', soundstream.decode_from_codebook_indices(codes)[0].cpu(),
+                   sample_hz)
+
+    seconds, per_token = _affordable_seconds(audiolm, tokenizer, soundstream, transformers,
+                                             generate_deadline - _now())
+    gen_kwargs = cfg['generate']
+    prompt_frames = prompt.shape[-1] // hop
+    new_frames = max(1, round(seconds * sample_hz / hop))
+    with torch.no_grad():
+        prime_ids = tokenizer(prompt.to(device), flatten = True)
+        prime_len = int(torch.unique_consecutive(prime_ids[0]).numel())
+        semantic_new = max(1, round(seconds * sample_hz / tokenizer.downsample_factor))
+        with _bar(2, 'generating', progress) as bar:
+            continuation = audiolm(prime_wave = prompt.to(device), prime_wave_input_sample_hz = sample_hz,
+                                   max_length = prime_len + semantic_new,
+                                   max_coarse_time_steps = prompt_frames + new_frames, **gen_kwargs)
+            bar.update(1)
+            unconditional = audiolm(batch_size = 1, max_length = semantic_new, max_coarse_time_steps = new_frames,
+                                    **gen_kwargs)
+            bar.update(1)
+    continuation, unconditional = _first_wave(continuation), _first_wave(unconditional)
+    save_audio(out_dir / 'continuation.wav', continuation, sample_hz)
+    save_audio(out_dir / 'unconditional.wav', unconditional, sample_hz)
+    stages.append(StageResult('generate', _now() - stage_start, 2, {}, notes = (
+        f'asked for {seconds:.2f} s of new audio per sample ({per_token * 1e3:.1f} ms per token measured); got '
+        f'{continuation.numel() / sample_hz:.2f} s continuation (prompt {prompt.shape[-1] / sample_hz:.2f} s included) '
+        f'and {unconditional.numel() / sample_hz:.2f} s unconditional')))
+
+    # ---------------------------------------------------------------- outputs
+    _write_generate_config(out_dir)
+    waves = [('prompt', prompt[0]), ('continuation (prompt + generated)', continuation),
+             ('unconditional', unconditional)]
+    _plot(out_dir / 'demo.png', waves, sample_hz, stages, prompt_seconds = prompt.shape[-1] / sample_hz)
+    total = _now() - start
+    result = DemoResult(out_dir, stages, total, budget, _device_name(device),
+                        [str(out_dir / name) for name in OUTPUT_FILES])
+    _write_report(out_dir / 'report.md', result, cfg)
+    for scratch in (out_dir / 'data', train_root):
+        shutil.rmtree(scratch, ignore_errors = True)
+    log(f'done in {total:.1f} s (budget {budget:.0f} s): see {out_dir / "report.md"} and {out_dir / "demo.png"}')
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------------------
+
+def _without_periodic_results(trainer_cls):
+    """The stage trainer minus its step-0 validation / samples / plots: the demo writes its own, and on a tiny
+    budget those seconds are better spent training."""
+    class DemoTrainer(trainer_cls):
+        def save_results(self, step: int):
+            pass
+    DemoTrainer.__name__ = DemoTrainer.__qualname__ = f'Demo{trainer_cls.__name__}'
+    return DemoTrainer
+
+
+def _merge(base: dict, override: dict) -> dict:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _device_name(device) -> str:
+    import torch
+    if device.type == 'cuda':
+        return f'cuda ({torch.cuda.get_device_name(device)})'
+    return f'cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})'
+
+
+def _first_wave(output):
+    wave = output[0] if isinstance(output, (list, tuple)) else output.reshape(output.shape[0], -1)[0]
+    return wave.detach().float().cpu().reshape(-1)
+
+
+def _affordable_seconds(audiolm, tokenizer, codec, transformers, seconds_left: float) -> tuple[float, float]:
+    """Seconds of new audio per sample that two samples can generate in ``seconds_left``, from a measured
+    per-token cost (a short semantic sampling run)."""
+    import torch
+    with torch.no_grad():
+        audiolm.semantic.generate(max_length = 4, batch_size = 1)          # warm-up
+        start = _now()
+        produced = audiolm.semantic.generate(max_length = 24, batch_size = 1).shape[-1]
+        per_token = (_now() - start) / max(produced, 4)
+    coarse, fine = transformers['coarse'], transformers['fine']
+    tokens_per_second = (tokenizer.target_sample_hz / tokenizer.downsample_factor
+                         + codec.target_sample_hz / codec.downsample_factor
+                         * (coarse.num_coarse_quantizers + fine.num_fine_quantizers) * coarse.rq_groups)
+    # longer contexts and the codec decode cost more than the measured short run: 2x margin; two samples
+    affordable = max(seconds_left, 0.) / (2 * 2. * per_token * tokens_per_second)
+    return float(min(MAX_CONTINUATION_SECONDS, max(0.2, affordable))), per_token
+
+
+def _write_generate_config(out_dir: Path):
+    text = ('# written by `audiolm demo`: `audiolm generate --audiolm THIS_FILE --out out.wav [--prime in.wav]`\n'
+            '# paths are relative to this file\n'
+            'codec: checkpoints/soundstream.pt\n'
+            'wav2vec: {kind: spectral, path: checkpoints/semantic_tokenizer.pt}\n'
+            'semantic: checkpoints/semantic.pt\n'
+            'coarse: checkpoints/coarse.pt\n'
+            'fine: checkpoints/fine.pt\n')
+    (out_dir / 'audiolm.yaml').write_text(text)
+
+
+def _spectrogram(wave, sample_hz: int):
+    import torch
+    from audiolm_pytorch.audio import MelSpectrogram
+    mel = MelSpectrogram(sample_hz = sample_hz, n_fft = 1024, hop_length = 160, n_mels = 64, log = True)
+    wave = torch.nn.functional.pad(wave.float(), (0, max(0, 1024 - wave.numel())))
+    return mel(wave).numpy()
+
+
+def _plot(path: Path, waves, sample_hz: int, stages, prompt_seconds: float):
+    try:
+        from matplotlib.figure import Figure   # no pyplot: no global backend or figure state is touched
+    except ImportError:  # matplotlib is optional: write a note instead of failing the whole demo
+        path.with_suffix('.txt').write_text('install matplotlib (pip install "audiolm-pytorch[plot]") for demo.png\n')
+        return
+    curves = [(stage.name, key, curve) for stage in stages for key, curve in stage.losses.items()
+              if stage.name != 'tokenizer' and key != 'discriminator']
+    fig = Figure(figsize = (10, 9))
+    grid = fig.add_gridspec(len(waves) + 1, 4, height_ratios = [1] * len(waves) + [1.1])
+    for row, (title, wave) in enumerate(waves):
+        ax = fig.add_subplot(grid[row, :])
+        spec = _spectrogram(wave, sample_hz)
+        seconds = wave.numel() / sample_hz
+        ax.imshow(spec, origin = 'lower', aspect = 'auto', interpolation = 'nearest', extent = (0, seconds, 0, spec.shape[0]))
+        if title.startswith('continuation'):
+            ax.axvline(prompt_seconds, color = 'white', linestyle = '--', linewidth = 1)
+        ax.set_title(f'{title}: log-mel spectrogram', fontsize = 9)
+        ax.set_ylabel('mel bin', fontsize = 8)
+        ax.set_xlabel('seconds', fontsize = 8)
+    stage_names = ['soundstream', 'semantic', 'coarse', 'fine']
+    for col, stage_name in enumerate(stage_names):
+        ax = fig.add_subplot(grid[len(waves), col])
+        for name, key, curve in curves:
+            if name != stage_name:
+                continue
+            steps, values = zip(*curve)
+            ax.plot(steps, values, label = key, linewidth = 1, marker = 'o' if len(steps) < 20 else None, markersize = 2)
+        ax.set_title(f'{stage_name} loss', fontsize = 9)
+        ax.set_xlabel('step', fontsize = 8)
+        ax.tick_params(labelsize = 7)
+        if ax.lines:
+            ax.legend(fontsize = 6)
+    fig.tight_layout()
+    fig.savefig(path, dpi = 90)
+
+
+def _format_loss(stage: StageResult) -> str:
+    parts = []
+    for key in stage.losses:
+        summary = stage.summary(key)
+        if summary is not None:
+            parts.append(f'{key} {summary[0]:.3f} → {summary[1]:.3f}')
+    return '; '.join(parts) or '-'
+
+
+def _write_report(path: Path, result: DemoResult, cfg: dict):
+    import torch
+    from audiolm_pytorch.version import __version__
+    lines = [
+        '# audiolm demo report', '',
+        f'- library: audiolm_pytorch {__version__}, torch {torch.__version__}, python {platform.python_version()}',
+        f'- device: {result.device}',
+        f'- budget: {result.budget_seconds:.0f} s; total wall time: {result.total_seconds:.1f} s',
+        f'- training clips: {", ".join(TRAIN_CLIPS)}; held-out prompt: first {PROMPT_SECONDS:g} s of {PROMPT_CLIP}',
+        '', '## Stages', '',
+        '| stage | steps | seconds | loss (first → mean of last 10% of steps) | notes |',
+        '|---|---:|---:|---|---|',
+    ]
+    for stage in result.stages:
+        lines.append(f'| {stage.name} | {stage.steps} | {stage.seconds:.1f} | {_format_loss(stage)} | {stage.notes} |')
+    lines += ['', 'The models are tiny and trained for minutes on three clips: the generations show that every '
+              'stage runs end to end, not what a trained AudioLM sounds like.', '',
+              '## Files', '']
+    for name in OUTPUT_FILES:
+        lines.append(f'- `{name}`')
+    lines += ['', 'Generate again from the checkpoints: `audiolm generate --audiolm '
+              f'{result.out_dir / "audiolm.yaml"} --prime {result.out_dir / "prompt.wav"} --out again.wav`', '',
+              '## Configs', '', '```json', json.dumps(cfg, indent = 2), '```', '',
+              f'Budget shares: `{json.dumps(BUDGET_SHARES)}`', '']
+    path.write_text('\n'.join(lines), encoding = 'utf-8')
+

@@ -1,0 +1,233 @@
+"""SoundStream: API shapes, variable bitrate, tokenize/decode equivalence, training on a real clip, bad input,
+checkpoints, presets and the seed configs."""
+
+import time
+
+import pytest
+import torch
+
+from audiolm_pytorch import AudioLMSoundStream, MusicLMSoundStream, SoundStream, load_audio
+from audiolm_pytorch.codecs.base import Codec
+from audiolm_pytorch.codecs.soundstream import LossBreakdown, TrainingLosses
+
+TINY = dict(codebook_size = 64, rq_num_quantizers = 4, channels = 8, channel_mults = (2, 4, 8), strides = (2, 4, 4),
+            codebook_dim = 32, attn_window_size = 16, attn_heads = 2, attn_dim_head = 16,
+            stft_discriminator = dict(channels = 4, n_fft = 256, hop_length = 64, win_length = 256),
+            multi_scale_discr_kwargs = dict(channels = 4, chan_max = 32), multi_spectral_window_powers_of_two = (6, 7, 8))
+
+
+def tiny(**kwargs):
+    return SoundStream(**{**TINY, **kwargs})
+
+
+def warm_up(model, steps = 2, n = 1024):
+    """A couple of training forwards so k-means initialises the codebooks."""
+    model.train()
+    for _ in range(steps):
+        model(torch.randn(2, n) * 0.1, return_codes_only = True)
+    model.eval()
+    return model
+
+
+def test_forward_shapes_and_losses():
+    model = tiny()
+    assert isinstance(model, Codec)
+    assert model.downsample_factor == model.seq_len_multiple_of == 32
+    assert (model.num_quantizers, model.codebook_size, model.rq_groups, model.target_sample_hz) == (4, 64, 1, 16000)
+    assert model.configs['codebook_size'] == 64
+
+    x = torch.randn(2, 1000) * 0.1          # cut to 992 = 31 frames
+    loss, breakdown = model(x, return_loss_breakdown = True)
+    assert isinstance(breakdown, LossBreakdown) and breakdown._fields[0] == 'recon'
+    assert loss.ndim == 0 and all(torch.isfinite(t) for t in breakdown)
+    loss.backward()
+    assert all(p.grad is None for p in model.discriminator_parameters())   # generator loss never trains D
+
+    model.zero_grad()
+    discr_loss = model(x, return_discr_loss = True, apply_grad_penalty = True)
+    discr_loss.backward()
+    assert all(p.grad is None for p in model.non_discr_parameters())
+    names = [name for name, _ in model(x, return_discr_losses_separately = True)]
+    assert names == ['scale:1', 'scale:0.5', 'scale:0.25', 'stft']
+
+    losses = model(x, return_all_losses = True, apply_grad_penalty = True)
+    assert isinstance(losses, TrainingLosses) and 'grad_penalty' in losses.discr_breakdown
+    model.zero_grad()
+    (losses.generator + losses.discriminator).backward()
+    assert all(p.grad is not None for p in model.discriminator_parameters())
+
+    latents, codes, commit = model(x, return_encoded = True)
+    assert latents.shape == (2, 31, 32) and codes.shape == (2, 31, 4) and commit.ndim == 0
+    assert model(x, return_codes_only = True).shape == (2, 31, 4)
+
+    model.eval()
+    assert model(torch.randn(1000), return_recons_only = True).shape == (1, 992)
+    assert model(x, return_recons_only = True).shape == (2, 1, 992)
+    assert model(x[:, None], return_recons_only = True).shape == (2, 1, 992)
+    params = set(map(id, model.non_discr_parameters())) | set(map(id, model.discriminator_parameters()))
+    assert params == set(map(id, model.parameters()))
+
+
+QUANTIZERS = {
+    'rvq': {},
+    'grouped_rvq': dict(rq_groups = 2),
+    'lfq': dict(use_lookup_free_quantizer = True),
+    'fsq': dict(use_finite_scalar_quantizer = True, finite_scalar_quantizer_levels = (4, 4, 4), codebook_size = None),
+}
+
+
+@pytest.mark.parametrize('name', list(QUANTIZERS))
+def test_tokenize_decode_matches_forward(name):
+    model = warm_up(tiny(**QUANTIZERS[name]))
+    x = torch.randn(2, 640) * 0.1
+    codes = model.tokenize(x)
+    assert codes.shape == (2, 20, 4 * model.rq_groups) and codes.dtype == torch.long
+    assert ((codes >= 0) & (codes < model.codebook_size)).all()
+    with torch.no_grad():
+        recon = model(x, return_recons_only = True)
+        decoded = model.decode_from_codebook_indices(codes)
+        latents, codes_enc, _ = model(x, return_encoded = True)
+        assert torch.allclose(model.decode(latents), recon, atol = 1e-5)
+    assert torch.equal(codes_enc, codes)
+    assert torch.allclose(decoded, recon, atol = 1e-5, rtol = 1e-4)
+    # variable bitrate: the first k levels decode, to the same length
+    coarse = model.tokenize(x, num_quantizers = 2)
+    assert coarse.shape == (2, 20, 2 * model.rq_groups)
+    assert torch.equal(coarse.view(2, 20, model.rq_groups, 2), codes.view(2, 20, model.rq_groups, 4)[..., :2])
+    assert model.decode_from_codebook_indices(coarse).shape == recon.shape
+
+
+@pytest.fixture(scope = 'module')
+def trained_on_speech():
+    """A tiny model trained briefly (reconstruction + mel) on one real speech clip, quantizer dropout on."""
+    path = __import__('pathlib').Path(__file__).parent / 'assets' / 'speech_0_16k.wav'
+    wave = load_audio(path, target_sample_hz = 16000).wave[:, 4000:12000]
+    torch.manual_seed(0)
+    model = tiny(adversarial_loss_weight = 0., feature_loss_weight = 0., quantize_dropout_cutoff_index = 0,
+                 stft_discriminator = False, discr_multi_scales = (), multi_spectral_window_powers_of_two = range(6, 12))
+    opt = torch.optim.Adam(model.non_discr_parameters(), lr = 3e-3)
+    mel_losses, start = [], time.process_time()
+    for _ in range(60):
+        loss, breakdown = model(wave, return_loss_breakdown = True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        mel_losses.append(breakdown.multi_spectral.item())
+    return model.eval(), wave, mel_losses, time.process_time() - start
+
+
+def test_overfits_one_real_clip(trained_on_speech):
+    _, _, mel_losses, cpu_seconds = trained_on_speech
+    assert cpu_seconds < 60
+    assert mel_losses[-1] <= 0.5 * mel_losses[0], mel_losses[::10]
+
+
+def test_error_decreases_with_more_quantizers(trained_on_speech):
+    model, wave, _, _ = trained_on_speech
+    with torch.no_grad():
+        latents = model.encode(model.process_input(wave))
+        codes = model.tokenize(wave)
+        latent_errors, mel_errors = [], []
+        for k in range(1, model.num_quantizers + 1):
+            latent_errors.append((latents - model.codes_to_latents(codes[..., :k])).pow(2).mean().item())
+            recon = model.decode_from_codebook_indices(model.tokenize(wave, num_quantizers = k))
+            mel_errors.append(model.mel_loss(recon, wave[None]).item())
+    assert all(b < a for a, b in zip(latent_errors, latent_errors[1:])), latent_errors
+    # decoded error: non-increasing up to 3% noise, and clearly better with all levels than with one
+    assert all(b <= a * 1.03 for a, b in zip(mel_errors, mel_errors[1:])), mel_errors
+    assert mel_errors[-1] < mel_errors[0], mel_errors
+
+
+def test_bad_input_raises_helpful_errors():
+    model = tiny().eval()
+    with pytest.raises(ValueError, match = 'shorter than one codec frame'):
+        model.tokenize(torch.randn(1, 20))
+    with pytest.raises(ValueError, match = 'NaN'):
+        model.tokenize(torch.full((1, 640), float('nan')))
+    with pytest.raises(ValueError, match = 'shape'):
+        model.tokenize(torch.randn(2, 3, 640))
+    with pytest.raises(ValueError, match = 'floating-point'):
+        model.tokenize(torch.zeros(1, 640, dtype = torch.int16))
+    loaded = load_audio(__import__('pathlib').Path(__file__).parent / 'assets' / 'speech_0_24k.wav')
+    with pytest.raises(ValueError, match = 'input_sample_hz'):
+        model.tokenize(loaded)
+    codes_resampled = model.tokenize(loaded, input_sample_hz = loaded.sample_hz)
+    assert codes_resampled.shape[1] == int(loaded.wave.shape[-1] * 16000 / 24000) // 32
+    with pytest.raises(ValueError, match = 'levels'):
+        model.decode_from_codebook_indices(torch.zeros(1, 5, 6, dtype = torch.long))
+    with pytest.raises(ValueError, match = r'\[0, 64\)'):
+        model.decode_from_codebook_indices(torch.full((1, 5, 4), 64))
+    with pytest.raises(ValueError, match = 'num_quantizers'):
+        model.tokenize(torch.randn(1, 640), num_quantizers = 5)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(use_lookup_free_quantizer = True, use_finite_scalar_quantizer = True, finite_scalar_quantizer_levels = (4, 4)), 'both'),
+    (dict(codebook_size = None), 'codebook_size is required'),
+    (dict(use_finite_scalar_quantizer = True), 'levels'),
+    (dict(use_lookup_free_quantizer = True, codebook_size = 100), 'power-of-two'),
+    (dict(strides = (2, 4)), 'equal length'),
+    (dict(rq_groups = 3), 'divisible'),
+    (dict(quantize_dropout_cutoff_index = 4), 'cutoff'),
+    (dict(discr_multi_scales = (1, 0.3)), 'integer'),
+])
+def test_impossible_configs_raise(kwargs, match):
+    with pytest.raises(ValueError, match = match):
+        tiny(**kwargs)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = warm_up(tiny(rq_groups = 2))
+    x = torch.randn(1, 640) * 0.1
+    codes = model.tokenize(x)
+
+    model.save(tmp_path / 'model.pt')
+    rebuilt = SoundStream.init_and_load_from(tmp_path / 'model.pt').eval()
+    assert torch.equal(rebuilt.tokenize(x), codes)
+
+    fresh = tiny(rq_groups = 2).eval()
+    fresh.load(tmp_path / 'model.pt')
+    assert torch.equal(fresh.tokenize(x), codes)
+
+    # a trainer checkpoint: EMA weights (ema_pytorch layout) are preferred over the raw ones
+    ema_state = {f'ema_model.{k}': v for k, v in model.state_dict().items()}
+    ema_state['initted'] = torch.tensor(True)
+    trainer_pkg = tiny(rq_groups = 2).checkpoint_dict(ema_state_dict = ema_state, trainer = dict(step = 3))
+    torch.save(trainer_pkg, tmp_path / 'soundstream.3.pt')
+    from_trainer = SoundStream.init_and_load_from(tmp_path / 'soundstream.3.pt').eval()
+    assert torch.equal(from_trainer.tokenize(x), codes)
+
+    torch.save({'model': model.state_dict()}, tmp_path / 'legacy.pt')   # legacy: weights only
+    legacy = tiny(rq_groups = 2).eval()
+    legacy.load(tmp_path / 'legacy.pt')
+    assert torch.equal(legacy.tokenize(x), codes)
+
+
+def test_input_sample_hz_resamples():
+    model = tiny().eval()
+    x = torch.randn(1, 1920) * 0.1
+    assert model(x, return_recons_only = True, input_sample_hz = 24000).shape == (1, 1, 1280)
+
+
+def test_presets_and_seed_configs():
+    audiolm = AudioLMSoundStream(codebook_size = 1024)
+    assert (audiolm.target_sample_hz, audiolm.downsample_factor, audiolm.num_quantizers) == (16000, 320, 12)
+    musiclm = MusicLMSoundStream(codebook_size = 1024)
+    assert (musiclm.target_sample_hz, musiclm.downsample_factor, musiclm.num_quantizers) == (24000, 480, 12)
+
+    seed_000 = SoundStream(codebook_size = 1024, rq_num_quantizers = 8)
+    assert seed_000.seq_len_multiple_of == 320
+    seed_001 = SoundStream(codebook_size = 1024, rq_num_quantizers = 12, attn_window_size = 128, attn_depth = 2).eval()
+    assert seed_001(torch.randn(2, 10080), return_recons_only = True).shape == (2, 1, 9920)
+    assert seed_001.tokenize(torch.randn(2, 10080)).shape == (2, 31, 12)
+
+
+def test_discriminators_under_bf16_autocast():
+    model = tiny(use_multi_period_discr = True, multi_period_discr_periods = (2, 3))
+    x = torch.randn(2, 640) * 0.1
+    with torch.autocast(device_type = 'cpu', dtype = torch.bfloat16):
+        losses = model(x, return_all_losses = True)
+    assert torch.isfinite(losses.generator) and torch.isfinite(losses.discriminator)
+    assert any(name.startswith('period:') for name in losses.discr_breakdown)
+    (losses.generator + losses.discriminator).backward()
+    assert not any(p.is_complex() for p in model.parameters())
