@@ -16,7 +16,8 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import reduce
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 from beartype import beartype
@@ -371,7 +372,7 @@ class SoundStream(Checkpointable, nn.Module):
         loss = out[2].sum() if len(out) > 2 else torch.zeros((), device = latents.device)
         if codes.ndim == 4:
             codes = rearrange(codes, 'g b n q -> b n (g q)')
-        return quantized.to(latents.dtype), codes, loss
+        return quantized.to(latents.dtype), codes.long(), loss
 
     def decode(self, latents: Tensor, quantize: bool = False) -> Tensor:
         """``(b, n, d)`` latents -> waveform ``(b, c, n * downsample_factor)``; ``quantize=True`` quantizes first."""
