@@ -176,8 +176,6 @@ def test_musiclm_end_to_end_with_audiolm():
     assert namespaces == [('semantic', texts), ('coarse', texts), ('fine', texts)]
 
 
-@pytest.mark.xfail(strict = True, reason = 'lm/: audio_text_condition=True must default cond_dim to dim (established '
-                                          'API, seed 003: conditioning_dims equal to the stage dims, no cond_dim)')
 def test_seed_style_stage_condition_width_defaults_to_model_dim():
     quantizer = tiny_quantizer(conditioning_dims = (32, 32, 32))
     semantic = SemanticTransformer(num_semantic_tokens = 10, dim = 32, depth = 1, audio_text_condition = True)

@@ -235,7 +235,10 @@ def stage_decoder(*, dim, depth, heads, dim_head, attn_dropout, ff_dropout, ff_m
                   t5_name, cond_dim, has_condition, audio_text_condition, cond_as_self_attn_prefix,
                   cond_drop_prob) -> ConditionedDecoder:
     """Build the decoder from the keyword arguments all three stages share (``audio_text_condition`` implies
-    ``has_condition``: the audio conditioner's embeddings are the condition)."""
+    ``has_condition``: the audio conditioner's embeddings are the condition, and without an explicit ``cond_dim``
+    they are as wide as the model, as ``MuLaNEmbedQuantizer(conditioning_dims=...)`` is set up to give)."""
+    if audio_text_condition and cond_dim is None:
+        cond_dim = dim
     return ConditionedDecoder(
         dim = dim, depth = depth, heads = heads, dim_head = dim_head, attn_dropout = attn_dropout,
         ff_dropout = ff_dropout, ff_mult = ff_mult, grad_shrink_alpha = grad_shrink_alpha,
