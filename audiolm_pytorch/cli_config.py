@@ -5,12 +5,37 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 
 class ConfigError(ValueError):
     """A configuration file or override is malformed."""
+
+
+# YAML 1.1 (PyYAML) reads ``1e-4`` as a string: it wants a dot in floats. Configs are written by people who
+# type learning rates that way, so this loader also reads exponent-only numbers as floats.
+_EXPONENT_FLOAT = re.compile(r'^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$')
+_LOADER = None
+
+
+def _yaml_loader():
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            pass
+
+        Loader.add_implicit_resolver('tag:yaml.org,2002:float', _EXPONENT_FLOAT, list('-+0123456789'))
+        _LOADER = Loader
+    return _LOADER
+
+
+def _yaml_load(text: str):
+    import yaml
+    return yaml.load(text, Loader = _yaml_loader())
 
 
 def load_config_file(path: str | os.PathLike | None) -> dict:
@@ -23,8 +48,7 @@ def load_config_file(path: str | os.PathLike | None) -> dict:
     text = path.read_text(encoding = 'utf-8')
     try:
         if path.suffix in ('.yaml', '.yml'):
-            import yaml
-            data = yaml.safe_load(text)
+            data = _yaml_load(text)
         elif path.suffix == '.json':
             data = json.loads(text)
         else:
@@ -44,9 +68,8 @@ def load_config_file(path: str | os.PathLike | None) -> dict:
 
 def parse_value(text: str) -> Any:
     """``'3'`` -> 3, ``'1e-4'`` -> 1e-4, ``'[2,4]'`` -> [2, 4], ``'true'`` -> True, other text stays a string."""
-    import yaml
     try:
-        return yaml.safe_load(text)
+        return _yaml_load(text)
     except Exception:
         return text
 

@@ -70,8 +70,8 @@ class CodecStreamState:
 # ----------------------------------------------------------------------------------------------------------
 
 def residual_unit(dim: int, dilation: int, squeeze_excite: bool = False, kernel_size: int = 7) -> Residual:
-    layers = [CausalConv1d(dim, dim, kernel_size, dilation = dilation), nn.ELU(),
-              CausalConv1d(dim, dim, 1), nn.ELU()]
+    layers = [CausalConv1d(dim, dim, kernel_size, dilation = dilation), nn.ELU(inplace = True),
+              CausalConv1d(dim, dim, 1), nn.ELU(inplace = True)]
     if squeeze_excite:
         layers.append(CausalSqueezeExcite(dim))
     return Residual(StreamingSequential(*layers))
@@ -79,11 +79,11 @@ def residual_unit(dim: int, dilation: int, squeeze_excite: bool = False, kernel_
 
 def encoder_block(chan_in: int, chan_out: int, stride: int, dilations: Sequence[int], squeeze_excite: bool):
     return StreamingSequential(*(residual_unit(chan_in, d, squeeze_excite) for d in dilations),
-                               CausalConv1d(chan_in, chan_out, 2 * stride, stride = stride), nn.ELU())
+                               CausalConv1d(chan_in, chan_out, 2 * stride, stride = stride), nn.ELU(inplace = True))
 
 
 def decoder_block(chan_in: int, chan_out: int, stride: int, dilations: Sequence[int], squeeze_excite: bool):
-    return StreamingSequential(CausalConvTranspose1d(chan_in, chan_out, stride = stride), nn.ELU(),
+    return StreamingSequential(CausalConvTranspose1d(chan_in, chan_out, stride = stride), nn.ELU(inplace = True),
                                *(residual_unit(chan_out, d, squeeze_excite) for d in dilations))
 
 
@@ -199,7 +199,7 @@ class SoundStream(Checkpointable, nn.Module):
             *(encoder_block(c_in, c_out, s, enc_cycle_dilations, squeeze_excite) for (c_in, c_out), s in zip(pairs, strides)),
             CausalConv1d(layer_channels[-1], codebook_dim, 3))
         self.decoder = StreamingSequential(
-            CausalConv1d(codebook_dim, layer_channels[-1], 7), nn.ELU(),
+            CausalConv1d(codebook_dim, layer_channels[-1], 7), nn.ELU(inplace = True),
             *(decoder_block(c_out, c_in, s, dec_cycle_dilations, squeeze_excite)
               for (c_in, c_out), s in zip(reversed(pairs), reversed(strides))),
             CausalConv1d(channels, input_channels, 7))

@@ -589,9 +589,8 @@ class Trainer:
                 self.loss_history[key] = history[::2]
 
     def save_results(self, step: int):
-        """Validation loss, audio samples and plots (main process; RNG preserved so training is unaffected)."""
-        if not self.is_main:
-            return
+        """Validation loss, audio samples and plots (RNG preserved so training is unaffected). Every process
+        runs the forward passes (models may hold collectives, e.g. synced codebooks); the main one writes."""
         with preserved_rng():
             self.train_module.eval()
             try:
@@ -601,6 +600,8 @@ class Trainer:
                     samples = self.make_samples(batch)
             finally:
                 self.train_module.train()
+        if not self.is_main:
+            return
         self._record(step, valid)
         self.accelerator.log(valid, step = step)
         self.print(f'{step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in valid.items()))

@@ -1,0 +1,689 @@
+"""The ``audiolm`` command line (also ``python -m audiolm_pytorch.cli``, and
+``accelerate launch -m audiolm_pytorch.cli train ...`` for several GPUs).
+
+Subcommands::
+
+    audiolm demo [--out DIR] [--minutes N]              train every stage on the shipped clips, then generate
+    audiolm train soundstream|semantic|coarse|fine --data DIR [--config FILE] [--set key=value ...] [--results DIR]
+    audiolm tokenize --codec CODEC IN... --out DIR [--format npy|safetensors] [--num-quantizers K]
+    audiolm decode --codec CODEC CODES out.wav          codes written by ``tokenize`` back to audio
+    audiolm reconstruct --codec CODEC in.wav out.wav [--num-quantizers K]
+    audiolm generate --audiolm CONFIG [--prime in.wav] [--text "..."] --out out.wav [--max-length N]
+    audiolm fit-kmeans --tokenizer spectral|PATH --data DIR --clusters K --out FILE
+
+Exit codes: 0 success; 1 runtime failure (missing file, unreadable audio, incompatible checkpoint), reported
+as one line on stderr (``--debug`` adds the traceback); 2 usage error (bad arguments, malformed config).
+
+Config files (YAML or JSON; ``--set section.key=value`` overrides any entry, values parsed as YAML)
+--------------------------------------------------------------------------------------------------------
+``train`` configs have up to four sections (see ``examples/configs/*.yaml``)::
+
+    model:    # keyword arguments of the stage model (SoundStream / SemanticTransformer / CoarseTransformer /
+              # FineTransformer). Token counts the tokenizers determine (num_semantic_tokens, codebook_size,
+              # rq_groups) are filled in from them when absent.
+    trainer:  # keyword arguments of the stage trainer (num_train_steps, batch_size, lr, data_max_length_seconds,
+              # save_model_every, accelerate_kwargs, ...). folder / results_folder come from --data / --results.
+    codec:    # coarse and fine: a SoundStream checkpoint path, a transformers EnCodec / DAC / Mimi directory, or
+              # {kind: soundstream|encodec|dac|mimi, path: P, ...extra wrapper kwargs such as bandwidth}
+    wav2vec:  # semantic and coarse: a SpectralKmeansTokenizer checkpoint path, or
+              # {kind: spectral, path: FILE} | {kind: hubert|w2vbert, checkpoint_path: P, kmeans_path: K,
+              #  output_layer: 9, ...} | {kind: vq-wav2vec, checkpoint_path: P}
+
+``generate --audiolm CONFIG`` reads::
+
+    codec: ...            # as above
+    wav2vec: ...          # as above (needed to prime with audio)
+    semantic: semantic.pt # checkpoints of the three transformers (rebuilt with init_and_load_from)
+    coarse: coarse.pt
+    fine: fine.pt
+
+Relative paths inside a config file are relative to that file's folder (``audiolm demo`` writes such a file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+STAGES = ('soundstream', 'semantic', 'coarse', 'fine')
+TRAIN_SECTIONS = ('model', 'trainer', 'codec', 'wav2vec')
+GENERATE_KEYS = ('codec', 'wav2vec', 'semantic', 'coarse', 'fine')
+PATH_KEYS = ('path', 'checkpoint_path', 'kmeans_path')
+
+# defaults the config file / --set override
+MODEL_DEFAULTS = dict(
+    soundstream = dict(codebook_size = 1024, rq_num_quantizers = 8),
+    semantic = dict(dim = 512, depth = 6),
+    coarse = dict(dim = 512, depth = 6),     # num_coarse_quantizers: min(3, codec levels - 1) unless given
+    fine = dict(dim = 512, depth = 6),       # num_fine_quantizers: the codec's remaining levels unless given
+)
+TRAINER_DEFAULTS = dict(
+    soundstream = dict(num_train_steps = 10000, batch_size = 4, data_max_length_seconds = 1.),
+    semantic = dict(num_train_steps = 10000, batch_size = 4, data_max_length_seconds = 10.),
+    coarse = dict(num_train_steps = 10000, batch_size = 4, data_max_length_seconds = 10.),
+    fine = dict(num_train_steps = 10000, batch_size = 4, data_max_length_seconds = 10.),
+)
+
+
+class UsageError(ValueError):
+    """Bad arguments or configuration: exit code 2."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# loading codecs, tokenizers and configs
+# ------------------------------------------------------------------------------------------------------------
+
+def _config_error(error: Exception):
+    from audiolm_pytorch.cli_config import ConfigError
+    return ConfigError(str(error))
+
+
+def load_config(path, overrides) -> dict:
+    """Read a config file (paths inside it resolved against its folder) and apply ``--set`` overrides."""
+    from audiolm_pytorch.cli_config import apply_overrides, load_config_file
+    config = load_config_file(path)
+    if path is not None:
+        config = _resolve_paths(config, Path(path).resolve().parent)
+    return apply_overrides(config, overrides)
+
+
+def _resolve_paths(config: dict, base: Path) -> dict:
+    def resolve(value):
+        return str(base / value) if isinstance(value, str) and value and not Path(value).is_absolute() else value
+
+    def spec(value):
+        if isinstance(value, dict):
+            return {k: resolve(v) if k in PATH_KEYS else v for k, v in value.items()}
+        return resolve(value) if isinstance(value, str) and value not in ('spectral',) else value
+
+    return {key: spec(value) if key in GENERATE_KEYS else value for key, value in config.items()}
+
+
+def _transformers_model_type(folder: Path) -> str:
+    import json
+    config_file = folder / 'config.json'
+    if not config_file.is_file():
+        raise FileNotFoundError(f'{folder} is a directory without config.json: expected a transformers model '
+                                'directory (saved with save_pretrained) or a checkpoint file')
+    return str(json.loads(config_file.read_text()).get('model_type', ''))
+
+
+def load_codec(spec):
+    """A codec from a SoundStream checkpoint path, a transformers EnCodec / DAC / Mimi directory, or a dict
+    ``{kind, path, ...wrapper kwargs}``."""
+    options = {}
+    if isinstance(spec, dict):
+        options = dict(spec)
+        kind, path = options.pop('kind', None), options.pop('path', None)
+        if path is None:
+            raise UsageError(f'codec spec {spec} needs a path')
+    elif isinstance(spec, (str, Path)):
+        kind, path = None, spec
+    else:
+        raise UsageError(f'codec must be a path or a {{kind, path}} mapping, got {spec!r}')
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f'codec not found: {path}')
+
+    if path.is_dir():
+        from audiolm_pytorch.codecs.pretrained import DacWrapper, EncodecWrapper, MimiWrapper
+        wrappers = dict(encodec = EncodecWrapper, dac = DacWrapper, mimi = MimiWrapper)
+        kind = kind or _transformers_model_type(path)
+        if kind not in wrappers:
+            raise ValueError(f'{path} holds a transformers model of type {kind!r}; codecs read here: '
+                             f'{", ".join(wrappers)} directories, or SoundStream checkpoint files')
+        return wrappers[kind](pretrained_path = str(path), **options)
+
+    if kind not in (None, 'soundstream'):
+        raise ValueError(f'codec kind {kind!r} needs a transformers model directory, but {path} is a file')
+    from audiolm_pytorch.checkpoint import read_checkpoint
+    from audiolm_pytorch.codecs.soundstream import SoundStream
+    stored = read_checkpoint(path).get('kind')
+    if stored is not None and stored != 'SoundStream':
+        raise ValueError(f'{path} holds a {stored}, not a codec: pass a SoundStream checkpoint or an '
+                         'EnCodec / DAC / Mimi directory')
+    return SoundStream.init_and_load_from(path).eval()
+
+
+def load_semantic_tokenizer(spec):
+    """A semantic tokenizer from a SpectralKmeansTokenizer checkpoint path or a ``{kind, ...}`` mapping."""
+    if isinstance(spec, (str, Path)):
+        spec = dict(kind = 'spectral', path = spec)
+    if not isinstance(spec, dict):
+        raise UsageError(f'wav2vec must be a path or a {{kind, ...}} mapping, got {spec!r}')
+    options = dict(spec)
+    kind = options.pop('kind', 'spectral')
+    for key in PATH_KEYS:
+        if key in options and options[key] is not None and not Path(options[key]).exists():
+            raise FileNotFoundError(f'wav2vec {key} not found: {options[key]}')
+    if kind == 'spectral':
+        from audiolm_pytorch.checkpoint import read_checkpoint
+        from audiolm_pytorch.semantic.spectral import SpectralKmeansTokenizer
+        path = options.get('path')
+        if path is None:
+            raise UsageError('wav2vec kind spectral needs path: a checkpoint written by `audiolm fit-kmeans '
+                             '--tokenizer spectral`')
+        stored = read_checkpoint(path).get('kind')
+        if stored is not None and stored != 'SpectralKmeansTokenizer':
+            raise ValueError(f'{path} holds a {stored}, not a SpectralKmeansTokenizer')
+        return SpectralKmeansTokenizer.init_and_load_from(path).eval()
+    if kind in ('hubert', 'w2vbert'):
+        from audiolm_pytorch.semantic.hubert_kmeans import HubertWithKmeans, W2VBertWithKmeans
+        cls = HubertWithKmeans if kind == 'hubert' else W2VBertWithKmeans
+        missing = [k for k in ('checkpoint_path', 'kmeans_path') if k not in options]
+        if missing:
+            raise UsageError(f'wav2vec kind {kind} needs {" and ".join(missing)}')
+        return _construct(cls, options, f'wav2vec ({kind})').eval()
+    if kind == 'vq-wav2vec':
+        from audiolm_pytorch.semantic.vq_wav2vec import FairseqVQWav2Vec
+        return _construct(FairseqVQWav2Vec, options, 'wav2vec (vq-wav2vec)').eval()
+    raise UsageError(f'unknown wav2vec kind {kind!r}: use spectral, hubert, w2vbert or vq-wav2vec')
+
+
+def _coerce(fn, kwargs: dict) -> dict:
+    """YAML writes ``1`` for ``1.0``: turn ints into floats where the signature only takes floats (beartype is
+    strict about it), including inside ``Sequence[float]`` arguments."""
+    import inspect
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    out = dict(kwargs)
+    for name, value in kwargs.items():
+        annotation = parameters[name].annotation if name in parameters else None
+        text = annotation if isinstance(annotation, str) else getattr(annotation, '__name__', str(annotation))
+        if not isinstance(text, str) or 'float' not in text or 'int' in text.replace('float', ''):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[name] = float(value)
+        elif isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            out[name] = [float(v) for v in value]
+    return out
+
+
+def _construct(cls, kwargs: dict, what: str):
+    """``cls(**kwargs)`` with bad keyword arguments reported as a usage error naming ``what``."""
+    kwargs = _coerce(cls.__init__, kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as error:
+        raise UsageError(f'{what}: {error}') from error
+    except Exception as error:
+        if type(error).__module__.startswith('beartype'):
+            first_line = str(error).splitlines()[0]
+            raise UsageError(f'{what}: {first_line}') from error
+        raise
+
+
+# ------------------------------------------------------------------------------------------------------------
+# train
+# ------------------------------------------------------------------------------------------------------------
+
+def build_trainer(stage: str, config: dict, *, data: str, results: str | None, cpu: bool = False,
+                  progress: bool = True):
+    """Model + trainer for ``stage`` from a config dict (sections model / trainer / codec / wav2vec)."""
+    unknown = sorted(set(config) - set(TRAIN_SECTIONS))
+    if unknown:
+        raise UsageError(f'unknown config section(s) {unknown}; expected {list(TRAIN_SECTIONS)}')
+    if not Path(data).is_dir():
+        raise FileNotFoundError(f'--data folder not found: {data}')
+    model_cfg = {**MODEL_DEFAULTS[stage], **(config.get('model') or {})}
+    trainer_cfg = {**TRAINER_DEFAULTS[stage], **(config.get('trainer') or {})}
+    if 'data_max_length' in (config.get('trainer') or {}):
+        trainer_cfg.pop('data_max_length_seconds', None)
+    for key in ('folder', 'dataset', 'train_dataloader'):
+        if key in trainer_cfg:
+            raise UsageError(f'trainer.{key} cannot be set in a config: the data comes from --data')
+    trainer_cfg.update(folder = data, progress_bar = progress)
+    if results is not None:
+        trainer_cfg['results_folder'] = results
+    trainer_cfg.setdefault('force_clear_prev_results', False)
+    if cpu:
+        trainer_cfg['accelerate_kwargs'] = {**trainer_cfg.get('accelerate_kwargs', {}), 'cpu': True}
+
+    def need(section):
+        if config.get(section) is None:
+            raise UsageError(f'train {stage} needs a {section}: section in --config (or --set {section}=PATH)')
+        return load_codec(config[section]) if section == 'codec' else load_semantic_tokenizer(config[section])
+
+    if stage == 'soundstream':
+        from audiolm_pytorch.codecs.soundstream import SoundStream
+        from audiolm_pytorch.trainers.soundstream import SoundStreamTrainer
+        model = _construct(SoundStream, model_cfg, 'model (SoundStream)')
+        return _construct_trainer(SoundStreamTrainer, (model,), trainer_cfg)
+
+    from audiolm_pytorch.trainers import transformers as tt
+    if stage == 'semantic':
+        from audiolm_pytorch.lm.semantic import SemanticTransformer
+        wav2vec = need('wav2vec')
+        model_cfg.setdefault('num_semantic_tokens', wav2vec.codebook_size)
+        model = _construct(SemanticTransformer, model_cfg, 'model (SemanticTransformer)')
+        return _construct_trainer(tt.SemanticTransformerTrainer, (model, wav2vec), trainer_cfg)
+
+    codec = need('codec')
+    model_cfg.setdefault('codebook_size', codec.codebook_size)
+    model_cfg.setdefault('rq_groups', getattr(codec, 'rq_groups', 1))
+    model_cfg.setdefault('num_coarse_quantizers', min(3, max(1, codec.num_quantizers - 1)))
+    if stage == 'coarse':
+        from audiolm_pytorch.lm.coarse import CoarseTransformer
+        wav2vec = need('wav2vec')
+        model_cfg.setdefault('num_semantic_tokens', wav2vec.codebook_size)
+        model = _construct(CoarseTransformer, model_cfg, 'model (CoarseTransformer)')
+        return _construct_trainer(tt.CoarseTransformerTrainer, (model, codec, wav2vec), trainer_cfg)
+
+    from audiolm_pytorch.lm.fine import FineTransformer
+    model_cfg.setdefault('num_fine_quantizers', max(1, codec.num_quantizers - model_cfg['num_coarse_quantizers']))
+    model = _construct(FineTransformer, model_cfg, 'model (FineTransformer)')
+    return _construct_trainer(tt.FineTransformerTrainer, (model, codec), trainer_cfg)
+
+
+def _construct_trainer(cls, args: tuple, kwargs: dict):
+    kwargs = _coerce(cls.__init__, kwargs)
+    try:
+        return cls(*args, **kwargs)
+    except TypeError as error:
+        raise UsageError(f'trainer ({cls.__name__}): {error}') from error
+    except Exception as error:
+        if type(error).__module__.startswith('beartype'):
+            raise UsageError(f'trainer ({cls.__name__}): {str(error).splitlines()[0]}') from error
+        raise
+
+
+def cmd_train(args) -> int:
+    config = load_config(args.config, args.overrides)
+    trainer = build_trainer(args.stage, config, data = args.data, results = args.results, cpu = args.cpu,
+                            progress = not args.no_progress)
+    if args.resume:
+        trainer.load(args.resume)
+        trainer.print(f'resumed from {args.resume} at step {trainer.steps}')
+    trainer.train()
+    last = trainer.steps - 1
+    final = trainer.results_folder / f'{trainer.checkpoint_name}.{last}.pt'
+    if last >= 0 and not final.exists():
+        trainer.save(final)
+    trainer.print(f'final checkpoint: {final}')
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------------------
+# tokenize / decode / reconstruct
+# ------------------------------------------------------------------------------------------------------------
+
+def _device(name: str | None):
+    import torch
+    return torch.device(name or ('cuda' if torch.cuda.is_available() else 'cpu'))
+
+
+def _input_files(inputs) -> list[Path]:
+    from audiolm_pytorch.semantic.kmeans import list_audio_files
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise FileNotFoundError(f'input not found: {path}')
+        files.extend(list_audio_files(path) if path.is_dir() else [path])
+    return files
+
+
+def _tokenize_file(codec, path, num_quantizers, device):
+    import torch
+    from audiolm_pytorch.audio import load_audio
+    wave = load_audio(path, target_sample_hz = codec.target_sample_hz).wave.to(device)   # (1, n)
+    if wave.shape[-1] < codec.downsample_factor:
+        raise ValueError(f'{path} is shorter than one codec frame ({codec.downsample_factor} samples at '
+                         f'{codec.target_sample_hz} Hz)')
+    with torch.no_grad():
+        return codec.tokenize(wave, num_quantizers = num_quantizers)                      # (1, frames, q)
+
+
+def _decode(codec, codes):
+    import torch
+    with torch.no_grad():
+        return codec.decode_from_codebook_indices(codes).reshape(-1).float().cpu()
+
+
+def cmd_tokenize(args) -> int:
+    import numpy as np
+    from tqdm.auto import tqdm
+    codec = load_codec(args.codec).to(_device(args.device))
+    device = _device(args.device)
+    files = _input_files(args.inputs)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents = True, exist_ok = True)
+    used = set()
+    for path in tqdm(files, desc = 'tokenize', disable = args.no_progress or len(files) < 2):
+        codes = _tokenize_file(codec, path, args.num_quantizers, device)[0].cpu().long()   # (frames, q)
+        stem = path.stem if path.stem not in used else f'{path.parent.name}_{path.stem}'
+        used.add(stem)
+        target = out_dir / f'{stem}.{args.format}'
+        if args.format == 'npy':
+            np.save(target, codes.numpy())
+        else:
+            from safetensors.torch import save_file
+            save_file({'codes': codes.contiguous()}, str(target), metadata = dict(
+                source = str(path), sample_hz = str(codec.target_sample_hz), hop = str(codec.downsample_factor),
+                num_quantizers = str(codes.shape[-1]), codebook_size = str(codec.codebook_size)))
+        print(f'{path} -> {target} ({codes.shape[0]} frames x {codes.shape[1]} quantizers)')
+    return EXIT_OK
+
+
+def read_codes(path) -> 'torch.Tensor':
+    """Codes ``(1, frames, q)`` from a ``.npy`` or ``.safetensors`` file written by ``audiolm tokenize``."""
+    import numpy as np
+    import torch
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'codes file not found: {path}')
+    if path.suffix == '.npy':
+        try:
+            codes = torch.from_numpy(np.load(path, allow_pickle = False))
+        except ValueError as error:
+            raise ValueError(f'{path} is not a readable .npy codes file ({error})') from error
+    elif path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        try:
+            codes = load_file(str(path))['codes']
+        except Exception as error:
+            raise ValueError(f'{path} is not a codes file written by `audiolm tokenize` ({error})') from error
+    else:
+        raise ValueError(f'codes file {path} must end in .npy or .safetensors')
+    if codes.ndim == 2:
+        codes = codes[None]
+    if codes.ndim != 3 or codes.is_floating_point():
+        raise ValueError(f'{path} holds {tuple(codes.shape)} {codes.dtype} values, expected integer codes (frames, q)')
+    return codes.long()
+
+
+def cmd_decode(args) -> int:
+    from audiolm_pytorch.audio import save_audio
+    device = _device(args.device)
+    codec = load_codec(args.codec).to(device)
+    wave = _decode(codec, read_codes(args.codes).to(device))
+    save_audio(args.output, wave, codec.target_sample_hz)
+    print(f'{args.codes} -> {args.output} ({wave.numel() / codec.target_sample_hz:.2f} s at {codec.target_sample_hz} Hz)')
+    return EXIT_OK
+
+
+def cmd_reconstruct(args) -> int:
+    from audiolm_pytorch.audio import save_audio
+    device = _device(args.device)
+    codec = load_codec(args.codec).to(device)
+    codes = _tokenize_file(codec, Path(args.input), args.num_quantizers, device)
+    wave = _decode(codec, codes)
+    save_audio(args.output, wave, codec.target_sample_hz)
+    print(f'{args.input} -> {args.output} ({codes.shape[1]} frames x {codes.shape[2]} quantizers, '
+          f'{wave.numel() / codec.target_sample_hz:.2f} s at {codec.target_sample_hz} Hz)')
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------------------
+# generate / fit-kmeans / demo
+# ------------------------------------------------------------------------------------------------------------
+
+def build_audiolm(config: dict):
+    """``AudioLM`` from a config naming the codec, the semantic tokenizer and the three transformer checkpoints."""
+    unknown = sorted(set(config) - set(GENERATE_KEYS))
+    if unknown:
+        raise UsageError(f'unknown key(s) {unknown} in the AudioLM config; expected {list(GENERATE_KEYS)}')
+    missing = [key for key in ('codec', 'semantic', 'coarse', 'fine') if not config.get(key)]
+    if missing:
+        raise UsageError(f'the AudioLM config needs {", ".join(missing)}')
+    from audiolm_pytorch.audiolm import AudioLM
+    from audiolm_pytorch.lm.coarse import CoarseTransformer
+    from audiolm_pytorch.lm.fine import FineTransformer
+    from audiolm_pytorch.lm.semantic import SemanticTransformer
+    stages = {}
+    for key, cls in (('semantic', SemanticTransformer), ('coarse', CoarseTransformer), ('fine', FineTransformer)):
+        path = Path(config[key])
+        if not path.is_file():
+            raise FileNotFoundError(f'{key} transformer checkpoint not found: {path}')
+        stages[key] = cls.init_and_load_from(path).eval()
+    codec = load_codec(config['codec'])
+    wav2vec = load_semantic_tokenizer(config['wav2vec']) if config.get('wav2vec') else None
+    return AudioLM(wav2vec = wav2vec, codec = codec, semantic_transformer = stages['semantic'],
+                   coarse_transformer = stages['coarse'], fine_transformer = stages['fine']).eval()
+
+
+def cmd_generate(args) -> int:
+    import torch
+    from audiolm_pytorch.audio import load_audio, save_audio
+    config = load_config(args.audiolm, args.overrides)
+    device = _device(args.device)
+    audiolm = build_audiolm(config).to(device)
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    conditioned = any(getattr(audiolm, f'{s}_has_condition') for s in ('semantic', 'coarse', 'fine'))
+    if args.text is not None and not conditioned:
+        raise ValueError('--text was given but none of the transformers was trained with text conditioning '
+                         '(has_condition=False)')
+    kwargs = dict(batch_size = args.batch_size, max_length = args.max_length, temperature = args.temperature,
+                  filter_thres = args.filter_thres, cond_scale = args.cond_scale)
+    if args.max_coarse_steps is not None:
+        kwargs['max_coarse_time_steps'] = args.max_coarse_steps
+    if args.text is not None:
+        kwargs['text'] = [args.text] * args.batch_size
+    if args.prime is not None:
+        prime = load_audio(args.prime)
+        kwargs.update(prime_wave = prime.wave.to(device), prime_wave_input_sample_hz = prime.sample_hz)
+    with torch.no_grad():
+        output = audiolm(**kwargs)
+    waves = list(output) if isinstance(output, (list, tuple)) else list(output.reshape(output.shape[0], -1))
+    out = Path(args.out)
+    rate = audiolm.codec.target_sample_hz
+    for index, wave in enumerate(waves):
+        target = out if len(waves) == 1 else out.with_name(f'{out.stem}_{index}{out.suffix}')
+        save_audio(target, wave.reshape(-1).float().cpu(), rate)
+        print(f'wrote {target} ({wave.numel() / rate:.2f} s at {rate} Hz)')
+    return EXIT_OK
+
+
+def cmd_fit_kmeans(args) -> int:
+    from audiolm_pytorch.semantic.kmeans import fit_kmeans
+    tokenizer = args.tokenizer
+    if tokenizer != 'spectral' and not Path(tokenizer).exists():
+        raise FileNotFoundError(f'tokenizer not found: {tokenizer} (pass "spectral", a fairseq .pt or a '
+                                'transformers model directory)')
+    if not Path(args.data).exists():
+        raise FileNotFoundError(f'--data not found: {args.data}')
+    out = Path(args.out)
+    if tokenizer == 'spectral' and out.suffix not in ('.pt', '.safetensors'):
+        raise UsageError(f'--out for a spectral tokenizer must end in .pt or .safetensors, got {out}')
+    if tokenizer != 'spectral' and out.suffix != '.safetensors':
+        raise UsageError(f'--out for k-means centroids must end in .safetensors, got {out}')
+    result = fit_kmeans(tokenizer, data = args.data, clusters = args.clusters, out = out,
+                        output_layer = args.output_layer, max_frames = args.max_frames, epochs = args.epochs,
+                        seed = args.seed, device = args.device, max_files = args.max_files)
+    print(f'fitted {args.clusters} clusters on {result.num_frames} frames (inertia {result.inertia:.4f}) -> {result.path}')
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from audiolm_pytorch.demo import run_demo
+    run_demo(args.out, args.minutes, seed = args.seed, cpu = args.cpu, progress = not args.no_progress)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------------------
+# parser and entry point
+# ------------------------------------------------------------------------------------------------------------
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f'must be positive, got {text}')
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be >= 1, got {text}')
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from audiolm_pytorch.version import __version__
+    common = argparse.ArgumentParser(add_help = False)
+    common.add_argument('--debug', action = 'store_true', default = argparse.SUPPRESS,
+                        help = 'show the full traceback when a command fails')
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    parser = argparse.ArgumentParser(
+        prog = 'audiolm', parents = [common], formatter_class = fmt,
+        description = 'AudioLM family in PyTorch: train codecs, tokenizers and the semantic / coarse / fine '
+                      'transformers, tokenize and generate audio.',
+        epilog = 'Start with `audiolm demo --out demo_out` (about 5 minutes on a laptop CPU).\n'
+                 'Exit codes: 0 ok, 1 runtime failure, 2 usage error. `audiolm COMMAND --help` for details.')
+    parser.add_argument('--version', action = 'version', version = f'audiolm_pytorch {__version__}')
+    sub = parser.add_subparsers(dest = 'command', metavar = 'COMMAND', required = True)
+
+    def add(name, help, description = None, epilog = None):
+        return sub.add_parser(name, help = help, description = description or help, epilog = epilog,
+                              parents = [common], formatter_class = fmt)
+
+    def add_device(p):
+        p.add_argument('--device', default = None, help = 'torch device (default: cuda when available, else cpu)')
+
+    p = add('demo', 'train every stage on the shipped clips within a time budget, then generate',
+            epilog = 'Writes prompt.wav, continuation.wav, unconditional.wav, demo.png, report.md, checkpoints/ and '
+                     'audiolm.yaml\n(for `audiolm generate --audiolm OUT/audiolm.yaml`). Uses the GPU when there '
+                     'is one.')
+    p.add_argument('--out', default = 'demo_out', help = 'output folder (default: demo_out)')
+    p.add_argument('--minutes', type = _positive_float, default = 5., help = 'wall-clock budget (default: 5)')
+    p.add_argument('--seed', type = int, default = 0, help = 'random seed (default: 0)')
+    p.add_argument('--cpu', action = 'store_true', help = 'use the CPU even when a GPU is available')
+    p.add_argument('--no-progress', action = 'store_true', help = 'hide progress bars')
+    p.set_defaults(handler = cmd_demo)
+
+    p = add('train', 'train one stage (soundstream, semantic, coarse or fine) on a folder of audio',
+            epilog = 'Config sections: model, trainer, codec (coarse/fine), wav2vec (semantic/coarse); see '
+                     'examples/configs/*.yaml.\nexample: audiolm train soundstream --data wavs/ --config '
+                     'soundstream.yaml --set trainer.num_train_steps=1000 model.codebook_size=512\n'
+                     'several GPUs: accelerate launch -m audiolm_pytorch.cli train coarse --data wavs/ --config '
+                     'coarse.yaml')
+    p.add_argument('stage', choices = STAGES, help = 'which model to train')
+    p.add_argument('--data', required = True, help = 'folder of audio files (searched recursively)')
+    p.add_argument('--config', default = None, help = 'YAML / JSON config file')
+    p.add_argument('--set', dest = 'overrides', nargs = '+', default = [], metavar = 'KEY=VALUE',
+                   help = 'dotted overrides, e.g. trainer.num_train_steps=100 model.dim=256')
+    p.add_argument('--results', default = None, help = 'results folder (default: trainer.results_folder or ./results)')
+    p.add_argument('--resume', default = None, help = 'trainer checkpoint to resume from')
+    p.add_argument('--cpu', action = 'store_true', help = 'train on the CPU even when a GPU is available')
+    p.add_argument('--no-progress', action = 'store_true', help = 'hide the progress bar')
+    p.set_defaults(handler = cmd_train)
+
+    codec_help = 'SoundStream checkpoint file, or a transformers EnCodec / DAC / Mimi model directory'
+    p = add('tokenize', 'encode audio files to codec codes (.npy or .safetensors, one file per input)',
+            epilog = 'Each output holds an integer array (frames, quantizers). `audiolm decode` turns it back into audio.')
+    p.add_argument('--codec', required = True, help = codec_help)
+    p.add_argument('inputs', nargs = '+', metavar = 'IN', help = 'audio files or folders')
+    p.add_argument('--out', required = True, help = 'output folder')
+    p.add_argument('--format', choices = ('npy', 'safetensors'), default = 'npy', help = 'output format (default: npy)')
+    p.add_argument('--num-quantizers', type = _positive_int, default = None, help = 'keep the first K levels')
+    p.add_argument('--no-progress', action = 'store_true', help = 'hide the progress bar')
+    add_device(p)
+    p.set_defaults(handler = cmd_tokenize)
+
+    p = add('decode', 'decode codes written by `audiolm tokenize` back to audio')
+    p.add_argument('--codec', required = True, help = codec_help)
+    p.add_argument('codes', help = '.npy or .safetensors codes file')
+    p.add_argument('output', help = 'output audio file (.wav, .flac, ...)')
+    add_device(p)
+    p.set_defaults(handler = cmd_decode)
+
+    p = add('reconstruct', 'encode and decode an audio file through a codec')
+    p.add_argument('--codec', required = True, help = codec_help)
+    p.add_argument('input', help = 'input audio file')
+    p.add_argument('output', help = 'output audio file (.wav, .flac, ...)')
+    p.add_argument('--num-quantizers', type = _positive_int, default = None, help = 'use the first K levels only')
+    add_device(p)
+    p.set_defaults(handler = cmd_reconstruct)
+
+    p = add('generate', 'generate audio with AudioLM from stage checkpoints',
+            epilog = 'The config names codec, wav2vec, semantic, coarse and fine (see `audiolm --help` of the '
+                     'module docstring;\n`audiolm demo` writes one to OUT/audiolm.yaml).')
+    p.add_argument('--audiolm', required = True, help = 'YAML / JSON config naming the checkpoints')
+    p.add_argument('--set', dest = 'overrides', nargs = '+', default = [], metavar = 'KEY=VALUE',
+                   help = 'overrides of the config, e.g. fine=other/fine.pt')
+    p.add_argument('--prime', default = None, help = 'audio file to continue')
+    p.add_argument('--text', default = None, help = 'text condition (transformers trained with has_condition)')
+    p.add_argument('--out', required = True, help = 'output audio file (with --batch-size B: OUT_0 ... OUT_{B-1})')
+    p.add_argument('--max-length', type = _positive_int, default = 512,
+                   help = 'semantic tokens to generate, prime included (default: 512)')
+    p.add_argument('--max-coarse-steps', type = _positive_int, default = None,
+                   help = 'codec frames at most (default: from --max-length)')
+    p.add_argument('--batch-size', type = _positive_int, default = 1)
+    p.add_argument('--temperature', type = float, default = 1.)
+    p.add_argument('--filter-thres', type = float, default = 0.9, help = 'top-k filter threshold (default: 0.9)')
+    p.add_argument('--cond-scale', type = float, default = 3., help = 'classifier-free guidance scale (default: 3)')
+    p.add_argument('--seed', type = int, default = None)
+    add_device(p)
+    p.set_defaults(handler = cmd_generate)
+
+    p = add('fit-kmeans', 'fit k-means centroids for a semantic tokenizer on a folder of audio',
+            epilog = 'examples:\n  audiolm fit-kmeans --tokenizer spectral --data wavs/ --clusters 64 --out tok.pt\n'
+                     '  audiolm fit-kmeans --tokenizer hubert_base_ls960.pt --data wavs/ --clusters 500 '
+                     '--out km.safetensors')
+    p.add_argument('--tokenizer', required = True,
+                   help = '"spectral" (writes a whole SpectralKmeansTokenizer), a fairseq HuBERT / wav2vec 2.0 .pt, '
+                          'or a transformers model directory')
+    p.add_argument('--data', required = True, help = 'folder (searched recursively) or audio file')
+    p.add_argument('--clusters', type = _positive_int, required = True, help = 'number of centroids')
+    p.add_argument('--out', required = True, help = '.safetensors for centroids; .pt or .safetensors for spectral')
+    p.add_argument('--output-layer', type = _positive_int, default = 9, help = 'encoder layer (default: 9)')
+    p.add_argument('--max-frames', type = _positive_int, default = 1_000_000)
+    p.add_argument('--max-files', type = _positive_int, default = None)
+    p.add_argument('--epochs', type = _positive_float, default = 20.)
+    p.add_argument('--seed', type = int, default = 0)
+    add_device(p)
+    p.set_defaults(handler = cmd_fit_kmeans)
+    return parser
+
+
+def _one_line(error: BaseException) -> str:
+    text = ' '.join(str(error).split()) or type(error).__name__
+    if isinstance(error, FileNotFoundError) and error.filename and str(error.filename) not in text:
+        text = f'{text}: {error.filename}'
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``audiolm`` console script. Returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = getattr(args, 'debug', False)
+    prog = f'audiolm {args.command}'
+    logging.basicConfig(level = logging.INFO if debug else logging.WARNING, format = '%(levelname)s: %(message)s')
+    from audiolm_pytorch.cli_config import ConfigError
+    try:
+        return args.handler(args)
+    except (UsageError, ConfigError) as error:
+        if debug:
+            import traceback
+            traceback.print_exc()
+        print(f'{prog}: error: {_one_line(error)}', file = sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f'{prog}: interrupted', file = sys.stderr)
+        return 130
+    except Exception as error:
+        if debug:
+            import traceback
+            traceback.print_exc()
+        hint = '' if debug else ' (run with --debug for the traceback)'
+        print(f'{prog}: error: {_one_line(error)}{hint}', file = sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == '__main__':
+    sys.exit(main())
