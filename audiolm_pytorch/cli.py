@@ -37,7 +37,8 @@ Config files (YAML or JSON; ``--set section.key=value`` overrides any entry, val
     coarse: coarse.pt
     fine: fine.pt
 
-Relative paths inside a config file are relative to that file's folder (``audiolm demo`` writes such a file).
+A relative path inside a config file is taken relative to that file's folder when the file exists there (so
+``audiolm demo``'s ``audiolm.yaml`` works from anywhere), and relative to the working directory otherwise.
 """
 
 from __future__ import annotations
@@ -93,7 +94,10 @@ def load_config(path, overrides) -> dict:
 
 def _resolve_paths(config: dict, base: Path) -> dict:
     def resolve(value):
-        return str(base / value) if isinstance(value, str) and value and not Path(value).is_absolute() else value
+        # relative to the config file's folder when the file is there, else as given (relative to the cwd)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and (base / value).exists():
+            return str(base / value)
+        return value
 
     def spec(value):
         if isinstance(value, dict):

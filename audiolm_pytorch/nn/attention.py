@@ -41,7 +41,8 @@ class Attention(nn.Module):
         dropout: attention-probability dropout (training only).
 
     ``forward(x (b, n, dim), context=None, mask=None, rotary=None, cache=None, return_cache=False)``:
-        ``mask``: boolean, True = keep; ``(b, n_k)`` key padding or ``(b, n_q, n_k)`` / ``(n_q, n_k)``.
+        ``mask``: boolean, True = keep; 2-D is always key padding ``(b, n_k)``, 3-D is ``(b, n_q, n_k)``
+            (a leading 1 broadcasts over the batch).
         ``rotary``: ``(cos, sin)`` for the query positions (keys in the cache were rotated when stored).
         ``cache``: past keys/values of this layer (self-attention) -> the new cache is returned with
         ``return_cache=True`` as ``(out, cache)``.
@@ -82,8 +83,11 @@ class Attention(nn.Module):
         query_len, key_len = q.shape[-2], k.shape[-2]
         attn_mask = None
         if exists(mask):
-            attn_mask = mask if mask.ndim != 2 or mask.shape != (x.shape[0], key_len) else mask[:, None, :]
-            attn_mask = attn_mask[:, None] if attn_mask.ndim == 3 else attn_mask   # (b, 1, n_q|1, n_k)
+            expected = (x.shape[0], key_len) if mask.ndim == 2 else (x.shape[0], query_len, key_len)
+            if mask.ndim not in (2, 3) or tuple(mask.shape[1:]) != expected[1:] or mask.shape[0] not in (1, x.shape[0]):
+                raise ValueError(f'attention mask must be (b, n_k) key padding or (b, n_q, n_k); expected '
+                                 f'{expected}, got {tuple(mask.shape)}')
+            attn_mask = mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]   # (b, 1, n_q | 1, n_k)
 
         use_is_causal = False
         if self.causal and not self.is_cross:
