@@ -31,11 +31,10 @@ def _console_script() -> str:
 def tiny_soundstream():
     from audiolm_pytorch import SoundStream
     torch.manual_seed(0)
+    # random codebooks (no lazy k-means init, which would run on the first input and make codes RNG-dependent)
     codec = SoundStream(codebook_size = 16, rq_num_quantizers = 4, channels = 4, strides = (4, 5), channel_mults = (2, 4),
-                        codebook_dim = 8, use_local_attn = False, discr_multi_scales = (),
+                        codebook_dim = 8, use_local_attn = False, discr_multi_scales = (), rq_kwargs = dict(kmeans_init = False),
                         multi_spectral_window_powers_of_two = (6, 7), multi_spectral_n_mels = 16)
-    with torch.no_grad():
-        codec(torch.randn(2, 2000) * 0.1)       # one training-mode pass initializes the k-means codebooks
     return codec.eval()
 
 
