@@ -199,8 +199,9 @@ def _coerce(fn, kwargs: dict) -> dict:
     out = dict(kwargs)
     for name, value in kwargs.items():
         annotation = parameters[name].annotation if name in parameters else None
-        text = annotation if isinstance(annotation, str) else getattr(annotation, '__name__', str(annotation))
-        if not isinstance(text, str) or 'float' not in text or 'int' in text.replace('float', ''):
+        text = annotation if isinstance(annotation, str) else (
+            annotation.__name__ if isinstance(annotation, type) else str(annotation))
+        if 'float' not in text or 'int' in text.replace('float', ''):
             continue
         if isinstance(value, int) and not isinstance(value, bool):
             out[name] = float(value)

@@ -212,6 +212,9 @@ def test_two_trainers_in_one_process_and_bf16(tmp_path):
         assert a.model.net[0](torch.randn(2, 16)).dtype == torch.float32
     with c.autocast():
         assert c.model.net[0](torch.randn(2, 16)).dtype == torch.bfloat16
+    # a later trainer with default settings does not inherit bf16 from the global Accelerate state
+    e = make(tmp_path, 'e')
+    assert e.mixed_precision == 'no'
     # sharing one accelerator is allowed too
     d = make(tmp_path, 'd', accelerator = a.accelerator)
     assert math.isfinite(d.train_step()['loss'])

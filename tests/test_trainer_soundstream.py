@@ -84,12 +84,13 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     folder = sixteen_k_folder(tmp_path)
     killed = tmp_path / 'killed'
     env = dict(os.environ, OMP_NUM_THREADS = '1', PYTHONPATH = str(Path(__file__).parent.parent))
+    stderr = open(tmp_path / 'child.stderr', 'w')
     proc = subprocess.Popen([sys.executable, __file__, str(killed), str(folder), '1000'], env = env,
-                            stdout = subprocess.PIPE, stderr = subprocess.DEVNULL, text = True)
+                            stdout = subprocess.PIPE, stderr = stderr, text = True)
     try:
         deadline = time.time() + 150
         while not (killed / 'soundstream.2.pt').exists():
-            assert proc.poll() is None, 'the training subprocess died before writing its checkpoint'
+            assert proc.poll() is None, 'the training subprocess died: ' + (tmp_path / 'child.stderr').read_text()[-2000:]
             assert time.time() < deadline, 'no checkpoint within the time limit'
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
@@ -97,6 +98,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+        stderr.close()
     assert proc.returncode == -signal.SIGKILL
     child_losses = [json.loads(line.split()[1]) for line in proc.stdout.read().splitlines() if line.startswith('LOSS ')]
     assert len(child_losses) >= 3

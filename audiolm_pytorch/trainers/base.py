@@ -30,6 +30,7 @@ import contextlib
 import copy
 import logging
 import math
+import os
 import random
 import shutil
 import sys
@@ -339,6 +340,9 @@ class Trainer:
         if 'log_with' not in kwargs:
             kwargs['log_with'] = 'wandb' if self.use_wandb_tracking else ('tensorboard' if is_tensorboard_available() else None)
         kwargs.setdefault('project_dir', str(results_folder))
+        # explicit, as Accelerate itself resolves it: otherwise a fresh Accelerator silently inherits the precision
+        # of an earlier trainer in this process (its state is global)
+        kwargs.setdefault('mixed_precision', os.environ.get('ACCELERATE_MIXED_PRECISION', 'no'))
         handlers = list(kwargs.get('kwargs_handlers', []))
         if self.ddp_find_unused_parameters and not any(isinstance(h, DistributedDataParallelKwargs) for h in handlers):
             handlers.append(DistributedDataParallelKwargs(find_unused_parameters = True))

@@ -1,0 +1,95 @@
+"""Shared pieces of the example scripts: the shipped clips, tiny model configs, and "train it quickly if the
+previous example's checkpoint is not there yet" helpers, so that every example also runs on its own.
+
+The sizes here are for a CPU and a few minutes; scale ``dim`` / ``depth`` / ``channels`` and the step counts up
+for real training (see ``examples/configs/*.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+import audiolm_pytorch
+
+ASSETS = Path(audiolm_pytorch.__file__).parent / 'assets'
+CLIPS = ('speech_0_16k.wav', 'speech_1_16k.wav', 'music_0_16k.wav', 'music_2_16k.wav')
+
+TINY_SOUNDSTREAM = dict(
+    codebook_size = 64, rq_num_quantizers = 4, channels = 8, strides = (2, 4, 5, 8), channel_mults = (1, 2, 4, 8),
+    codebook_dim = 32, use_local_attn = False, discr_multi_scales = (),
+    stft_discriminator = dict(channels = 8, channel_mults = (1, 2, 2, 4), n_fft = 512, win_length = 512,
+                              hop_length = 128, strides = ((1, 2), (2, 2), (1, 2), (2, 2))),
+    multi_spectral_window_powers_of_two = (6, 7, 8, 9, 10), multi_spectral_n_mels = 32, target_sample_hz = 16000)
+TINY_TRANSFORMER = dict(dim = 64, depth = 2, heads = 4, dim_head = 16)
+NUM_COARSE, NUM_FINE = 2, 2
+# trainer settings for short runs: no validation split (four clips), results only at the end
+QUICK = dict(valid_frac = 0., save_results_every = 10 ** 9, save_model_every = 10 ** 9, force_clear_prev_results = True)
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description = description)
+    p.add_argument('--out', default = 'examples_out', help = 'folder for checkpoints and audio (default: examples_out)')
+    p.add_argument('--data', default = None, help = 'folder of audio (default: the clips shipped with the package)')
+    p.add_argument('--steps', type = int, default = None, help = 'training steps (default: per example)')
+    return p
+
+
+def data_folder(args) -> Path:
+    """``--data``, or a copy of the shipped 16 kHz clips under ``OUT/data``."""
+    if args.data:
+        return Path(args.data)
+    folder = Path(args.out) / 'data'
+    folder.mkdir(parents = True, exist_ok = True)
+    for name in CLIPS:
+        if not (folder / name).exists():
+            shutil.copyfile(ASSETS / name, folder / name)
+    return folder
+
+
+def train_soundstream(out: Path, data: Path, steps: int):
+    from audiolm_pytorch import SoundStream, SoundStreamTrainer
+    soundstream = SoundStream(**TINY_SOUNDSTREAM)
+    trainer = SoundStreamTrainer(soundstream, folder = data, batch_size = 4, data_max_length_seconds = 0.5,
+                                 num_train_steps = steps, grad_accum_every = 1, lr = 1e-3, use_ema = False,
+                                 results_folder = out / 'results' / 'soundstream', **QUICK)
+    trainer.train()
+    soundstream.save(out / 'soundstream.pt')
+    return soundstream.eval()
+
+
+def load_or_train_soundstream(out: Path, data: Path, steps: int = 30):
+    from audiolm_pytorch import SoundStream
+    path = out / 'soundstream.pt'
+    if path.exists():
+        return SoundStream.init_and_load_from(path).eval()
+    print(f'{path} not found (run examples/train_soundstream.py for a better codec): training one for {steps} steps')
+    return train_soundstream(out, data, steps)
+
+
+def load_or_fit_tokenizer(out: Path, data: Path, codebook_size: int = 32):
+    """A spectral k-means semantic tokenizer (no pretrained model needed), fitted in seconds."""
+    from audiolm_pytorch import SpectralKmeansTokenizer
+    path = out / 'tokenizer.pt'
+    if path.exists():
+        return SpectralKmeansTokenizer.init_and_load_from(path).eval()
+    tokenizer = SpectralKmeansTokenizer(codebook_size = codebook_size, n_mels = 32)
+    inertia, frames = tokenizer.fit(data)
+    tokenizer.save(path)
+    print(f'fitted a {codebook_size}-cluster spectral tokenizer on {frames} frames (inertia {inertia:.3f}) -> {path}')
+    return tokenizer.eval()
+
+
+def prompt(sample_hz: int = 16000, seconds: float = 1.) -> torch.Tensor:
+    """The first ``seconds`` of a shipped speech clip, ``(1, n)``."""
+    from audiolm_pytorch import load_audio
+    return load_audio(ASSETS / 'speech_1_16k.wav', target_sample_hz = sample_hz).wave[:, :int(seconds * sample_hz)]
+
+
+def first_wave(output) -> torch.Tensor:
+    """The first generated wave, 1-D on the CPU (wrappers return a batch tensor or a list of 1-D waves)."""
+    wave = output[0] if isinstance(output, (list, tuple)) else output.reshape(output.shape[0], -1)[0]
+    return wave.detach().float().cpu().reshape(-1)
