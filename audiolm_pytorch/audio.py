@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 
 from audiolm_pytorch.utils import default, exists

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 import torch
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 
 from audiolm_pytorch.audio import load_audio, resample

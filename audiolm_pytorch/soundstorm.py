@@ -20,7 +20,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from einops import rearrange, reduce
 from torch import Tensor, nn
 

@@ -62,3 +62,14 @@ def to_jsonable(value):
     if isinstance(value, torch.dtype):
         return str(value)
     raise TypeError(f'cannot store a value of type {type(value).__name__} in a checkpoint config')
+
+
+def _make_beartype():
+    from beartype import BeartypeConf
+    from beartype import beartype as _beartype
+    # PEP 484's numeric tower: an ``int`` is accepted where a ``float`` is annotated (``lr = 1``, YAML's ``1``)
+    return _beartype(conf = BeartypeConf(is_pep484_tower = True))
+
+
+beartype = _make_beartype()
+"""Runtime type checking for public entry points (beartype, with ints accepted for floats)."""

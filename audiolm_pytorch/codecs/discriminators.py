@@ -61,7 +61,7 @@ class MultiScaleDiscriminator(nn.Module):
     ``forward(x (b, c, n)) -> [(logits, features) per scale]``.
     """
 
-    def __init__(self, *, scales: Sequence[float] = (1, 0.5, 0.25), input_channels: int = 1, **discr_kwargs):
+    def __init__(self, *, scales: Sequence[float | int] = (1, 0.5, 0.25), input_channels: int = 1, **discr_kwargs):
         super().__init__()
         scales = tuple(scales)
         if not scales or scales[0] != 1:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from einops import rearrange
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -149,7 +149,7 @@ class SoundStream(Checkpointable, nn.Module):
         use_finite_scalar_quantizer: bool = False,
         finite_scalar_quantizer_levels: Sequence[int] | None = None,
         input_channels: int = 1,
-        discr_multi_scales: Sequence[float] = (1, 0.5, 0.25),
+        discr_multi_scales: Sequence[float | int] = (1, 0.5, 0.25),
         enc_cycle_dilations: Sequence[int] = (1, 3, 9),
         dec_cycle_dilations: Sequence[int] = (1, 3, 9),
         multi_spectral_window_powers_of_two: Sequence[int] = tuple(range(6, 12)),

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from einops import rearrange
 from torch import Tensor, nn
 

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable

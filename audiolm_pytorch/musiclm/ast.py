@@ -12,7 +12,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from einops import rearrange, repeat
 from torch import Tensor, nn
 

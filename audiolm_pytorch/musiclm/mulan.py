@@ -13,7 +13,7 @@ import math
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from einops import rearrange
 from torch import Tensor, nn
 

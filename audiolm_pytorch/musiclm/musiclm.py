@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 
 from audiolm_pytorch.audio import resample

@@ -8,7 +8,7 @@ works offline with no files at all.
 from __future__ import annotations
 
 import torch
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from einops import repeat
 from torch import Tensor, nn
 

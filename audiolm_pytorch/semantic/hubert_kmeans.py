@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from einops import rearrange
 from torch import Tensor, nn
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 
 from audiolm_pytorch.utils import default, exists

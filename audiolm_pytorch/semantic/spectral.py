@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 
 import torch
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from einops import rearrange
 from torch import Tensor, nn
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import torch
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from einops import rearrange
 from torch import Tensor, nn
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from beartype import beartype
+from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
