@@ -37,8 +37,10 @@ Config files (YAML or JSON; ``--set section.key=value`` overrides any entry, val
     coarse: coarse.pt
     fine: fine.pt
 
-A relative path inside a config file is taken relative to that file's folder when the file exists there (so
-``audiolm demo``'s ``audiolm.yaml`` works from anywhere), and relative to the working directory otherwise.
+The loaders behind these sections (``load_config``, ``load_codec``, ``load_semantic_tokenizer``) live in
+``audiolm_pytorch.cli_config``. A relative path inside a config file is taken relative to that file's folder
+when the file exists there (so ``audiolm demo``'s ``audiolm.yaml`` works from anywhere), and relative to the
+working directory otherwise.
 """
 
 from __future__ import annotations
@@ -48,12 +50,13 @@ import logging
 import sys
 from pathlib import Path
 
+from audiolm_pytorch.cli_config import (GENERATE_KEYS, ConfigError, construct, load_codec, load_config,
+                                        load_semantic_tokenizer)
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 STAGES = ('soundstream', 'semantic', 'coarse', 'fine')
 TRAIN_SECTIONS = ('model', 'trainer', 'codec', 'wav2vec')
-GENERATE_KEYS = ('codec', 'wav2vec', 'semantic', 'coarse', 'fine')
-PATH_KEYS = ('path', 'checkpoint_path', 'kmeans_path')
 
 # defaults the config file / --set override
 MODEL_DEFAULTS = dict(
@@ -70,160 +73,6 @@ TRAINER_DEFAULTS = dict(
 )
 
 
-class UsageError(ValueError):
-    """Bad arguments or configuration: exit code 2."""
-
-
-# ------------------------------------------------------------------------------------------------------------
-# loading codecs, tokenizers and configs
-# ------------------------------------------------------------------------------------------------------------
-
-def _config_error(error: Exception):
-    from audiolm_pytorch.cli_config import ConfigError
-    return ConfigError(str(error))
-
-
-def load_config(path, overrides) -> dict:
-    """Read a config file (paths inside it resolved against its folder) and apply ``--set`` overrides."""
-    from audiolm_pytorch.cli_config import apply_overrides, load_config_file
-    config = load_config_file(path)
-    if path is not None:
-        config = _resolve_paths(config, Path(path).resolve().parent)
-    return apply_overrides(config, overrides)
-
-
-def _resolve_paths(config: dict, base: Path) -> dict:
-    def resolve(value):
-        # relative to the config file's folder when the file is there, else as given (relative to the cwd)
-        if isinstance(value, str) and value and not Path(value).is_absolute() and (base / value).exists():
-            return str(base / value)
-        return value
-
-    def spec(value):
-        if isinstance(value, dict):
-            return {k: resolve(v) if k in PATH_KEYS else v for k, v in value.items()}
-        return resolve(value) if isinstance(value, str) and value not in ('spectral',) else value
-
-    return {key: spec(value) if key in GENERATE_KEYS else value for key, value in config.items()}
-
-
-def _transformers_model_type(folder: Path) -> str:
-    import json
-    config_file = folder / 'config.json'
-    if not config_file.is_file():
-        raise FileNotFoundError(f'{folder} is a directory without config.json: expected a transformers model '
-                                'directory (saved with save_pretrained) or a checkpoint file')
-    return str(json.loads(config_file.read_text()).get('model_type', ''))
-
-
-def load_codec(spec):
-    """A codec from a SoundStream checkpoint path, a transformers EnCodec / DAC / Mimi directory, or a dict
-    ``{kind, path, ...wrapper kwargs}``."""
-    options = {}
-    if isinstance(spec, dict):
-        options = dict(spec)
-        kind, path = options.pop('kind', None), options.pop('path', None)
-        if path is None:
-            raise UsageError(f'codec spec {spec} needs a path')
-    elif isinstance(spec, (str, Path)):
-        kind, path = None, spec
-    else:
-        raise UsageError(f'codec must be a path or a {{kind, path}} mapping, got {spec!r}')
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f'codec not found: {path}')
-
-    if path.is_dir():
-        from audiolm_pytorch.codecs.pretrained import DacWrapper, EncodecWrapper, MimiWrapper
-        wrappers = dict(encodec = EncodecWrapper, dac = DacWrapper, mimi = MimiWrapper)
-        kind = kind or _transformers_model_type(path)
-        if kind not in wrappers:
-            raise ValueError(f'{path} holds a transformers model of type {kind!r}; codecs read here: '
-                             f'{", ".join(wrappers)} directories, or SoundStream checkpoint files')
-        return wrappers[kind](pretrained_path = str(path), **options)
-
-    if kind not in (None, 'soundstream'):
-        raise ValueError(f'codec kind {kind!r} needs a transformers model directory, but {path} is a file')
-    from audiolm_pytorch.checkpoint import read_checkpoint
-    from audiolm_pytorch.codecs.soundstream import SoundStream
-    stored = read_checkpoint(path).get('kind')
-    if stored is not None and stored != 'SoundStream':
-        raise ValueError(f'{path} holds a {stored}, not a codec: pass a SoundStream checkpoint or an '
-                         'EnCodec / DAC / Mimi directory')
-    return SoundStream.init_and_load_from(path).eval()
-
-
-def load_semantic_tokenizer(spec):
-    """A semantic tokenizer from a SpectralKmeansTokenizer checkpoint path or a ``{kind, ...}`` mapping."""
-    if isinstance(spec, (str, Path)):
-        spec = dict(kind = 'spectral', path = spec)
-    if not isinstance(spec, dict):
-        raise UsageError(f'wav2vec must be a path or a {{kind, ...}} mapping, got {spec!r}')
-    options = dict(spec)
-    kind = options.pop('kind', 'spectral')
-    for key in PATH_KEYS:
-        if key in options and options[key] is not None and not Path(options[key]).exists():
-            raise FileNotFoundError(f'wav2vec {key} not found: {options[key]}')
-    if kind == 'spectral':
-        from audiolm_pytorch.checkpoint import read_checkpoint
-        from audiolm_pytorch.semantic.spectral import SpectralKmeansTokenizer
-        path = options.get('path')
-        if path is None:
-            raise UsageError('wav2vec kind spectral needs path: a checkpoint written by `audiolm fit-kmeans '
-                             '--tokenizer spectral`')
-        stored = read_checkpoint(path).get('kind')
-        if stored is not None and stored != 'SpectralKmeansTokenizer':
-            raise ValueError(f'{path} holds a {stored}, not a SpectralKmeansTokenizer')
-        return SpectralKmeansTokenizer.init_and_load_from(path).eval()
-    if kind in ('hubert', 'w2vbert'):
-        from audiolm_pytorch.semantic.hubert_kmeans import HubertWithKmeans, W2VBertWithKmeans
-        cls = HubertWithKmeans if kind == 'hubert' else W2VBertWithKmeans
-        missing = [k for k in ('checkpoint_path', 'kmeans_path') if k not in options]
-        if missing:
-            raise UsageError(f'wav2vec kind {kind} needs {" and ".join(missing)}')
-        return _construct(cls, options, f'wav2vec ({kind})').eval()
-    if kind == 'vq-wav2vec':
-        from audiolm_pytorch.semantic.vq_wav2vec import FairseqVQWav2Vec
-        return _construct(FairseqVQWav2Vec, options, 'wav2vec (vq-wav2vec)').eval()
-    raise UsageError(f'unknown wav2vec kind {kind!r}: use spectral, hubert, w2vbert or vq-wav2vec')
-
-
-def _coerce(fn, kwargs: dict) -> dict:
-    """YAML writes ``1`` for ``1.0``: turn ints into floats where the signature only takes floats (beartype is
-    strict about it), including inside ``Sequence[float]`` arguments."""
-    import inspect
-    try:
-        parameters = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return kwargs
-    out = dict(kwargs)
-    for name, value in kwargs.items():
-        annotation = parameters[name].annotation if name in parameters else None
-        text = annotation if isinstance(annotation, str) else (
-            annotation.__name__ if isinstance(annotation, type) else str(annotation))
-        if 'float' not in text or 'int' in text.replace('float', ''):
-            continue
-        if isinstance(value, int) and not isinstance(value, bool):
-            out[name] = float(value)
-        elif isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            out[name] = [float(v) for v in value]
-    return out
-
-
-def _construct(cls, kwargs: dict, what: str):
-    """``cls(**kwargs)`` with bad keyword arguments reported as a usage error naming ``what``."""
-    kwargs = _coerce(cls.__init__, kwargs)
-    try:
-        return cls(**kwargs)
-    except TypeError as error:
-        raise UsageError(f'{what}: {error}') from error
-    except Exception as error:
-        if type(error).__module__.startswith('beartype'):
-            first_line = str(error).splitlines()[0]
-            raise UsageError(f'{what}: {first_line}') from error
-        raise
-
-
 # ------------------------------------------------------------------------------------------------------------
 # train
 # ------------------------------------------------------------------------------------------------------------
@@ -233,7 +82,7 @@ def build_trainer(stage: str, config: dict, *, data: str, results: str | None, c
     """Model + trainer for ``stage`` from a config dict (sections model / trainer / codec / wav2vec)."""
     unknown = sorted(set(config) - set(TRAIN_SECTIONS))
     if unknown:
-        raise UsageError(f'unknown config section(s) {unknown}; expected {list(TRAIN_SECTIONS)}')
+        raise ConfigError(f'unknown config section(s) {unknown}; expected {list(TRAIN_SECTIONS)}')
     if not Path(data).is_dir():
         raise FileNotFoundError(f'--data folder not found: {data}')
     model_cfg = {**MODEL_DEFAULTS[stage], **(config.get('model') or {})}
@@ -242,7 +91,7 @@ def build_trainer(stage: str, config: dict, *, data: str, results: str | None, c
         trainer_cfg.pop('data_max_length_seconds', None)
     for key in ('folder', 'dataset', 'train_dataloader'):
         if key in trainer_cfg:
-            raise UsageError(f'trainer.{key} cannot be set in a config: the data comes from --data')
+            raise ConfigError(f'trainer.{key} cannot be set in a config: the data comes from --data')
     trainer_cfg.update(folder = data, progress_bar = progress)
     if results is not None:
         trainer_cfg['results_folder'] = results
@@ -252,22 +101,22 @@ def build_trainer(stage: str, config: dict, *, data: str, results: str | None, c
 
     def need(section):
         if config.get(section) is None:
-            raise UsageError(f'train {stage} needs a {section}: section in --config (or --set {section}=PATH)')
+            raise ConfigError(f'train {stage} needs a {section}: section in --config (or --set {section}=PATH)')
         return load_codec(config[section]) if section == 'codec' else load_semantic_tokenizer(config[section])
 
     if stage == 'soundstream':
         from audiolm_pytorch.codecs.soundstream import SoundStream
         from audiolm_pytorch.trainers.soundstream import SoundStreamTrainer
-        model = _construct(SoundStream, model_cfg, 'model (SoundStream)')
-        return _construct_trainer(SoundStreamTrainer, (model,), trainer_cfg)
+        model = construct(SoundStream, model_cfg, 'model (SoundStream)')
+        return construct(SoundStreamTrainer, trainer_cfg, 'trainer', (model,))
 
     from audiolm_pytorch.trainers import transformers as tt
     if stage == 'semantic':
         from audiolm_pytorch.lm.semantic import SemanticTransformer
         wav2vec = need('wav2vec')
         model_cfg.setdefault('num_semantic_tokens', wav2vec.codebook_size)
-        model = _construct(SemanticTransformer, model_cfg, 'model (SemanticTransformer)')
-        return _construct_trainer(tt.SemanticTransformerTrainer, (model, wav2vec), trainer_cfg)
+        model = construct(SemanticTransformer, model_cfg, 'model (SemanticTransformer)')
+        return construct(tt.SemanticTransformerTrainer, trainer_cfg, 'trainer', (model, wav2vec))
 
     codec = need('codec')
     model_cfg.setdefault('codebook_size', codec.codebook_size)
@@ -277,25 +126,13 @@ def build_trainer(stage: str, config: dict, *, data: str, results: str | None, c
         from audiolm_pytorch.lm.coarse import CoarseTransformer
         wav2vec = need('wav2vec')
         model_cfg.setdefault('num_semantic_tokens', wav2vec.codebook_size)
-        model = _construct(CoarseTransformer, model_cfg, 'model (CoarseTransformer)')
-        return _construct_trainer(tt.CoarseTransformerTrainer, (model, codec, wav2vec), trainer_cfg)
+        model = construct(CoarseTransformer, model_cfg, 'model (CoarseTransformer)')
+        return construct(tt.CoarseTransformerTrainer, trainer_cfg, 'trainer', (model, codec, wav2vec))
 
     from audiolm_pytorch.lm.fine import FineTransformer
     model_cfg.setdefault('num_fine_quantizers', max(1, codec.num_quantizers - model_cfg['num_coarse_quantizers']))
-    model = _construct(FineTransformer, model_cfg, 'model (FineTransformer)')
-    return _construct_trainer(tt.FineTransformerTrainer, (model, codec), trainer_cfg)
-
-
-def _construct_trainer(cls, args: tuple, kwargs: dict):
-    kwargs = _coerce(cls.__init__, kwargs)
-    try:
-        return cls(*args, **kwargs)
-    except TypeError as error:
-        raise UsageError(f'trainer ({cls.__name__}): {error}') from error
-    except Exception as error:
-        if type(error).__module__.startswith('beartype'):
-            raise UsageError(f'trainer ({cls.__name__}): {str(error).splitlines()[0]}') from error
-        raise
+    model = construct(FineTransformer, model_cfg, 'model (FineTransformer)')
+    return construct(tt.FineTransformerTrainer, trainer_cfg, 'trainer', (model, codec))
 
 
 def cmd_train(args) -> int:
@@ -354,8 +191,8 @@ def _decode(codec, codes):
 def cmd_tokenize(args) -> int:
     import numpy as np
     from tqdm.auto import tqdm
-    codec = load_codec(args.codec).to(_device(args.device))
     device = _device(args.device)
+    codec = load_codec(args.codec).to(device)
     files = _input_files(args.inputs)
     out_dir = Path(args.out)
     out_dir.mkdir(parents = True, exist_ok = True)
@@ -433,10 +270,10 @@ def build_audiolm(config: dict):
     """``AudioLM`` from a config naming the codec, the semantic tokenizer and the three transformer checkpoints."""
     unknown = sorted(set(config) - set(GENERATE_KEYS))
     if unknown:
-        raise UsageError(f'unknown key(s) {unknown} in the AudioLM config; expected {list(GENERATE_KEYS)}')
+        raise ConfigError(f'unknown key(s) {unknown} in the AudioLM config; expected {list(GENERATE_KEYS)}')
     missing = [key for key in ('codec', 'semantic', 'coarse', 'fine') if not config.get(key)]
     if missing:
-        raise UsageError(f'the AudioLM config needs {", ".join(missing)}')
+        raise ConfigError(f'the AudioLM config needs {", ".join(missing)}')
     from audiolm_pytorch.audiolm import AudioLM
     from audiolm_pytorch.lm.coarse import CoarseTransformer
     from audiolm_pytorch.lm.fine import FineTransformer
@@ -496,9 +333,9 @@ def cmd_fit_kmeans(args) -> int:
         raise FileNotFoundError(f'--data not found: {args.data}')
     out = Path(args.out)
     if tokenizer == 'spectral' and out.suffix not in ('.pt', '.safetensors'):
-        raise UsageError(f'--out for a spectral tokenizer must end in .pt or .safetensors, got {out}')
+        raise ConfigError(f'--out for a spectral tokenizer must end in .pt or .safetensors, got {out}')
     if tokenizer != 'spectral' and out.suffix != '.safetensors':
-        raise UsageError(f'--out for k-means centroids must end in .safetensors, got {out}')
+        raise ConfigError(f'--out for k-means centroids must end in .safetensors, got {out}')
     result = fit_kmeans(tokenizer, data = args.data, clusters = args.clusters, out = out,
                         output_layer = args.output_layer, max_frames = args.max_frames, epochs = args.epochs,
                         seed = args.seed, device = args.device, max_files = args.max_files)
@@ -669,10 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(args, 'debug', False)
     prog = f'audiolm {args.command}'
     logging.basicConfig(level = logging.INFO if debug else logging.WARNING, format = '%(levelname)s: %(message)s')
-    from audiolm_pytorch.cli_config import ConfigError
     try:
         return args.handler(args)
-    except (UsageError, ConfigError) as error:
+    except ConfigError as error:
         if debug:
             import traceback
             traceback.print_exc()

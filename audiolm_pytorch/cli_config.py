@@ -1,4 +1,5 @@
-"""Configuration files for the ``audiolm`` command line: YAML / JSON files plus dotted ``key=value`` overrides."""
+"""Configuration for the ``audiolm`` command line: YAML / JSON files plus dotted ``key=value`` overrides, and the
+objects they name (codecs, semantic tokenizers, constructor keyword arguments checked as usage errors)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    """A configuration file or override is malformed."""
+    """A configuration file, override or argument is malformed (the command line exits with code 2)."""
+
+
+GENERATE_KEYS = ('codec', 'wav2vec', 'semantic', 'coarse', 'fine')
+PATH_KEYS = ('path', 'checkpoint_path', 'kmeans_path')
 
 
 # YAML 1.1 (PyYAML) reads ``1e-4`` as a string: it wants a dot in floats. Configs are written by people who
@@ -92,3 +97,145 @@ def apply_overrides(config: dict, overrides: list[str] | None) -> dict:
             node = child
         node[keys[-1]] = parse_value(value)
     return config
+
+
+# ----------------------------------------------------------------------------------------------------------
+# configs -> objects
+# ----------------------------------------------------------------------------------------------------------
+
+def load_config(path, overrides) -> dict:
+    """Read a config file (paths inside it resolved against its folder) and apply ``--set`` overrides."""
+    config = load_config_file(path)
+    if path is not None:
+        config = _resolve_paths(config, Path(path).resolve().parent)
+    return apply_overrides(config, overrides)
+
+
+def _resolve_paths(config: dict, base: Path) -> dict:
+    def resolve(value):
+        # relative to the config file's folder when the file is there, else as given (relative to the cwd)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and (base / value).exists():
+            return str(base / value)
+        return value
+
+    def spec(value):
+        if isinstance(value, dict):
+            return {k: resolve(v) if k in PATH_KEYS else v for k, v in value.items()}
+        return resolve(value) if isinstance(value, str) and value not in ('spectral',) else value
+
+    return {key: spec(value) if key in GENERATE_KEYS else value for key, value in config.items()}
+
+
+def _transformers_model_type(folder: Path) -> str:
+    config_file = folder / 'config.json'
+    if not config_file.is_file():
+        raise FileNotFoundError(f'{folder} is a directory without config.json: expected a transformers model '
+                                'directory (saved with save_pretrained) or a checkpoint file')
+    return str(json.loads(config_file.read_text()).get('model_type', ''))
+
+
+def load_codec(spec):
+    """A codec from a SoundStream checkpoint path, a transformers EnCodec / DAC / Mimi directory, or a dict
+    ``{kind, path, ...wrapper kwargs}``."""
+    options = {}
+    if isinstance(spec, dict):
+        options = dict(spec)
+        kind, path = options.pop('kind', None), options.pop('path', None)
+        if path is None:
+            raise ConfigError(f'codec spec {spec} needs a path')
+    elif isinstance(spec, (str, Path)):
+        kind, path = None, spec
+    else:
+        raise ConfigError(f'codec must be a path or a {{kind, path}} mapping, got {spec!r}')
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f'codec not found: {path}')
+
+    if path.is_dir():
+        from audiolm_pytorch.codecs.pretrained import DacWrapper, EncodecWrapper, MimiWrapper
+        wrappers = dict(encodec = EncodecWrapper, dac = DacWrapper, mimi = MimiWrapper)
+        kind = kind or _transformers_model_type(path)
+        if kind not in wrappers:
+            raise ValueError(f'{path} holds a transformers model of type {kind!r}; codecs read here: '
+                             f'{", ".join(wrappers)} directories, or SoundStream checkpoint files')
+        return wrappers[kind](pretrained_path = str(path), **options)
+
+    if kind not in (None, 'soundstream'):
+        raise ValueError(f'codec kind {kind!r} needs a transformers model directory, but {path} is a file')
+    from audiolm_pytorch.checkpoint import read_checkpoint
+    from audiolm_pytorch.codecs.soundstream import SoundStream
+    stored = read_checkpoint(path).get('kind')
+    if stored is not None and stored != 'SoundStream':
+        raise ValueError(f'{path} holds a {stored}, not a codec: pass a SoundStream checkpoint or an '
+                         'EnCodec / DAC / Mimi directory')
+    return SoundStream.init_and_load_from(path).eval()
+
+
+def load_semantic_tokenizer(spec):
+    """A semantic tokenizer from a SpectralKmeansTokenizer checkpoint path or a ``{kind, ...}`` mapping."""
+    if isinstance(spec, (str, Path)):
+        spec = dict(kind = 'spectral', path = spec)
+    if not isinstance(spec, dict):
+        raise ConfigError(f'wav2vec must be a path or a {{kind, ...}} mapping, got {spec!r}')
+    options = dict(spec)
+    kind = options.pop('kind', 'spectral')
+    for key in PATH_KEYS:
+        if key in options and options[key] is not None and not Path(options[key]).exists():
+            raise FileNotFoundError(f'wav2vec {key} not found: {options[key]}')
+    if kind == 'spectral':
+        from audiolm_pytorch.checkpoint import read_checkpoint
+        from audiolm_pytorch.semantic.spectral import SpectralKmeansTokenizer
+        path = options.get('path')
+        if path is None:
+            raise ConfigError('wav2vec kind spectral needs path: a checkpoint written by `audiolm fit-kmeans '
+                             '--tokenizer spectral`')
+        stored = read_checkpoint(path).get('kind')
+        if stored is not None and stored != 'SpectralKmeansTokenizer':
+            raise ValueError(f'{path} holds a {stored}, not a SpectralKmeansTokenizer')
+        return SpectralKmeansTokenizer.init_and_load_from(path).eval()
+    if kind in ('hubert', 'w2vbert'):
+        from audiolm_pytorch.semantic.hubert_kmeans import HubertWithKmeans, W2VBertWithKmeans
+        cls = HubertWithKmeans if kind == 'hubert' else W2VBertWithKmeans
+        missing = [k for k in ('checkpoint_path', 'kmeans_path') if k not in options]
+        if missing:
+            raise ConfigError(f'wav2vec kind {kind} needs {" and ".join(missing)}')
+        return construct(cls, options, f'wav2vec ({kind})').eval()
+    if kind == 'vq-wav2vec':
+        from audiolm_pytorch.semantic.vq_wav2vec import FairseqVQWav2Vec
+        return construct(FairseqVQWav2Vec, options, 'wav2vec (vq-wav2vec)').eval()
+    raise ConfigError(f'unknown wav2vec kind {kind!r}: use spectral, hubert, w2vbert or vq-wav2vec')
+
+
+def coerce_kwargs(fn, kwargs: dict) -> dict:
+    """YAML writes ``1`` for ``1.0``: turn ints into floats where the signature only takes floats (beartype is
+    strict about it), including inside ``Sequence[float]`` arguments."""
+    import inspect
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    out = dict(kwargs)
+    for name, value in kwargs.items():
+        annotation = parameters[name].annotation if name in parameters else None
+        text = annotation if isinstance(annotation, str) else (
+            annotation.__name__ if isinstance(annotation, type) else str(annotation))
+        if 'float' not in text or 'int' in text.replace('float', ''):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[name] = float(value)
+        elif isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            out[name] = [float(v) for v in value]
+    return out
+
+
+def construct(cls, kwargs: dict, what: str, args: tuple = ()):
+    """``cls(*args, **kwargs)`` with bad keyword arguments reported as a ``ConfigError`` naming ``what``."""
+    kwargs = coerce_kwargs(cls.__init__, kwargs)
+    try:
+        return cls(*args, **kwargs)
+    except TypeError as error:
+        raise ConfigError(f'{what}: {error}') from error
+    except Exception as error:
+        if type(error).__module__.startswith('beartype'):   # a wrong type in the config
+            raise ConfigError(f'{what}: {str(error).splitlines()[0]}') from error
+        raise

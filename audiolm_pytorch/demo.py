@@ -38,8 +38,9 @@ PROMPT_CLIP = 'speech_1_16k.wav'
 PROMPT_SECONDS = 1.0
 MAX_CONTINUATION_SECONDS = 3.0
 
-# share of the budget per stage; the rest (5%) is for plots and the report
-BUDGET_SHARES = dict(soundstream = 0.36, tokenizer = 0.02, semantic = 0.12, coarse = 0.16, fine = 0.14, generate = 0.15)
+# share of the budget per stage; the rest (5%) absorbs plots and the report. The codec gets the most: it needs a
+# few hundred steps before its reconstructions follow the input, and every later stage hears through it.
+BUDGET_SHARES = dict(soundstream = 0.52, tokenizer = 0.02, semantic = 0.07, coarse = 0.13, fine = 0.12, generate = 0.09)
 
 DEFAULT_CONFIG = dict(
     soundstream = dict(
@@ -127,8 +128,13 @@ class _Clock:
 
 def _bar(total: float, desc: str, enabled: bool):
     from tqdm.auto import tqdm
-    return tqdm(total = round(total, 1), desc = desc, unit = 's', disable = not enabled, dynamic_ncols = True,
-                bar_format = '{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s {postfix}')
+    return tqdm(total = round(total, 1), desc = desc, unit = 's', disable = not enabled,
+                bar_format = '{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s{postfix}')
+
+
+def _count_bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total = total, desc = desc, disable = not enabled)
 
 
 def _train_until(trainer, deadline: float, desc: str, show_keys: tuple, progress: bool) -> int:
@@ -163,10 +169,6 @@ def _copy_clips(folder: Path, names) -> Path:
     return folder
 
 
-def _accelerate_kwargs(cpu: bool) -> dict:
-    return dict(cpu = True) if cpu else {}
-
-
 def run_demo(out_dir: str | Path = 'demo_out', minutes: float = 5., *, seed: int = 0, cpu: bool = False,
              progress: bool = True, config: dict | None = None, log: Callable[[str], None] = print) -> DemoResult:
     """Train every stage on the shipped clips within ``minutes`` of wall-clock time, then generate.
@@ -184,150 +186,164 @@ def run_demo(out_dir: str | Path = 'demo_out', minutes: float = 5., *, seed: int
     start = _now()
     if minutes <= 0:
         raise ValueError(f'--minutes must be positive, got {minutes}')
-
     import random
 
     import numpy as np
     import torch
 
-    from audiolm_pytorch.audio import load_audio, save_audio
-    from audiolm_pytorch.audiolm import AudioLM
-    from audiolm_pytorch.codecs.soundstream import SoundStream
-    from audiolm_pytorch.lm.coarse import CoarseTransformer
-    from audiolm_pytorch.lm.fine import FineTransformer
-    from audiolm_pytorch.lm.semantic import SemanticTransformer
-    from audiolm_pytorch.semantic.spectral import SpectralKmeansTokenizer
-    from audiolm_pytorch.trainers.soundstream import SoundStreamTrainer
-    from audiolm_pytorch.trainers.transformers import (CoarseTransformerTrainer, FineTransformerTrainer,
-                                                        SemanticTransformerTrainer)
-
     cfg = _merge(copy.deepcopy(DEFAULT_CONFIG), config or {})
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents = True, exist_ok = True)
-    ckpt_dir = out_dir / 'checkpoints'
     budget = minutes * 60.
     clock = _Clock(budget, start)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     device = torch.device('cuda' if torch.cuda.is_available() and not cpu else 'cpu')
-    accelerate_kwargs = _accelerate_kwargs(cpu)
     log(f'audiolm demo: {minutes:g} minute budget on {_device_name(device)}; writing to {out_dir}')
 
-    data_dir = _copy_clips(out_dir / 'data' / 'train', TRAIN_CLIPS)
-    train_root = out_dir / 'train'
-    stages: list[StageResult] = []
-
-    # ---------------------------------------------------------------- 1. SoundStream
-    stage_start = _now()
-    soundstream = SoundStream(**cfg['soundstream']['model'])
-    trainer = _without_periodic_results(SoundStreamTrainer)(soundstream, folder = data_dir, results_folder = train_root / 'soundstream',
-                                 accelerate_kwargs = accelerate_kwargs, **_TRAINER_FIXED, **cfg['soundstream']['trainer'])
-    steps = _train_until(trainer, clock.deadline(BUDGET_SHARES['soundstream']), '1/5 soundstream',
-                         ('gen_multi_spectral', 'gen_recon'), progress)
-    soundstream = trainer.soundstream.eval()
-    soundstream.save(ckpt_dir / 'soundstream.pt')
-    stages.append(StageResult('soundstream', _now() - stage_start, steps,
-                              _curves(trainer, ('gen_multi_spectral', 'gen_recon', 'discriminator'))))
-    del trainer
-
-    # ---------------------------------------------------------------- 2. semantic tokenizer
-    stage_start = _now()
+    run = _Run(cfg = cfg, out_dir = out_dir, data_dir = _copy_clips(out_dir / 'data' / 'train', TRAIN_CLIPS),
+               device = device, accelerate_kwargs = dict(cpu = True) if cpu else {}, progress = progress)
+    stages = []
+    codec, stage = _train_codec(run, clock.deadline(BUDGET_SHARES['soundstream']))
+    stages.append(stage)
     clock.deadline(BUDGET_SHARES['tokenizer'])
-    tokenizer = SpectralKmeansTokenizer(**cfg['tokenizer']).to(device)
-    with _bar(1, '2/5 tokenizer (k-means)', progress) as bar:
-        inertia, frames = tokenizer.fit(sorted(data_dir.iterdir()), seed = seed, epochs = 20.)
-        bar.update(1)
-    tokenizer.save(ckpt_dir / 'semantic_tokenizer.pt')
-    stages.append(StageResult('tokenizer', _now() - stage_start, 1, {'kmeans_inertia': [(0, float(inertia))]},
-                              notes = f'{frames} log-mel frames, {tokenizer.codebook_size} clusters'))
-
-    # ---------------------------------------------------------------- 3-5. transformers
-    num_semantic = tokenizer.codebook_size
+    tokenizer, stage = _fit_tokenizer(run, seed)
+    stages.append(stage)
     transformers = {}
-    specs = [
-        ('semantic', '3/5 semantic', SemanticTransformer, dict(num_semantic_tokens = num_semantic),
-         lambda model: _without_periodic_results(SemanticTransformerTrainer)(model, tokenizer, **common('semantic'))),
-        ('coarse', '4/5 coarse', CoarseTransformer,
-         dict(num_semantic_tokens = num_semantic, codebook_size = soundstream.codebook_size),
-         lambda model: _without_periodic_results(CoarseTransformerTrainer)(model, soundstream, tokenizer,
-                                                                           **common('coarse'))),
-        ('fine', '5/5 fine', FineTransformer, dict(codebook_size = soundstream.codebook_size),
-         lambda model: _without_periodic_results(FineTransformerTrainer)(model, soundstream, **common('fine'))),
-    ]
+    for name in ('semantic', 'coarse', 'fine'):
+        transformers[name], stage = _train_transformer(run, name, codec, tokenizer, clock.deadline(BUDGET_SHARES[name]))
+        stages.append(stage)
+    waves, stage = _generate(run, codec, tokenizer, transformers, clock.deadline(BUDGET_SHARES['generate']), stages)
+    stages.append(stage)
 
-    def common(name):
-        return dict(folder = data_dir, results_folder = train_root / name, accelerate_kwargs = accelerate_kwargs,
-                    **_TRAINER_FIXED, **cfg[name]['trainer'])
-
-    for name, desc, model_cls, derived, make_trainer in specs:
-        stage_start = _now()
-        model = model_cls(**derived, **cfg[name]['model'])
-        trainer = make_trainer(model)
-        steps = _train_until(trainer, clock.deadline(BUDGET_SHARES[name]), desc, ('loss',), progress)
-        model.eval().save(ckpt_dir / f'{name}.pt')
-        transformers[name] = model
-        stages.append(StageResult(name, _now() - stage_start, steps, _curves(trainer, ('loss',))))
-        del trainer
-
-    soundstream.eval()
-    tokenizer.eval()
-
-    # ---------------------------------------------------------------- generation
-    stage_start = _now()
-    generate_deadline = clock.deadline(BUDGET_SHARES['generate'])
-    audiolm = AudioLM(wav2vec = tokenizer, codec = soundstream, semantic_transformer = transformers['semantic'],
-                      coarse_transformer = transformers['coarse'], fine_transformer = transformers['fine']).to(device)
-    audiolm.eval()
-    sample_hz = soundstream.target_sample_hz
-    hop = soundstream.downsample_factor
-
-    prompt = load_audio(ASSETS / PROMPT_CLIP, target_sample_hz = sample_hz).wave[:, :int(PROMPT_SECONDS * sample_hz)]
-    prompt = prompt[:, :prompt.shape[-1] // hop * hop]
-    save_audio(out_dir / 'prompt.wav', prompt, sample_hz)
-    with torch.no_grad():
-        codes = soundstream.tokenize(prompt.to(device))
-        save_audio(out_dir / 'prompt_reconstruction.wav', soundstream.decode_from_codebook_indices(codes)[0].cpu(),
-                   sample_hz)
-
-    seconds, per_token = _affordable_seconds(audiolm, tokenizer, soundstream, transformers,
-                                             generate_deadline - _now())
-    gen_kwargs = cfg['generate']
-    prompt_frames = prompt.shape[-1] // hop
-    new_frames = max(1, round(seconds * sample_hz / hop))
-    with torch.no_grad():
-        prime_ids = tokenizer(prompt.to(device), flatten = True)
-        prime_len = int(torch.unique_consecutive(prime_ids[0]).numel())
-        semantic_new = max(1, round(seconds * sample_hz / tokenizer.downsample_factor))
-        with _bar(2, 'generating', progress) as bar:
-            continuation = audiolm(prime_wave = prompt.to(device), prime_wave_input_sample_hz = sample_hz,
-                                   max_length = prime_len + semantic_new,
-                                   max_coarse_time_steps = prompt_frames + new_frames, **gen_kwargs)
-            bar.update(1)
-            unconditional = audiolm(batch_size = 1, max_length = semantic_new, max_coarse_time_steps = new_frames,
-                                    **gen_kwargs)
-            bar.update(1)
-    continuation, unconditional = _first_wave(continuation), _first_wave(unconditional)
-    save_audio(out_dir / 'continuation.wav', continuation, sample_hz)
-    save_audio(out_dir / 'unconditional.wav', unconditional, sample_hz)
-    stages.append(StageResult('generate', _now() - stage_start, 2, {}, notes = (
-        f'asked for {seconds:.2f} s of new audio per sample ({per_token * 1e3:.1f} ms per token measured); got '
-        f'{continuation.numel() / sample_hz:.2f} s continuation (prompt {prompt.shape[-1] / sample_hz:.2f} s included) '
-        f'and {unconditional.numel() / sample_hz:.2f} s unconditional')))
-
-    # ---------------------------------------------------------------- outputs
     _write_generate_config(out_dir)
-    waves = [('prompt', prompt[0]), ('continuation (prompt + generated)', continuation),
-             ('unconditional', unconditional)]
-    _plot(out_dir / 'demo.png', waves, sample_hz, stages, prompt_seconds = prompt.shape[-1] / sample_hz)
-    total = _now() - start
-    result = DemoResult(out_dir, stages, total, budget, _device_name(device),
+    _plot(out_dir / 'demo.png', waves, codec.target_sample_hz, stages, prompt_seconds = PROMPT_SECONDS)
+    result = DemoResult(out_dir, stages, _now() - start, budget, _device_name(device),
                         [str(out_dir / name) for name in OUTPUT_FILES])
     _write_report(out_dir / 'report.md', result, cfg)
-    for scratch in (out_dir / 'data', train_root):
+    for scratch in (out_dir / 'data', out_dir / 'train'):
         shutil.rmtree(scratch, ignore_errors = True)
-    log(f'done in {total:.1f} s (budget {budget:.0f} s): see {out_dir / "report.md"} and {out_dir / "demo.png"}')
+    log(f'done in {result.total_seconds:.1f} s (budget {budget:.0f} s): see {out_dir / "report.md"} and '
+        f'{out_dir / "demo.png"}')
     return result
+
+
+@dataclass
+class _Run:
+    """What every stage of one demo run shares."""
+    cfg: dict
+    out_dir: Path
+    data_dir: Path
+    device: object
+    accelerate_kwargs: dict
+    progress: bool
+
+    def trainer_kwargs(self, name: str) -> dict:
+        return dict(folder = self.data_dir, results_folder = self.out_dir / 'train' / name,
+                    accelerate_kwargs = self.accelerate_kwargs, **_TRAINER_FIXED, **self.cfg[name]['trainer'])
+
+    def checkpoint(self, name: str) -> Path:
+        return self.out_dir / 'checkpoints' / f'{name}.pt'
+
+
+def _train_codec(run: _Run, deadline: float):
+    """1. SoundStream on the training clips until ``deadline``."""
+    from audiolm_pytorch.codecs.soundstream import SoundStream
+    from audiolm_pytorch.trainers.soundstream import SoundStreamTrainer
+    start = _now()
+    trainer = _without_periodic_results(SoundStreamTrainer)(SoundStream(**run.cfg['soundstream']['model']),
+                                                            **run.trainer_kwargs('soundstream'))
+    steps = _train_until(trainer, deadline, '1/5 soundstream', ('gen_multi_spectral', 'gen_recon'), run.progress)
+    codec = trainer.soundstream.eval()
+    codec.save(run.checkpoint('soundstream'))
+    curves = _curves(trainer, ('gen_multi_spectral', 'gen_recon', 'discriminator'))
+    return codec, StageResult('soundstream', _now() - start, steps, curves)
+
+
+def _fit_tokenizer(run: _Run, seed: int):
+    """2. The spectral k-means semantic tokenizer (seconds; bounded by its epochs, not the clock)."""
+    from audiolm_pytorch.semantic.spectral import SpectralKmeansTokenizer
+    start = _now()
+    tokenizer = SpectralKmeansTokenizer(**run.cfg['tokenizer']).to(run.device)
+    with _count_bar(1, '2/5 tokenizer (k-means)', run.progress) as bar:
+        inertia, frames = tokenizer.fit(sorted(run.data_dir.iterdir()), seed = seed, epochs = 20.)
+        bar.update(1)
+    tokenizer.eval().save(run.checkpoint('semantic_tokenizer'))
+    return tokenizer, StageResult('tokenizer', _now() - start, 1, {'kmeans_inertia': [(0, float(inertia))]},
+                                  notes = f'{frames} log-mel frames, {tokenizer.codebook_size} clusters')
+
+
+def _train_transformer(run: _Run, name: str, codec, tokenizer, deadline: float):
+    """3-5. One of the semantic / coarse / fine transformers until ``deadline``."""
+    from audiolm_pytorch.lm.coarse import CoarseTransformer
+    from audiolm_pytorch.lm.fine import FineTransformer
+    from audiolm_pytorch.lm.semantic import SemanticTransformer
+    from audiolm_pytorch.trainers import transformers as trainers
+    start = _now()
+    if name == 'semantic':
+        model = SemanticTransformer(num_semantic_tokens = tokenizer.codebook_size, **run.cfg[name]['model'])
+        trainer_cls, tokenizers = trainers.SemanticTransformerTrainer, (tokenizer,)
+    elif name == 'coarse':
+        model = CoarseTransformer(num_semantic_tokens = tokenizer.codebook_size, codebook_size = codec.codebook_size,
+                                  **run.cfg[name]['model'])
+        trainer_cls, tokenizers = trainers.CoarseTransformerTrainer, (codec, tokenizer)
+    else:
+        model = FineTransformer(codebook_size = codec.codebook_size, **run.cfg[name]['model'])
+        trainer_cls, tokenizers = trainers.FineTransformerTrainer, (codec,)
+    trainer = _without_periodic_results(trainer_cls)(model, *tokenizers, **run.trainer_kwargs(name))
+    index = ('semantic', 'coarse', 'fine').index(name) + 3
+    steps = _train_until(trainer, deadline, f'{index}/5 {name}', ('loss',), run.progress)
+    model.eval().save(run.checkpoint(name))
+    return model, StageResult(name, _now() - start, steps, _curves(trainer, ('loss',)))
+
+
+def _generate(run: _Run, codec, tokenizer, transformers: dict, deadline: float, stages: list):
+    """AudioLM: a continuation of the held-out prompt and an unconditional sample, sized to fit ``deadline``.
+    Also writes the prompt and its codec reconstruction (noting the reconstruction error on the codec stage)."""
+    import torch
+    from audiolm_pytorch.audio import load_audio, save_audio
+    from audiolm_pytorch.audiolm import AudioLM
+    start, out_dir, device = _now(), run.out_dir, run.device
+    audiolm = AudioLM(wav2vec = tokenizer, codec = codec, semantic_transformer = transformers['semantic'],
+                      coarse_transformer = transformers['coarse'], fine_transformer = transformers['fine'])
+    audiolm = audiolm.to(device).eval()
+    sample_hz, hop = codec.target_sample_hz, codec.downsample_factor
+
+    prompt = load_audio(ASSETS / PROMPT_CLIP, target_sample_hz = sample_hz).wave[:, :int(PROMPT_SECONDS * sample_hz)]
+    prompt = prompt[:, :prompt.shape[-1] // hop * hop]                                  # (1, n), whole frames
+    save_audio(out_dir / 'prompt.wav', prompt, sample_hz)
+    with torch.no_grad():
+        reconstruction = codec.decode_from_codebook_indices(codec.tokenize(prompt.to(device))).reshape(-1).float().cpu()
+    save_audio(out_dir / 'prompt_reconstruction.wav', reconstruction, sample_hz)
+    error = float(abs(_spectrogram(reconstruction, sample_hz) - _spectrogram(prompt[0], sample_hz)).mean())
+    stages[0].notes = f'held-out prompt reconstruction: log-mel L1 {error:.3f} (0 = perfect)'
+
+    seconds, per_token = _affordable_seconds(audiolm, tokenizer, codec, transformers, deadline - _now())
+    prompt_frames, new_frames = prompt.shape[-1] // hop, max(1, round(seconds * sample_hz / hop))
+    semantic_new = max(1, round(seconds * sample_hz / tokenizer.downsample_factor))
+    retries = []
+    with torch.no_grad(), _count_bar(2, 'generating', run.progress) as bar:
+        # max_length counts semantic ids with the prime's (collapsed by unique_consecutive, as the model sees them)
+        prime_len = int(torch.unique_consecutive(tokenizer(prompt.to(device))[0]).numel())
+        continuation = _sample(lambda: audiolm(
+            prime_wave = prompt.to(device), prime_wave_input_sample_hz = sample_hz,
+            max_length = prime_len + semantic_new, max_coarse_time_steps = prompt_frames + new_frames,
+            **run.cfg['generate']), target_samples = (prompt_frames + new_frames) * hop,
+            min_samples = prompt.shape[-1] + hop, retries = retries, deadline = deadline)
+        bar.update(1)
+        unconditional = _sample(lambda: audiolm(
+            batch_size = 1, max_length = semantic_new, max_coarse_time_steps = new_frames, **run.cfg['generate']),
+            target_samples = new_frames * hop, min_samples = hop, retries = retries, deadline = deadline)
+        bar.update(1)
+    save_audio(out_dir / 'continuation.wav', continuation, sample_hz)
+    save_audio(out_dir / 'unconditional.wav', unconditional, sample_hz)
+    notes = (f'asked for {seconds:.2f} s of new audio per sample ({per_token * 1e3:.1f} ms per token measured); '
+             f'got {continuation.numel() / sample_hz:.2f} s continuation (prompt {prompt.shape[-1] / sample_hz:.2f} s '
+             f'included) and {unconditional.numel() / sample_hz:.2f} s unconditional')
+    if retries:
+        notes += f'; {len(retries)} more draw(s), longest kept ({"; ".join(retries)})'
+    waves = [('prompt', prompt[0]), ('continuation (prompt + generated)', continuation), ('unconditional', unconditional)]
+    return waves, StageResult('generate', _now() - start, 2 + len(retries), {}, notes = notes)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -358,6 +374,29 @@ def _device_name(device) -> str:
     if device.type == 'cuda':
         return f'cuda ({torch.cuda.get_device_name(device)})'
     return f'cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})'
+
+
+def _sample(generate: Callable, *, target_samples: int, min_samples: int, retries: list, deadline: float,
+            attempts: int = 4):
+    """Run ``generate`` until it returns ``target_samples`` samples, keeping the longest draw. A tiny model often
+    samples end-of-sequence early (it was trained on short crops, each ending in EOS); some draws that end before
+    any new frame also fail inside the library. Stops retrying at ``deadline`` once a draw of at least
+    ``min_samples`` exists, and after ``attempts`` draws."""
+    best = None
+    for attempt in range(attempts):
+        try:
+            wave = _first_wave(generate())
+        except Exception as error:   # e.g. EOS sampled first: nothing to decode
+            if attempt == attempts - 1 and best is None:
+                raise
+            retries.append(f'{type(error).__name__}: {" ".join(str(error).split())[:100]}')
+            continue
+        if best is None or wave.numel() > best.numel():
+            best = wave
+        if best.numel() >= target_samples or (best.numel() >= min_samples and _now() >= deadline):
+            break
+        retries.append(f'ended early ({wave.numel()} samples)')
+    return best
 
 
 def _first_wave(output):

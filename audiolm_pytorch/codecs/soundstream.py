@@ -31,9 +31,13 @@ from audiolm_pytorch.codecs.discriminators import MultiPeriodDiscriminator, Mult
 from audiolm_pytorch.codecs.losses import (MultiResolutionMelLoss, feature_matching_loss, gradient_penalty,
                                            hinge_discr_loss, hinge_gen_loss, waveform_loss)
 from audiolm_pytorch.nn.causal_conv import (CausalConv1d, CausalConvTranspose1d, CausalSqueezeExcite, Residual,
-                                            StreamingSequential)
+                                            StreamingSequential, from_time_major, to_time_major)
 from audiolm_pytorch.nn.local_attention import LocalTransformer
 from audiolm_pytorch.utils import exists
+
+
+import os
+_TM = os.environ.get('SS_TM', '1') == '1'
 
 
 class LossBreakdown(NamedTuple):
@@ -361,7 +365,11 @@ class SoundStream(Checkpointable, nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """``(b, c, n)`` -> continuous latents ``(b, n // downsample_factor, codebook_dim)``."""
-        latents = rearrange(self.encoder(x), 'b d n -> b n d')
+        # time-major layout: oneDNN runs the narrow early convs ~2x faster (see nn/causal_conv.py)
+        if _TM:
+            latents = rearrange(self.encoder(to_time_major(x)), 'b d 1 n -> b n d')
+        else:
+            latents = rearrange(self.encoder(x), 'b d n -> b n d')
         return self.encoder_attn(latents) if exists(self.encoder_attn) else latents
 
     def quantize(self, latents: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -382,7 +390,10 @@ class SoundStream(Checkpointable, nn.Module):
             latents = self.quantize(latents)[0]
         if exists(self.decoder_attn):
             latents = self.decoder_attn(latents)
-        return self.decoder(rearrange(latents, 'b n d -> b d n'))
+        if not _TM:
+            return self.decoder(rearrange(latents, 'b n d -> b d n'))
+        h = rearrange(latents, 'b n d -> b d 1 n').contiguous(memory_format = torch.channels_last)
+        return from_time_major(self.decoder(h))
 
     def codes_to_latents(self, codes: Tensor) -> Tensor:
         """``(b, n, g * k)`` codes with ``k <= rq_num_quantizers`` levels per group (-1 = dropped) -> ``(b, n, d)``."""

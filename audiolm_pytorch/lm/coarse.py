@@ -123,22 +123,28 @@ class CoarseTransformer(Checkpointable, GuidanceMixin, nn.Module):
         batch = semantic_token_ids.shape[0]
         coarse = coarse_token_ids if coarse_token_ids.ndim == 2 else rearrange(coarse_token_ids, 'b n q -> b (n q)')
         m = coarse.shape[1]
-        slots = torch.arange(m, device = coarse.device) % self.num_slots
-        coarse_tokens = self.coarse_embedding(coarse.clamp(min = 0) + self.slot_offsets[slots])
-        coarse_tokens = torch.cat((self.coarse_start.expand(batch, 1, -1), coarse_tokens), dim = 1)
-        coarse_keep = self_attn_mask.bool() if exists(self_attn_mask) else torch.ones(
-            batch, m + 1, dtype = torch.bool, device = coarse.device)
+        coarse_keep = self_attn_mask.bool() if exists(self_attn_mask) else None
 
         sem_keep = F.pad(semantic_token_ids >= 0, (1, 0), value = True)
         prefix_len = sem_keep.shape[1]
         semantic_logits = None
 
         if exists(kv_cache):
-            start = kv_cache.length - prefix_len
-            hidden, cache = self.decoder(coarse_tokens[:, start:], key_mask = coarse_keep[:, start:],
+            start = kv_cache.length - prefix_len          # coarse-part position; position p > 0 holds flat p - 1
+            new = coarse[:, max(start - 1, 0):]
+            slots = torch.arange(max(start - 1, 0), m, device = coarse.device) % self.num_slots
+            coarse_tokens = self.coarse_embedding(new.clamp(min = 0) + self.slot_offsets[slots])
+            if start == 0:
+                coarse_tokens = torch.cat((self.coarse_start.expand(batch, 1, -1), coarse_tokens), dim = 1)
+            hidden, cache = self.decoder(coarse_tokens, key_mask = coarse_keep[:, start:] if exists(coarse_keep) else None,
                                          cache = kv_cache, return_cache = return_kv_cache)
             first = start
         else:
+            slots = torch.arange(m, device = coarse.device) % self.num_slots
+            coarse_tokens = self.coarse_embedding(coarse.clamp(min = 0) + self.slot_offsets[slots])
+            coarse_tokens = torch.cat((self.coarse_start.expand(batch, 1, -1), coarse_tokens), dim = 1)
+            coarse_keep = coarse_keep if exists(coarse_keep) else torch.ones(
+                batch, m + 1, dtype = torch.bool, device = coarse.device)
             sem_tokens = self.semantic_embedding(semantic_token_ids.clamp(min = 0))
             sem_tokens = torch.cat((self.semantic_start.expand(batch, 1, -1), sem_tokens), dim = 1)
             sem_tokens, sem_keep, where = aligned_prefix(sem_tokens, sem_keep)

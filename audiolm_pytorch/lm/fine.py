@@ -66,8 +66,9 @@ class FineTransformer(Checkpointable, GuidanceMixin, nn.Module):
     def embed_text(self, texts: Sequence[str]) -> Tensor:
         return self.decoder.embed_text(texts)[0]
 
-    def _embed(self, ids: Tensor, offsets: Tensor) -> Tensor:
-        slots = torch.arange(ids.shape[1], device = ids.device) % offsets.shape[0]
+    def _embed(self, ids: Tensor, offsets: Tensor, start: int = 0) -> Tensor:
+        """Embed flat ids whose first entry is flat position ``start`` (slots cycle with the position)."""
+        slots = torch.arange(start, start + ids.shape[1], device = ids.device) % offsets.shape[0]
         return self.embedding(ids.clamp(min = 0) + offsets[slots])
 
     def forward(self, *, coarse_token_ids: Tensor, fine_token_ids: Tensor, text=None,
@@ -87,19 +88,20 @@ class FineTransformer(Checkpointable, GuidanceMixin, nn.Module):
         coarse = rearrange(coarse_token_ids, 'b n q -> b (n q)')
         fine = fine_token_ids if fine_token_ids.ndim == 2 else rearrange(fine_token_ids, 'b n q -> b (n q)')
         m = fine.shape[1]
-        fine_tokens = self._embed(fine, self.fine_offsets)
-        fine_keep = self_attn_mask.bool() if exists(self_attn_mask) else torch.ones(
-            batch, m, dtype = torch.bool, device = fine.device)
+        fine_keep = self_attn_mask.bool() if exists(self_attn_mask) else None
         prefix_len = coarse.shape[1] + 1
         coarse_logits = None
 
         if exists(kv_cache):
             start = kv_cache.length - prefix_len
             # the last prefix position (the last coarse token) predicted fine token 0: it is cached already
-            hidden, cache = self.decoder(fine_tokens[:, start:], key_mask = fine_keep[:, start:],
+            hidden, cache = self.decoder(self._embed(fine[:, start:], self.fine_offsets, start),
+                                         key_mask = fine_keep[:, start:] if exists(fine_keep) else None,
                                          cache = kv_cache, return_cache = return_kv_cache)
             first = start + 1
         else:
+            fine_tokens = self._embed(fine, self.fine_offsets)
+            fine_keep = fine_keep if exists(fine_keep) else torch.ones(batch, m, dtype = torch.bool, device = fine.device)
             prefix = torch.cat((self.start_token.expand(batch, 1, -1), self._embed(coarse, self.coarse_offsets)), dim = 1)
             prefix_keep = F.pad(coarse >= 0, (1, 0), value = True)
             prefix, prefix_keep, where = aligned_prefix(prefix, prefix_keep)

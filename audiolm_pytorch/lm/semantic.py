@@ -65,15 +65,18 @@ class SemanticTransformer(Checkpointable, GuidanceMixin, nn.Module):
         ``kv_cache`` only the positions not yet cached. With ``return_kv_cache``: ``(logits, cache)``.
         """
         batch = ids.shape[0]
-        tokens = self.semantic_embedding(ids.clamp(min = 0))
-        tokens = torch.cat((self.start_token.expand(batch, 1, -1), tokens), dim = 1)
+        cached = kv_cache.length if exists(kv_cache) else 0
+        if cached == 0:
+            tokens = self.semantic_embedding(ids.clamp(min = 0))
+            tokens = torch.cat((self.start_token.expand(batch, 1, -1), tokens), dim = 1)
+        else:   # embed only the positions not cached yet (position p holds ids[:, p - 1])
+            tokens = self.semantic_embedding(ids[:, cached - 1:].clamp(min = 0))
         key_mask = None
         if exists(self_attn_mask):
             key_mask = F.pad(self_attn_mask.bool(), (1, 0), value = True)
 
-        cached = kv_cache.length if exists(kv_cache) else 0
         hidden, cache = self.decoder(
-            tokens[:, cached:], text = text, text_embeds = text_embeds, text_mask = text_mask,
+            tokens, text = text, text_embeds = text_embeds, text_mask = text_mask,
             cond_drop_prob = cond_drop_prob, drop_cond = drop_cond,
             key_mask = key_mask[:, cached:] if exists(key_mask) else None,
             cache = kv_cache, return_cache = return_kv_cache)

@@ -178,7 +178,9 @@ class ConditionedDecoder(nn.Module):
                 key_mask = torch.cat((context_mask, new), dim = 1)
                 context = context_mask = None
 
-        attn_mask = self_attention_mask(key_mask, x.shape[1])
+        # a 2-D key mask keeps causal attention on the is_causal kernel path (see nn.attention); None when
+        # nothing is hidden
+        attn_mask = key_mask if exists(key_mask) and not bool(key_mask.all()) else None
         out = self.transformer(
             x, mask = attn_mask, context = context, context_mask = context_mask,
             cache = cache.layers if exists(cache) else None, return_cache = return_cache)

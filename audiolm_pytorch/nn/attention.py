@@ -1,5 +1,12 @@
 """Multi-head attention on ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels where the
 device has them, Hopper included), with rotary positions, cross-attention and a key/value cache.
+
+Speed notes:
+- causal self-attention with only a key keep-mask ``(b, n_k)`` (padding, forgetful causal masking) still runs
+  with ``is_causal=True`` (kernels skip the future blocks): the mask enters as one extra query/key feature whose
+  product is ``-1e4`` for hidden keys and ``0`` otherwise, so no ``(n_q, n_k)`` mask is materialised.
+- the key/value cache grows inside a preallocated buffer (amortised O(1) per decoded token instead of a copy of
+  the whole cache per step); a stale cache that is extended again falls back to a copy, so caches stay values.
 """
 
 from __future__ import annotations
@@ -8,20 +15,54 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.nn.positions import apply_rotary
 from audiolm_pytorch.utils import default, exists
 
+MASK_BIAS = -1e4     # added to the attention logit of a hidden key (exp underflows to exactly 0; fp16-safe)
+
+
+class KVBuffer:
+    """Preallocated storage behind growing ``KVCache`` views: ``(b, h, capacity, d)`` keys and values, and how
+    many positions are written. Internal to ``Attention``."""
+
+    __slots__ = ('keys', 'values', 'filled')
+
+    def __init__(self, keys: Tensor, values: Tensor, capacity: int):
+        b, h, n, d = keys.shape
+        self.keys = keys.new_empty(b, h, capacity, d)
+        self.values = values.new_empty(b, h, capacity, values.shape[-1])
+        self.keys[:, :, :n] = keys
+        self.values[:, :, :n] = values
+        self.filled = n
+
 
 class KVCache(NamedTuple):
     keys: Tensor     # (b, h, n_past, d)
     values: Tensor   # (b, h, n_past, d)
+    buffer: KVBuffer | None = None   # preallocated storage the views live in (None: plain tensors)
 
     @property
     def length(self) -> int:
         return self.keys.shape[-2]
+
+    def extend(self, keys: Tensor, values: Tensor) -> 'KVCache':
+        """Append ``(b, h, t, d)`` keys/values -> a new cache (in place in the buffer when this cache is its
+        newest view and nothing needs gradients; otherwise a copy into a larger buffer)."""
+        n, t = self.length, keys.shape[-2]
+        needs_grad = torch.is_grad_enabled() and (keys.requires_grad or values.requires_grad or self.keys.requires_grad)
+        if needs_grad:
+            return KVCache(torch.cat((self.keys, keys), dim = -2), torch.cat((self.values, values), dim = -2))
+        buf = self.buffer
+        fits = (exists(buf) and buf.filled == n and n + t <= buf.keys.shape[-2] and buf.keys.dtype == keys.dtype
+                and buf.keys.shape[0] == keys.shape[0])
+        if not fits:
+            buf = KVBuffer(self.keys, self.values, capacity = max(2 * (n + t), n + t + 64))
+        buf.keys[:, :, n:n + t] = keys
+        buf.values[:, :, n:n + t] = values
+        buf.filled = n + t
+        return KVCache(buf.keys[:, :, :n + t], buf.values[:, :, :n + t], buf)
 
 
 def causal_mask(query_len: int, key_len: int, device) -> Tensor:
@@ -30,6 +71,27 @@ def causal_mask(query_len: int, key_len: int, device) -> Tensor:
     q = torch.arange(query_len, device = device)[:, None]
     k = torch.arange(key_len, device = device)[None, :]
     return k <= (q + offset)
+
+
+def causal_attention_with_key_mask(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, dropout_p: float = 0.) -> Tensor:
+    """Causal SDPA (``is_causal=True`` fast path) that also hides keys where ``key_mask (b, n)`` is False.
+
+    The mask rides in 8 extra features (one carries it, the rest keep the head width a multiple of 8): query
+    feature ``sqrt(d)`` times key feature ``MASK_BIAS`` (hidden) or ``0`` gives, after SDPA's ``1/sqrt(d)``
+    scale, a logit bias of exactly ``MASK_BIAS`` or ``0``. A query whose visible keys are all hidden gets an
+    average over its (hidden) past instead of NaN.
+    """
+    b, h, n, d = q.shape
+    extra = 8
+    q_extra = q.new_zeros(b, h, n, extra)
+    q_extra[..., 0] = d ** 0.5
+    k_extra = k.new_zeros(b, h, n, extra)
+    k_extra[..., 0] = (~key_mask).to(k.dtype)[:, None, :] * MASK_BIAS
+    q = torch.cat((q, q_extra), dim = -1)
+    k = torch.cat((k, k_extra), dim = -1)
+    v = F.pad(v, (0, extra))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal = True, dropout_p = dropout_p, scale = d ** -0.5)
+    return out[..., :d]
 
 
 class Attention(nn.Module):
@@ -54,6 +116,7 @@ class Attention(nn.Module):
         self.heads, self.dim_head, self.causal, self.dropout = heads, dim_head, causal, dropout
         inner = heads * dim_head
         self.is_cross = exists(dim_context)
+        self.qk_norm = qk_norm
         self.to_q = nn.Linear(dim, inner, bias = False)
         self.to_kv = nn.Linear(default(dim_context, dim), inner * 2, bias = False)
         self.q_norm = nn.LayerNorm(dim_head) if qk_norm else nn.Identity()
@@ -66,39 +129,55 @@ class Attention(nn.Module):
         if self.is_cross and not exists(context):
             raise ValueError('cross-attention layer needs a context')
         kv_input = default(context, x)
+        batch, query_len, h, d = x.shape[0], x.shape[1], self.heads, self.dim_head
 
-        q = rearrange(self.to_q(x), 'b n (h d) -> b h n d', h = self.heads)
-        k, v = rearrange(self.to_kv(kv_input), 'b n (kv h d) -> kv b h n d', kv = 2, h = self.heads)
-        q, k = self.q_norm(q), self.k_norm(k)
+        q = self.to_q(x).view(batch, query_len, h, d).transpose(1, 2)                       # (b, h, n, d)
+        kv = self.to_kv(kv_input)
+        kv = kv.view(kv.shape[0], kv.shape[1], 2, h, d).permute(2, 0, 3, 1, 4)             # (2, b, h, n, d)
+        k, v = kv[0], kv[1]
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
 
         if exists(rotary) and not self.is_cross:
             cos, sin = rotary
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
+        new_cache = None
         if exists(cache) and not self.is_cross:
-            k = torch.cat((cache.keys, k), dim = -2)
-            v = torch.cat((cache.values, v), dim = -2)
-        new_cache = KVCache(k, v) if return_cache else None
+            new_cache = cache.extend(k, v) if isinstance(cache, KVCache) else KVCache(*cache).extend(k, v)
+            k, v = new_cache.keys, new_cache.values
+        elif return_cache:
+            new_cache = KVCache(k, v)
 
-        query_len, key_len = q.shape[-2], k.shape[-2]
+        key_len = k.shape[-2]
+        dropout_p = self.dropout if self.training else 0.
         attn_mask = None
         if exists(mask):
-            expected = (x.shape[0], key_len) if mask.ndim == 2 else (x.shape[0], query_len, key_len)
-            if mask.ndim not in (2, 3) or tuple(mask.shape[1:]) != expected[1:] or mask.shape[0] not in (1, x.shape[0]):
+            expected = (batch, key_len) if mask.ndim == 2 else (batch, query_len, key_len)
+            if mask.ndim not in (2, 3) or tuple(mask.shape[1:]) != expected[1:] or mask.shape[0] not in (1, batch):
                 raise ValueError(f'attention mask must be (b, n_k) key padding or (b, n_q, n_k); expected '
                                  f'{expected}, got {tuple(mask.shape)}')
+            if mask.ndim == 2 and self.causal and not self.is_cross and query_len == key_len and query_len > 1:
+                out = causal_attention_with_key_mask(q, k, v, mask.expand(batch, -1), dropout_p)
+                out = self.to_out(out.transpose(1, 2).reshape(batch, query_len, h * d))
+                return (out, new_cache) if return_cache else out
             attn_mask = mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]   # (b, 1, n_q | 1, n_k)
 
         use_is_causal = False
         if self.causal and not self.is_cross:
             if not exists(attn_mask) and query_len == key_len:
                 use_is_causal = True          # fastest kernel path
-            elif query_len > 1:
+            elif query_len > 1 or exists(attn_mask):
                 causal = causal_mask(query_len, key_len, q.device)
-                attn_mask = causal if not exists(attn_mask) else (attn_mask & causal)
+                if not exists(attn_mask):
+                    attn_mask = causal
+                else:
+                    # every query also sees itself, so a hidden (padding) query never faces an empty key set
+                    own = torch.arange(key_len - query_len, key_len, device = q.device)[:, None] == \
+                        torch.arange(key_len, device = q.device)[None, :]
+                    attn_mask = (attn_mask & causal) | own
 
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask = attn_mask, is_causal = use_is_causal,
-            dropout_p = self.dropout if self.training else 0.)
-        out = self.to_out(rearrange(out, 'b h n d -> b n (h d)'))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask = attn_mask, is_causal = use_is_causal,
+                                             dropout_p = dropout_p)
+        out = self.to_out(out.transpose(1, 2).reshape(batch, query_len, h * d))
         return (out, new_cache) if return_cache else out

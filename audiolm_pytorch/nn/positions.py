@@ -11,7 +11,9 @@ from torch import Tensor, nn
 
 
 class RotaryEmbedding(nn.Module):
-    """``forward(positions (n,) or seq_len) -> (cos, sin)`` each ``(n, dim_head)``; apply with ``apply_rotary``."""
+    """``forward(positions (n,) or seq_len, offset=0) -> (cos, sin)`` each ``(n, rotary_dim)``; apply with
+    ``apply_rotary``. Integer lengths are served from a cached table (grown on demand), so decoding one token
+    at a time does not recompute the trigonometry."""
 
     def __init__(self, dim_head: int, *, theta: float = 10000., rotary_fraction: float = 1.):
         super().__init__()
@@ -21,13 +23,23 @@ class RotaryEmbedding(nn.Module):
         self.rotary_dim = rotary_dim
         inv_freq = 1. / (theta ** (torch.arange(0, rotary_dim, 2).float() / rotary_dim))
         self.register_buffer('inv_freq', inv_freq, persistent = False)
+        self._table: tuple[Tensor, Tensor] | None = None
 
-    def forward(self, positions: Tensor | int, *, offset: int = 0) -> tuple[Tensor, Tensor]:
-        if isinstance(positions, int):
-            positions = torch.arange(offset, offset + positions, device = self.inv_freq.device)
+    def _compute(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         freqs = positions.float()[..., None] * self.inv_freq          # (..., n, rotary_dim / 2)
         freqs = torch.cat((freqs, freqs), dim = -1)                   # (..., n, rotary_dim)
         return freqs.cos(), freqs.sin()
+
+    def forward(self, positions: Tensor | int, *, offset: int = 0) -> tuple[Tensor, Tensor]:
+        if not isinstance(positions, int):
+            return self._compute(positions)
+        end = offset + positions
+        table = self._table
+        if table is None or table[0].shape[0] < end or table[0].device != self.inv_freq.device \
+                or table[0].dtype != torch.promote_types(self.inv_freq.dtype, torch.float32):
+            size = max(end, 2 * table[0].shape[0] if table is not None else 0, 256)
+            table = self._table = self._compute(torch.arange(size, device = self.inv_freq.device))
+        return table[0][offset:end], table[1][offset:end]
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -37,8 +49,12 @@ def rotate_half(x: Tensor) -> Tensor:
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate the first ``cos.shape[-1]`` features of ``x (b, h, n, d)``; ``cos``/``sin`` are ``(n, r)`` or
-    ``(b, 1, n, r)``."""
+    ``(b, 1, n, r)``. Computed in float32 (a no-op cast for float32 inputs)."""
     rotary_dim = cos.shape[-1]
+    if rotary_dim == x.shape[-1]:
+        rotated = x if x.dtype == torch.float32 else x.float()
+        return (rotated * cos + rotate_half(rotated) * sin).to(x.dtype)
     rotated, passthrough = x[..., :rotary_dim], x[..., rotary_dim:]
-    rotated = (rotated.float() * cos + rotate_half(rotated.float()) * sin).to(x.dtype)
+    rotated = rotated.float()
+    rotated = (rotated * cos + rotate_half(rotated) * sin).to(x.dtype)
     return torch.cat((rotated, passthrough), dim = -1)

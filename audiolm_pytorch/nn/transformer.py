@@ -15,8 +15,8 @@ from audiolm_pytorch.utils import exists
 
 def grad_shrink(x: Tensor, alpha: float) -> Tensor:
     """Forward identity, gradient scaled by ``alpha`` (stabilises embeddings; GLM-130B, arXiv 2210.02414)."""
-    if alpha >= 1.:
-        return x
+    if alpha >= 1. or not (torch.is_grad_enabled() and x.requires_grad):
+        return x      # identity in value; only the gradient differs
     return x * alpha + x.detach() * (1. - alpha)
 
 
@@ -42,7 +42,11 @@ class FeedForward(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        # the Sequential's modules (state-dict names net.0 ... net.4), called without per-module dispatch
+        norm, proj_in, _, dropout, proj_out = self.net
+        x, gate = F.linear(F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps),
+                           proj_in.weight).chunk(2, dim = -1)
+        return proj_out(dropout(F.gelu(gate) * x))
 
 
 class TransformerLayer(nn.Module):
