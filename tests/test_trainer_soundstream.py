@@ -124,3 +124,18 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 
 if __name__ == '__main__':
     _child(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))
+
+
+def test_codec_without_discriminators_trains_with_one_optimizer(tmp_path):
+    from audiolm_pytorch import SoundStreamTrainer
+    torch.manual_seed(0)
+    codec = tiny_soundstream(stft_discriminator = False)
+    assert not list(codec.discriminator_parameters())
+    trainer = SoundStreamTrainer(codec, folder = sixteen_k_folder(tmp_path, count = 2), batch_size = 2,
+                                 data_max_length = 1600, num_train_steps = 2, grad_accum_every = 1,
+                                 results_folder = tmp_path / 'results', save_model_every = 1000,
+                                 save_results_every = 1000, progress_bar = False)
+    logs = []
+    trainer.train(log_fn = logs.append)
+    assert len(logs) == 2 and 'discriminator_grad_norm' not in logs[0]
+    assert all(torch.isfinite(torch.tensor(log['generator'])) for log in logs)

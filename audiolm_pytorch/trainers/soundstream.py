@@ -74,8 +74,11 @@ class SoundStreamTrainer(Trainer):
                             max_length = self.data_max_length, seq_len_multiple_of = self.soundstream.seq_len_multiple_of)
 
     def phases(self) -> list[Phase]:
-        return [Phase('generator', list(self.soundstream.non_discr_parameters()), self.max_grad_norm),
-                Phase('discriminator', list(self.soundstream.discriminator_parameters()), self.discr_max_grad_norm)]
+        phases = [Phase('generator', list(self.soundstream.non_discr_parameters()), self.max_grad_norm)]
+        discriminator_parameters = list(self.soundstream.discriminator_parameters())
+        if discriminator_parameters:  # a codec trained without any discriminator has no adversarial phase
+            phases.append(Phase('discriminator', discriminator_parameters, self.discr_max_grad_norm))
+        return phases
 
     def compute_loss(self, module: nn.Module, batch: Batch):
         apply_grad_penalty = self.apply_grad_penalty_every > 0 and self.steps % self.apply_grad_penalty_every == 0
