@@ -105,3 +105,18 @@ def test_causal_conv_streams(stride, kernel, dilation):
         out, state = up.forward_stream(chunk, state)
         outs.append(out)
     assert torch.allclose(torch.cat(outs, dim = -1), up(x), atol = 1e-6)
+
+
+def test_time_major_layout_matches_conv1d_path(model):
+    from audiolm_pytorch.nn.causal_conv import from_time_major, to_time_major
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 640) * 0.1
+    with torch.no_grad():
+        for conv in (CausalConv1d(1, 6, 7, dilation = 3), CausalConv1d(6, 8, 4, stride = 2)):
+            h = torch.randn(2, conv.chan_in, 64)
+            assert torch.allclose(from_time_major(conv(to_time_major(h))), conv(h), atol = 1e-5)
+        up = CausalConvTranspose1d(8, 4, stride = 4)
+        h = torch.randn(2, 8, 16)
+        assert torch.allclose(from_time_major(up(to_time_major(h))), up(h), atol = 1e-5)
+        time_major = from_time_major(model.encoder(to_time_major(x)))     # squeeze-excite included
+        assert torch.allclose(time_major, model.encoder(x), atol = 1e-5)
