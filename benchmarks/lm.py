@@ -4,11 +4,15 @@
 
 Prints one line per case with the hardware. Tokens are counted as positions of the modelled sequence:
 fine training = batch x frames x (coarse + fine quantizers); generation = sampled tokens x batch.
+On a shared CPU each line also gives this process's CPU time (``time.process_time``) and the 1-minute load
+average: with other jobs running, wall time with several threads is unreliable, while CPU time with
+``--threads 1`` measures the work itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -21,6 +25,13 @@ from audiolm_pytorch.lm.semantic import SemanticTransformer, SemanticTransformer
 def sync(device):
     if device.type == 'cuda':
         torch.cuda.synchronize()
+
+
+def load_average() -> str:
+    try:
+        return f'load {os.getloadavg()[0]:.2f}'
+    except OSError:
+        return 'load n/a'
 
 
 def hardware(device) -> str:
@@ -45,14 +56,16 @@ def bench_fine_training(device, repeats, batch = 2, frames = 200, dtype = None):
 
     step()  # warm up
     sync(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         step()
     sync(device)
     seconds = (time.perf_counter() - start) / repeats
+    cpu = (time.process_time() - cpu_start) / repeats
     tokens = batch * frames * 8
     print(f'fine training  dim=512 depth=6 batch={batch} frames={frames} ({tokens} tokens): '
-          f'{seconds:.2f} s/step, {tokens / seconds:.0f} tokens/s [{hardware(device)}]')
+          f'{seconds:.2f} s/step, {tokens / seconds:.0f} tokens/s (cpu {cpu:.2f} s/step) '
+          f'[{hardware(device)}, {load_average()}]')
 
 
 def bench_semantic_generation(device, batch, length = 240):
@@ -62,13 +75,14 @@ def bench_semantic_generation(device, batch, length = 240):
     wrapper = SemanticTransformerWrapper(transformer = model)
     wrapper.generate(max_length = 8, batch_size = batch)  # warm up
     sync(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     out = wrapper.generate(max_length = length, batch_size = batch)
     sync(device)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     assert out.shape == (batch, length)
     print(f'semantic generation dim=512 depth=6 batch={batch} tokens={length}: {seconds:.2f} s, '
-          f'{batch * length / seconds:.0f} tokens/s ({length / seconds:.0f} steps/s) kv cache [{hardware(device)}]')
+          f'{batch * length / seconds:.0f} tokens/s ({length / seconds:.0f} steps/s, cpu {cpu:.2f} s) kv cache '
+          f'[{hardware(device)}, {load_average()}]')
 
 
 def bench_gpu_mfu(device, batch = 8, seq = 2048, steps = 10):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -36,6 +38,31 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument('--data', default = None, help = 'folder of audio (default: the clips shipped with the package)')
     p.add_argument('--steps', type = int, default = None, help = 'training steps (default: per example)')
     return p
+
+
+def parse_local_model_args(p: argparse.ArgumentParser, *, steps: int = 20):
+    """Parse the command line of a local-model example (``--steps`` defaults to ``steps``), seed torch and
+    return ``(args, out, data)``."""
+    p.set_defaults(steps = steps)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    return args, Path(args.out), data_folder(args)
+
+
+_scratch: list[tempfile.TemporaryDirectory] = []   # kept alive until the example exits
+
+
+def model_dir_or_tiny(given: str | None, make_tiny: Callable[[Path], Path], *, flag: str, what: str,
+                      caveat: str) -> Path:
+    """``given`` (a local model path), or, for an offline smoke run, the folder where ``make_tiny(folder)``
+    wrote a tiny random model (a temporary folder removed when the example exits)."""
+    if given:
+        return Path(given)
+    if not _scratch:
+        _scratch.append(tempfile.TemporaryDirectory())
+    folder = make_tiny(Path(_scratch[0].name) / f'tiny_{flag}')
+    print(f'no --{flag} given: using a tiny random {what} saved to {folder} ({caveat})')
+    return folder
 
 
 def data_folder(args) -> Path:

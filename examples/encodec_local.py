@@ -9,25 +9,15 @@ clip through the codec, then trains a FineTransformer on its codes for a few ste
 SoundStream does: coarse / fine trainers, AudioLM, `audiolm tokenize --codec DIR`).
 """
 
-import argparse
-import tempfile
 from pathlib import Path
 
-import torch
-
-from _common import ASSETS, QUICK, TINY_TRANSFORMER, data_folder, first_wave
+from _common import ASSETS, QUICK, TINY_TRANSFORMER, first_wave, model_dir_or_tiny, parse_local_model_args, parser
 from audiolm_pytorch import EncodecWrapper, FineTransformer, FineTransformerTrainer, load_audio, save_audio
 
-p = argparse.ArgumentParser(description = __doc__.splitlines()[0])
+p = parser(__doc__.splitlines()[0])
 p.add_argument('--encodec', default = None, help = 'transformers EnCodec directory (default: a tiny random model)')
 p.add_argument('--bandwidth', type = float, default = None, help = 'kbps (default: 6 for real models, 3 for the tiny one)')
-p.add_argument('--data', default = None, help = 'audio folder (default: the shipped clips)')
-p.add_argument('--out', default = 'examples_out')
-p.add_argument('--steps', type = int, default = 20)
-args = p.parse_args()
-torch.manual_seed(0)
-out, data = Path(args.out), data_folder(args)
-scratch = tempfile.TemporaryDirectory()
+args, out, data = parse_local_model_args(p, steps = 20)
 
 
 def tiny_random_encodec(folder: Path) -> Path:
@@ -41,9 +31,8 @@ def tiny_random_encodec(folder: Path) -> Path:
     return folder
 
 
-folder = Path(args.encodec) if args.encodec else tiny_random_encodec(Path(scratch.name) / 'tiny_encodec')
-if args.encodec is None:
-    print(f'no --encodec given: using a tiny random EnCodec saved to {folder} (audio will be noise)')
+folder = model_dir_or_tiny(args.encodec, tiny_random_encodec, flag = 'encodec', what = 'EnCodec',
+                           caveat = 'audio will be noise')
 codec = EncodecWrapper(pretrained_path = folder, bandwidth = args.bandwidth or (6. if args.encodec else 3.))
 print(f'EnCodec: {codec.target_sample_hz} Hz, {codec.downsample_factor} samples per frame, '
       f'{codec.num_quantizers} codebooks of {codec.codebook_size}')

@@ -11,27 +11,17 @@ DIR`). --kmeans: a scikit-learn joblib dump (read by a restricted unpickler that
 Then the tokenizer drives a few SemanticTransformer training steps, as in train_semantic.py.
 """
 
-import argparse
-import tempfile
 from pathlib import Path
 
-import torch
-
-from _common import ASSETS, QUICK, TINY_TRANSFORMER, data_folder
+from _common import ASSETS, QUICK, TINY_TRANSFORMER, model_dir_or_tiny, parse_local_model_args, parser
 from audiolm_pytorch import HubertWithKmeans, SemanticTransformer, SemanticTransformerTrainer, fit_kmeans, load_audio
 
-p = argparse.ArgumentParser(description = __doc__.splitlines()[0])
+p = parser(__doc__.splitlines()[0])
 p.add_argument('--hubert', default = None, help = 'fairseq .pt or transformers directory (default: a tiny random model)')
 p.add_argument('--kmeans', default = None, help = 'k-means file (default: fit one on --data)')
 p.add_argument('--layer', type = int, default = None, help = 'output layer (default: 9, or 2 for the tiny model)')
 p.add_argument('--clusters', type = int, default = 64, help = 'clusters when fitting k-means (default: 64)')
-p.add_argument('--data', default = None, help = 'audio folder (default: the shipped clips)')
-p.add_argument('--out', default = 'examples_out')
-p.add_argument('--steps', type = int, default = 20)
-args = p.parse_args()
-torch.manual_seed(0)
-out, data = Path(args.out), data_folder(args)
-scratch = tempfile.TemporaryDirectory()
+args, out, data = parse_local_model_args(p, steps = 20)
 
 
 def tiny_random_hubert(folder: Path) -> Path:
@@ -43,10 +33,9 @@ def tiny_random_hubert(folder: Path) -> Path:
     return folder
 
 
-hubert = Path(args.hubert) if args.hubert else tiny_random_hubert(Path(scratch.name) / 'tiny_hubert')
+hubert = model_dir_or_tiny(args.hubert, tiny_random_hubert, flag = 'hubert', what = 'HuBERT',
+                           caveat = 'tokens are meaningless')
 layer = args.layer or (9 if args.hubert else 2)
-if args.hubert is None:
-    print(f'no --hubert given: using a tiny random HuBERT saved to {hubert} (tokens are meaningless)')
 
 kmeans = args.kmeans
 if kmeans is None:

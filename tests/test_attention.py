@@ -48,3 +48,46 @@ def test_bad_mask_shape_is_a_clear_error():
 def test_causal_mask_offsets_queries_to_the_end():
     mask = causal_mask(2, 5, 'cpu')
     assert mask.tolist() == [[True, True, True, True, False], [True, True, True, True, True]]
+
+
+def test_key_masked_causal_fast_path_matches_explicit_mask_and_gradients():
+    # causal + (b, n) key mask runs on is_causal via an extra feature; it must equal the explicit boolean mask
+    from audiolm_pytorch.nn.attention import causal_attention_with_key_mask
+    import torch.nn.functional as F
+    q, k, v = (torch.randn(2, 3, 9, 16, requires_grad = True) for _ in range(3))
+    keep = torch.rand(2, 9) > 0.4
+    keep[:, 0] = True
+    fast = causal_attention_with_key_mask(q, k, v, keep)
+    grads_fast = torch.autograd.grad(fast.square().sum(), (q, k, v))
+    mask = keep[:, None, None, :] & causal_mask(9, 9, 'cpu')
+    slow = F.scaled_dot_product_attention(q, k, v, attn_mask = mask)
+    grads_slow = torch.autograd.grad(slow.square().sum(), (q, k, v))
+    assert torch.allclose(fast, slow, atol = 1e-5)
+    for a, b in zip(grads_fast, grads_slow):
+        assert torch.allclose(a, b, atol = 1e-4)
+    # a query whose whole causal past is hidden stays finite
+    keep[:, 0] = False
+    assert causal_attention_with_key_mask(q, k, v, keep).isfinite().all()
+
+
+def test_kv_cache_buffer_stays_a_value_when_an_old_cache_is_extended_again():
+    attn = Attention(dim = 32, heads = 2, dim_head = 16, causal = True).eval()
+    rotary = RotaryEmbedding(16)
+    x = torch.randn(1, 8, 32)
+    with torch.no_grad():
+        _, cache = attn(x[:, :5], rotary = rotary(5), return_cache = True)
+        _, cache6 = attn(x[:, 5:6], rotary = rotary(1, offset = 5), cache = cache, return_cache = True)
+        out_a, branch_a = attn(x[:, 6:7], rotary = rotary(1, offset = 6), cache = cache6, return_cache = True)
+        assert branch_a.buffer is cache6.buffer           # grown in place
+        # extend the older view of the same buffer with a different token: branch_a must be unaffected
+        other = torch.randn(1, 1, 32)
+        _, branch_b = attn(other, rotary = rotary(1, offset = 6), cache = cache6, return_cache = True)
+        assert branch_b.buffer is not cache6.buffer
+        out_a_again, _ = attn(x[:, 7:8], rotary = rotary(1, offset = 7), cache = branch_a, return_cache = True)
+        out_b, _ = attn(x[:, 7:8], rotary = rotary(1, offset = 7), cache = branch_b, return_cache = True)
+        full = attn(x, rotary = rotary(8))
+        full_b = attn(torch.cat((x[:, :6], other, x[:, 7:8]), dim = 1), rotary = rotary(8))
+    assert branch_a.length == 7 and branch_b.length == 7
+    assert torch.allclose(out_a[:, 0], full[:, 6], atol = 1e-5)
+    assert torch.allclose(out_a_again[:, 0], full[:, 7], atol = 1e-5)
+    assert torch.allclose(out_b[:, 0], full_b[:, 7], atol = 1e-5)

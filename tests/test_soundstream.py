@@ -231,3 +231,18 @@ def test_discriminators_under_bf16_autocast():
     assert any(name.startswith('period:') for name in losses.discr_breakdown)
     (losses.generator + losses.discriminator).backward()
     assert not any(p.is_complex() for p in model.parameters())
+
+
+def test_eval_tokenize_never_initialises_codebooks_from_its_input():
+    # levels that training has not reached yet must not be k-means-initialised by whatever is tokenized first
+    model = tiny().eval()
+    state = {k: v.clone() for k, v in model.rq.state_dict().items()}
+    first = model.tokenize(torch.randn(1, 2048) * 0.1)
+    assert all(torch.equal(state[k], v) for k, v in model.rq.state_dict().items())
+    again = model.tokenize(torch.randn(1, 2048) * 0.5)  # another input does not change the model either
+    assert all(torch.equal(state[k], v) for k, v in model.rq.state_dict().items())
+    assert first.shape == again.shape
+    # training still initialises them
+    model.train()
+    model(torch.randn(2, 2048) * 0.1, return_codes_only = True)
+    assert any(not torch.equal(state[k], v) for k, v in model.rq.state_dict().items())

@@ -375,13 +375,29 @@ class SoundStream(Checkpointable, nn.Module):
 
     def quantize(self, latents: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(b, n, d)`` -> ``(quantized (b, n, d), codes (b, n, g * q), commitment loss scalar)``."""
-        with torch.autocast(device_type = latents.device.type, enabled = False):
+        with torch.autocast(device_type = latents.device.type, enabled = False), self._codebooks_frozen_in_eval():
             out = self.rq(latents.float())
         quantized, codes = out[0], out[1]
         loss = out[2].sum() if len(out) > 2 else torch.zeros((), device = latents.device)
         if codes.ndim == 4:
             codes = rearrange(codes, 'g b n q -> b n (g q)')
         return quantized.to(latents.dtype), codes.long(), loss
+
+    @contextmanager
+    def _codebooks_frozen_in_eval(self):
+        """vector-quantize-pytorch k-means-initialises a codebook on its first forward, in eval mode too. A level
+        that training never reached (quantizer dropout) would then be set from whatever is tokenized first, so
+        the same checkpoint would give different codes in different processes. In eval, such levels quantize
+        against their stored (untrained) codebook and stay uninitialised for later training."""
+        pending = [] if self.training else [m.initted for m in self.rq.modules()
+                                             if isinstance(getattr(m, 'initted', None), Tensor) and not m.initted]
+        for flag in pending:
+            flag.fill_(True)
+        try:
+            yield
+        finally:
+            for flag in pending:
+                flag.fill_(False)
 
     def decode(self, latents: Tensor, quantize: bool = False) -> Tensor:
         """``(b, n, d)`` latents -> waveform ``(b, c, n * downsample_factor)``; ``quantize=True`` quantizes first."""

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from einops import rearrange
 from torch import Tensor
+
+from audiolm_pytorch.audio import resample
+from audiolm_pytorch.utils import curtail_to_multiple, exists
 
 
 @runtime_checkable
@@ -22,3 +26,52 @@ class SemanticTokenizer(Protocol):
     codebook_size: int
 
     def __call__(self, wave: Tensor, flatten: bool = True, input_sample_hz: int | None = None) -> Tensor: ...
+
+
+class WaveInputMixin:
+    """Input plumbing shared by the tokenizers: the ``target_sample_hz`` / ``seq_len_multiple_of`` properties
+    (backed by ``self._target_sample_hz`` / ``self._seq_len_multiple_of``), waveform shape checks, resampling
+    from ``input_sample_hz`` and cropping to a multiple of ``seq_len_multiple_of``."""
+
+    _target_sample_hz: int
+    _seq_len_multiple_of: int | None
+
+    @property
+    def target_sample_hz(self) -> int:
+        return self._target_sample_hz
+
+    @property
+    def seq_len_multiple_of(self) -> int | None:
+        return self._seq_len_multiple_of
+
+    def cropped_num_samples(self, num_samples: int) -> int:
+        """``num_samples`` cut down to a multiple of ``seq_len_multiple_of`` (unchanged without one)."""
+        if exists(self.seq_len_multiple_of):
+            num_samples -= num_samples % self.seq_len_multiple_of
+        return num_samples
+
+    @staticmethod
+    def as_wave_batch(wave: Tensor) -> Tensor:
+        """``(b, n)``, ``(n,)`` or ``(b, 1, n)`` -> ``(b, n)``; anything else is a ``ValueError``."""
+        if wave.ndim == 3 and wave.shape[1] == 1:
+            wave = rearrange(wave, 'b 1 n -> b n')
+        if wave.ndim == 1:
+            wave = rearrange(wave, 'n -> 1 n')
+        if wave.ndim != 2:
+            raise ValueError(f'expected a waveform (b, n), (n,) or (b, 1, n), got shape {tuple(wave.shape)}')
+        return wave
+
+    def lengths_at_target_rate(self, lengths: Tensor, input_sample_hz: int | None) -> Tensor:
+        """Valid samples per row ``(b,)`` at ``input_sample_hz`` -> at ``target_sample_hz``."""
+        if exists(input_sample_hz) and input_sample_hz != self.target_sample_hz:
+            return lengths * self.target_sample_hz // input_sample_hz
+        return lengths
+
+    def to_target_rate(self, wave: Tensor, input_sample_hz: int | None) -> Tensor:
+        """Resample ``wave (..., n)`` from ``input_sample_hz`` (default: already at ``target_sample_hz``) and crop
+        it to a multiple of ``seq_len_multiple_of``."""
+        if exists(input_sample_hz) and input_sample_hz != self.target_sample_hz:
+            wave = resample(wave, input_sample_hz, self.target_sample_hz)
+        if exists(self.seq_len_multiple_of):
+            wave = curtail_to_multiple(wave, self.seq_len_multiple_of)
+        return wave

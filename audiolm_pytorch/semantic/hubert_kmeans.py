@@ -23,8 +23,9 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.audio import resample
+from audiolm_pytorch.semantic.base import WaveInputMixin
 from audiolm_pytorch.semantic.kmeans import KMeans, KMeansFileError
-from audiolm_pytorch.utils import curtail_to_multiple, exists
+from audiolm_pytorch.utils import exists
 
 __all__ = ['HubertWithKmeans', 'W2VBertWithKmeans', 'HubertFeatures', 'W2VBertFeatures', 'KaldiFbank',
            'feature_extractor_from_path']
@@ -282,7 +283,7 @@ class W2VBertFeatures(nn.Module):
 # tokenizers
 # ----------------------------------------------------------------------------------------------------------
 
-class HubertWithKmeans(nn.Module):
+class HubertWithKmeans(WaveInputMixin, nn.Module):
     """HuBERT / wav2vec 2.0 features at ``output_layer`` quantized by k-means: the semantic tokenizer of AudioLM.
 
     Args:
@@ -353,15 +354,7 @@ class HubertWithKmeans(nn.Module):
         """The frozen feature extractor (override in subclasses to use another encoder)."""
         return self.features_cls(checkpoint_path, output_layer = output_layer, normalize = normalize)
 
-    # interface ------------------------------------------------------------------------------------------
-
-    @property
-    def target_sample_hz(self) -> int:
-        return self._target_sample_hz
-
-    @property
-    def seq_len_multiple_of(self) -> int | None:
-        return self._seq_len_multiple_of
+    # interface (target_sample_hz, seq_len_multiple_of: WaveInputMixin) -----------------------------------
 
     @property
     def downsample_factor(self) -> int:
@@ -383,9 +376,7 @@ class HubertWithKmeans(nn.Module):
 
     def num_frames(self, num_samples: int) -> int:
         """Tokens produced for ``num_samples`` samples at ``target_sample_hz``."""
-        if exists(self.seq_len_multiple_of):
-            num_samples -= num_samples % self.seq_len_multiple_of
-        return self.features.num_frames(self._to_model_rate(num_samples))
+        return self.features.num_frames(self._to_model_rate(self.cropped_num_samples(num_samples)))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -408,21 +399,10 @@ class HubertWithKmeans(nn.Module):
     ):
         """``wave (b, n)``, ``(n,)`` or ``(b, 1, n)`` -> features ``(b, frames, dim)`` (float32), and the valid
         frame count per row ``(b,)`` when ``return_lengths``."""
-        if wave.ndim == 3 and wave.shape[1] == 1:
-            wave = rearrange(wave, 'b 1 n -> b n')
-        if wave.ndim == 1:
-            wave = rearrange(wave, 'n -> 1 n')
-        if wave.ndim != 2:
-            raise ValueError(f'expected a waveform (b, n), (n,) or (b, 1, n), got shape {tuple(wave.shape)}')
-        wave = wave.to(self.device).float()
+        wave = self.as_wave_batch(wave).to(self.device).float()
         if exists(lengths):
-            lengths = torch.as_tensor(lengths, device = wave.device).long()
-
-        if exists(input_sample_hz) and input_sample_hz != self.target_sample_hz:
-            wave = resample(wave, input_sample_hz, self.target_sample_hz)
-            lengths = lengths * self.target_sample_hz // input_sample_hz if exists(lengths) else None
-        if exists(self.seq_len_multiple_of):
-            wave = curtail_to_multiple(wave, self.seq_len_multiple_of)
+            lengths = self.lengths_at_target_rate(torch.as_tensor(lengths, device = wave.device).long(), input_sample_hz)
+        wave = self.to_target_rate(wave, input_sample_hz)
         if self.target_sample_hz != self.features.sample_hz:
             wave = resample(wave, self.target_sample_hz, self.features.sample_hz)
             lengths = self._to_model_rate(lengths) if exists(lengths) else None

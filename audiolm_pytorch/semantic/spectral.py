@@ -16,17 +16,18 @@ from audiolm_pytorch.utils import beartype
 from einops import rearrange
 from torch import Tensor, nn
 
-from audiolm_pytorch.audio import MelSpectrogram, resample
+from audiolm_pytorch.audio import MelSpectrogram
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.semantic.base import WaveInputMixin
 from audiolm_pytorch.semantic.kmeans import KMeans, collect_features, list_audio_files, minibatch_kmeans
-from audiolm_pytorch.utils import curtail_to_multiple, exists
+from audiolm_pytorch.utils import exists
 
 __all__ = ['SpectralKmeansTokenizer']
 
 PAD_ID = -1
 
 
-class SpectralKmeansTokenizer(Checkpointable, nn.Module):
+class SpectralKmeansTokenizer(WaveInputMixin, Checkpointable, nn.Module):
     """k-means over log-mel frames, standardized per mel bin with statistics of the fitting data.
 
     Args:
@@ -68,19 +69,11 @@ class SpectralKmeansTokenizer(Checkpointable, nn.Module):
         self._codebook_size = codebook_size
         self.n_mels = n_mels
 
-    # interface ------------------------------------------------------------------------------------------
-
-    @property
-    def target_sample_hz(self) -> int:
-        return self._target_sample_hz
+    # interface (target_sample_hz, seq_len_multiple_of: WaveInputMixin) -----------------------------------
 
     @property
     def downsample_factor(self) -> int:
         return self._hop
-
-    @property
-    def seq_len_multiple_of(self) -> int | None:
-        return self._seq_len_multiple_of
 
     @property
     def codebook_size(self) -> int:
@@ -95,9 +88,7 @@ class SpectralKmeansTokenizer(Checkpointable, nn.Module):
         return max(self._hop, self.n_fft // 2 + 1)     # reflect padding of the centered STFT needs n > n_fft / 2
 
     def num_frames(self, num_samples: int) -> int:
-        if exists(self.seq_len_multiple_of):
-            num_samples -= num_samples % self.seq_len_multiple_of
-        return num_samples // self._hop
+        return self.cropped_num_samples(num_samples) // self._hop
 
     # features -------------------------------------------------------------------------------------------
 
@@ -109,18 +100,7 @@ class SpectralKmeansTokenizer(Checkpointable, nn.Module):
         return rearrange(mel[..., :wave.shape[-1] // self._hop], 'b m t -> b t m')
 
     def _prepare(self, wave: Tensor, input_sample_hz: int | None) -> Tensor:
-        if wave.ndim == 3 and wave.shape[1] == 1:
-            wave = rearrange(wave, 'b 1 n -> b n')
-        if wave.ndim == 1:
-            wave = rearrange(wave, 'n -> 1 n')
-        if wave.ndim != 2:
-            raise ValueError(f'expected a waveform (b, n), (n,) or (b, 1, n), got shape {tuple(wave.shape)}')
-        wave = wave.to(self.mean.device).float()
-        if exists(input_sample_hz) and input_sample_hz != self.target_sample_hz:
-            wave = resample(wave, input_sample_hz, self.target_sample_hz)
-        if exists(self.seq_len_multiple_of):
-            wave = curtail_to_multiple(wave, self.seq_len_multiple_of)
-        return wave
+        return self.to_target_rate(self.as_wave_batch(wave).to(self.mean.device).float(), input_sample_hz)
 
     @torch.no_grad()
     def extract_features(self, wave: Tensor, input_sample_hz: int | None = None) -> Tensor:
@@ -136,9 +116,7 @@ class SpectralKmeansTokenizer(Checkpointable, nn.Module):
             raise RuntimeError('SpectralKmeansTokenizer is not fitted: call .fit(audio) or load a fitted checkpoint')
         ids = self.kmeans(self.extract_features(wave, input_sample_hz))
         if exists(lengths):
-            lengths = torch.as_tensor(lengths, device = ids.device).long()
-            if exists(input_sample_hz) and input_sample_hz != self.target_sample_hz:
-                lengths = lengths * self.target_sample_hz // input_sample_hz
+            lengths = self.lengths_at_target_rate(torch.as_tensor(lengths, device = ids.device).long(), input_sample_hz)
             ids = ids.masked_fill(torch.arange(ids.shape[-1], device = ids.device) >= (lengths // self._hop)[:, None],
                                   PAD_ID)
         return ids

@@ -18,8 +18,7 @@ from audiolm_pytorch.utils import beartype
 from einops import rearrange
 from torch import Tensor, nn
 
-from audiolm_pytorch.audio import resample
-from audiolm_pytorch.utils import curtail_to_multiple, exists
+from audiolm_pytorch.semantic.base import WaveInputMixin
 
 __all__ = ['FairseqVQWav2Vec']
 
@@ -39,7 +38,7 @@ def _import_fairseq():
     return fairseq
 
 
-class FairseqVQWav2Vec(nn.Module):
+class FairseqVQWav2Vec(WaveInputMixin, nn.Module):
     """vq-wav2vec codebook ids from a fairseq checkpoint (e.g. ``vq-wav2vec_kmeans.pt``).
 
     Args:
@@ -69,14 +68,6 @@ class FairseqVQWav2Vec(nn.Module):
         self._seq_len_multiple_of = seq_len_multiple_of
 
     @property
-    def target_sample_hz(self) -> int:
-        return self._target_sample_hz
-
-    @property
-    def seq_len_multiple_of(self) -> int | None:
-        return self._seq_len_multiple_of
-
-    @property
     def downsample_factor(self) -> int:
         """Product of the conv feature extractor's strides (160 for the released models)."""
         strides = [layer[0].stride[0] for layer in self.model.feature_extractor.conv_layers]
@@ -97,10 +88,7 @@ class FairseqVQWav2Vec(nn.Module):
             wav_input = rearrange(wav_input, 'n -> 1 n')
         device = next(self.model.parameters()).device
         wav_input = wav_input.to(device).float()
-        if exists(input_sample_hz):
-            wav_input = resample(wav_input, input_sample_hz, self.target_sample_hz)
-        if exists(self.seq_len_multiple_of):
-            wav_input = curtail_to_multiple(wav_input, self.seq_len_multiple_of)
+        wav_input = self.to_target_rate(wav_input, input_sample_hz)
 
         embed = self.model.feature_extractor(wav_input)
         _, codebook_indices = self.model.vector_quantizer.forward_idx(embed)           # (b, frames, groups)

@@ -15,6 +15,9 @@ The base class owns the rest: data (folder / dataset / ready dataloaders, a seed
 resumable, deterministic, process-sharded batch stream), gradient accumulation without gradient sync on inner
 micro-batches, mixed precision, clipping, warmup + optional scheduler, EMA, skipping of non-finite steps,
 trackers, a progress bar, periodic validation / samples / plots and atomic checkpoints that resume exactly.
+The pieces it is built from live beside it and are re-exported here: :class:`~.ema.EMA` (``ema.py``), RNG
+snapshots (``rng.py``), the batch stream and :class:`Batch` (``data_stream.py``), the results folder, samples and
+plots (``artifacts.py``, with :class:`Sample`).
 
 Step numbering starts at 0: ``num_train_steps=9, save_model_every=4`` writes checkpoints after steps 0, 4 and 8.
 A checkpoint written after step ``s`` stores ``step = s + 1`` (the next step to run), the optimizer / scheduler /
@@ -27,24 +30,28 @@ Validation and sampling run under a saved-and-restored RNG, so they never change
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import os
-import random
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, random_split
+from torch.utils.data import DataLoader, Dataset
 
 from audiolm_pytorch.checkpoint import atomic_save, read_checkpoint
+from audiolm_pytorch.trainers.artifacts import Sample, plot_results, prepare_results_folder, write_samples
+from audiolm_pytorch.trainers.data_stream import (
+    Batch, StreamBatchSampler, cycle, route_batch, split_train_valid, stream_batches,
+)
+from audiolm_pytorch.trainers.ema import EMA
+from audiolm_pytorch.trainers.rng import preserved_rng, rng_state as _rng_state, set_rng_state as _set_rng_state
 from audiolm_pytorch.utils import default, exists
+
+__all__ = ['Batch', 'EMA', 'NonFiniteLossError', 'Phase', 'Sample', 'StreamBatchSampler', 'Trainer',
+           'preserved_rng', 'route_batch', 'trainer_kwargs']
 
 logger = logging.getLogger(__name__)
 
@@ -68,143 +75,20 @@ class Phase:
     scheduler: Any = None
 
 
-class Batch(NamedTuple):
-    """A collated batch routed by type: tensors in dataset order, strings as texts."""
-    waves: tuple          # each (b, n), on the trainer's device
-    texts: list | None    # list[str] of length b, or None
+def trainer_kwargs(scope: dict) -> dict:
+    """The base :class:`Trainer` keyword arguments found in ``scope`` (a subclass ``__init__``'s ``locals()``).
 
-
-class Sample(NamedTuple):
-    name: str
-    wave: Tensor          # (n,) or (1, n)
-    sample_hz: int
-
-
-class EMA:
-    """Exponential moving average of a model's weights (Polyak averaging).
-
-    Defaults follow the established SoundStream trainer: for the first ``update_after_step`` updates the EMA
-    copy simply tracks the online weights; afterwards, every ``update_every`` updates,
-    ``ema = beta * ema + (1 - beta) * online`` for floating-point parameters and buffers (others are copied).
-    The averaged copy has exactly the online model's state-dict keys.
+    Stage trainers name the shared arguments in their own signatures (documented defaults, type checks, YAML
+    configs read them), then pass them on unchanged with ``super().__init__(model, **trainer_kwargs(locals()),
+    **kwargs)``. Call it before assigning any local variable that shares a name with a :class:`Trainer` argument.
     """
-
-    def __init__(self, model: nn.Module, *, beta: float = 0.995, update_after_step: int = 500, update_every: int = 10):
-        if not 0. <= beta < 1.:
-            raise ValueError(f'ema_beta must be in [0, 1), got {beta}')
-        self.beta, self.update_after_step, self.update_every = beta, update_after_step, max(1, update_every)
-        self.ema_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.step = 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module):
-        self.step += 1
-        online = model.state_dict()
-        target = self.ema_model.state_dict()
-        copy_only = self.step <= self.update_after_step
-        if not copy_only and self.step % self.update_every != 0:
-            return
-        for key, value in online.items():
-            ema_value = target[key]
-            if copy_only or not ema_value.is_floating_point():
-                ema_value.copy_(value)
-            else:
-                ema_value.lerp_(value.to(ema_value.dtype), 1. - self.beta)
+    return {name: scope[name] for name in _trainer_kwarg_names() if name in scope}
 
 
-def _rng_state() -> dict:
-    """Every RNG this loop touches, as data that ``torch.load(weights_only=True)`` reads back."""
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    state = dict(
-        torch = torch.get_rng_state(),
-        numpy = [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        python = [py_state[0], list(py_state[1]), py_state[2]],
-    )
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state['cuda'] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict):
-    torch.set_rng_state(state['torch'])
-    name, keys, pos, has_gauss, cached = state['numpy']
-    np.random.set_state((name, np.asarray(keys, dtype = np.uint32), pos, has_gauss, cached))
-    version, internal, gauss_next = state['python']
-    random.setstate((version, tuple(internal), gauss_next))
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
-
-
-@contextlib.contextmanager
-def preserved_rng():
-    """Run a block (validation, sampling) without changing any RNG the training trajectory depends on."""
-    state = _rng_state()
-    try:
-        yield
-    finally:
-        _set_rng_state(state)
-
-
-def route_batch(batch, device) -> Batch:
-    """Route the fields of a collated batch by type: tensors are audio (in dataset order, nested tuples
-    flattened), strings are text. Datasets may yield audio alone or ``(text, audio)`` in either order."""
-    waves, texts = [], None
-
-    def visit(field):
-        nonlocal texts
-        if isinstance(field, Tensor):
-            waves.append(field.to(device, non_blocking = True))
-        elif _is_texts(field):
-            texts = [field] if isinstance(field, str) else list(field)
-        elif isinstance(field, (tuple, list)):
-            for sub in field:
-                visit(sub)
-        else:
-            raise TypeError(f'cannot route a batch field of type {type(field).__name__}: datasets must yield '
-                            'audio tensors and, optionally, text strings')
-
-    visit(batch)
-    if not waves:
-        raise ValueError('the batch holds no audio tensor')
-    return Batch(tuple(waves), texts)
-
-
-def _is_texts(value) -> bool:
-    return isinstance(value, str) or (isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, str) for v in value))
-
-
-class StreamBatchSampler:
-    """An endless, deterministic stream of shuffled epochs, cut into global batches and sharded over processes.
-
-    Global batch ``k`` holds stream positions ``[k·B·W, (k+1)·B·W)`` (``B`` per-process batch size, ``W``
-    processes); process ``r`` takes the ``r``-th slice of ``B``. Epoch ``e`` is a permutation seeded by
-    ``(seed, e)``, so ``start`` (batches already consumed) is all it takes to resume, and one process with batch
-    ``2B`` sees the same global batches as two processes with batch ``B``. Small datasets simply wrap around.
-    """
-
-    def __init__(self, num_items: int, batch_size: int, *, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 shuffle: bool = True, start: int = 0):
-        if num_items < 1:
-            raise ValueError('cannot sample batches from an empty dataset')
-        self.num_items, self.batch_size, self.rank, self.world_size = num_items, batch_size, rank, world_size
-        self.seed, self.shuffle, self.start = seed, shuffle, start
-        self._perms: dict[int, Tensor] = {}
-
-    def _item(self, position: int) -> int:
-        epoch, index = divmod(position, self.num_items)
-        if not self.shuffle:
-            return index
-        if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(self.num_items, generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch))}
-        return int(self._perms[epoch][index])
-
-    def __iter__(self):
-        batch_index = self.start
-        while True:
-            offset = (batch_index * self.world_size + self.rank) * self.batch_size
-            yield [self._item(offset + j) for j in range(self.batch_size)]
-            batch_index += 1
+def _trainer_kwarg_names() -> tuple[str, ...]:
+    import inspect
+    return tuple(name for name, param in inspect.signature(Trainer.__init__).parameters.items()
+                 if param.kind is inspect.Parameter.KEYWORD_ONLY and name != 'train_module')
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -396,36 +280,21 @@ class Trainer:
             return
 
         ds = dataset if exists(dataset) else self.make_dataset(folder)
-        if len(ds) == 0:
-            raise ValueError('the dataset is empty')
-        if self.valid_frac > 0 and len(ds) > 1:
-            valid_size = min(len(ds) - 1, max(1, round(self.valid_frac * len(ds))))
-            generator = torch.Generator().manual_seed(self.random_split_seed)
-            self.train_ds, self.valid_ds = random_split(ds, [len(ds) - valid_size, valid_size], generator = generator)
+        self.train_ds, self.valid_ds = split_train_valid(ds, self.valid_frac, self.random_split_seed)
+        if self.train_ds is not ds:
             self.print(f'training with {len(self.train_ds)} samples, validating on {len(self.valid_ds)}')
-        else:
-            self.train_ds = self.valid_ds = ds
         self._train_position = self._valid_position = 0
         self._train_iter = self._valid_iter = None
 
     def _stream(self, train: bool):
         """A fresh iterator over the train / validation stream, starting where the last one stopped."""
         if exists(self._train_dl):
-            dl = self._train_dl if train else self._valid_dl
-            def cycle():
-                while True:
-                    yield from dl
-            return cycle()
-        ds = self.train_ds if train else self.valid_ds
-        position = self._train_position if train else self._valid_position
+            return cycle(self._train_dl if train else self._valid_dl)
         seed = self.random_split_seed + (0 if train else 1)
-        sampler = StreamBatchSampler(len(ds), self.batch_size, rank = self.accelerator.process_index,
-                                     world_size = self.accelerator.num_processes, seed = seed, start = position)
-        from audiolm_pytorch.data import get_dataloader  # pads audio to the longest item, strings pass through
-        dl = get_dataloader(ds, batch_sampler = sampler, num_workers = self.dl_num_workers,
-                        generator = torch.Generator().manual_seed(seed * 7919 + position),  # no global RNG draw
-                        pin_memory = self.device.type == 'cuda', persistent_workers = False)
-        return iter(dl)
+        return stream_batches(self.train_ds if train else self.valid_ds, self.batch_size,
+                              rank = self.accelerator.process_index, world_size = self.accelerator.num_processes,
+                              seed = seed, start = self._train_position if train else self._valid_position,
+                              num_workers = self.dl_num_workers, pin_memory = self.device.type == 'cuda')
 
     def next_batch(self, train: bool = True) -> Batch:
         if train:
@@ -441,24 +310,9 @@ class Trainer:
         return route_batch(batch, self.device)
 
     def _setup_results_folder(self, force_clear):
-        folder = self.results_folder
         if self.is_main:
-            has_content = folder.is_dir() and any(folder.iterdir())
-            if has_content and force_clear is None:
-                interactive = sys.stdin is not None and sys.stdin.isatty() and sys.stdout.isatty() and self.accelerator.num_processes == 1
-                if interactive:
-                    answer = input(f'clear previous results and checkpoints in {folder}? (y/n) ')
-                    force_clear = answer.strip().lower() in ('y', 'yes')
-                else:
-                    logger.info('keeping the existing contents of %s (no terminal to ask; pass '
-                                'force_clear_prev_results=True to clear it)', folder)
-            if has_content and force_clear:
-                for child in folder.iterdir():
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-            folder.mkdir(parents = True, exist_ok = True)
-            for stale in folder.glob('.*.pt.*.tmp'):  # left by a process killed while writing a checkpoint
-                logger.warning('removing the partial checkpoint %s left by an interrupted write', stale)
-                stale.unlink(missing_ok = True)
+            prepare_results_folder(self.results_folder, force_clear = force_clear,
+                                   can_ask = self.accelerator.num_processes == 1)
         self.accelerator.wait_for_everyone()
 
     # ---------------------------------------------------------------- properties
@@ -610,49 +464,10 @@ class Trainer:
         self.accelerator.log(valid, step = step)
         self.print(f'{step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in valid.items()))
 
-        from audiolm_pytorch.audio import save_audio
-        sample_dir = self.results_folder / 'samples'
-        for sample in samples:
-            save_audio(sample_dir / f'{self.checkpoint_name}.{step}.{sample.name}.wav', sample.wave.float().cpu(), sample.sample_hz)
-        self._plot(step, samples)
-
-    def _plot(self, step: int, samples: list[Sample]):
-        try:
-            from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
-        except ImportError:
-            if not self._warned_no_plot:
-                logger.info('matplotlib is not installed: skipping plots (pip install "audiolm-pytorch[plot]")')
-                self._warned_no_plot = True
-            return
-
-        if samples:
-            from audiolm_pytorch.audio import MelSpectrogram
-            fig = Figure(figsize = (6, 2.2 * len(samples)))
-            for index, sample in enumerate(samples):
-                wave = sample.wave.float().cpu().reshape(-1)
-                n_fft = min(1024, 2 ** max(4, int(math.log2(max(wave.numel(), 2)))))  # short clips: smaller window
-                mel = MelSpectrogram(sample_hz = sample.sample_hz, n_fft = n_fft, hop_length = n_fft // 4,
-                                     n_mels = min(64, n_fft // 4), log = True)
-                spec = mel(nn.functional.pad(wave, (0, max(0, n_fft - wave.numel())))).numpy()
-                ax = fig.add_subplot(len(samples), 1, index + 1)
-                ax.imshow(spec, origin = 'lower', aspect = 'auto', interpolation = 'nearest')
-                ax.set_title(f'{sample.name} (step {step})', fontsize = 8)
-                ax.set_ylabel('mel bin')
-            fig.tight_layout()
-            fig.savefig(self.results_folder / 'samples' / f'{self.checkpoint_name}.{step}.mel.png', dpi = 80)
-
-        fig = Figure(figsize = (6, 3.5))
-        ax = fig.add_subplot(1, 1, 1)
-        for key, history in self.loss_history.items():
-            if key.endswith('grad_norm') or not history:
-                continue
-            steps, values = zip(*history)
-            ax.plot(steps, values, label = key, marker = 'o' if len(steps) < 20 else None, markersize = 3)
-        ax.set_xlabel('step')
-        ax.set_ylabel('loss')
-        ax.legend(fontsize = 7)
-        fig.tight_layout()
-        fig.savefig(self.results_folder / f'{self.checkpoint_name}.losses.png', dpi = 80)
+        write_samples(self.results_folder, f'{self.checkpoint_name}.{step}', samples)
+        if not plot_results(self.results_folder, self.checkpoint_name, step, samples, self.loss_history) and not self._warned_no_plot:
+            logger.info('matplotlib is not installed: skipping plots (pip install "audiolm-pytorch[plot]")')
+            self._warned_no_plot = True
 
     # ---------------------------------------------------------------- checkpoints
 

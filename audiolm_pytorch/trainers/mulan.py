@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from audiolm_pytorch.musiclm.mulan import MuLaN
-from audiolm_pytorch.trainers.base import Batch, Trainer
+from audiolm_pytorch.trainers.base import Batch, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import exists
 
 
@@ -65,14 +65,7 @@ class MuLaNTrainer(Trainer):
     ):
         self.mulan = mulan
         self.data_max_length, self.target_sample_hz = data_max_length, target_sample_hz
-        super().__init__(
-            mulan, num_train_steps = num_train_steps, batch_size = batch_size, folder = folder, dataset = dataset,
-            train_dataloader = train_dataloader, val_dataloader = val_dataloader, lr = lr, wd = wd,
-            grad_accum_every = grad_accum_every, max_grad_norm = max_grad_norm, valid_frac = valid_frac,
-            random_split_seed = random_split_seed, save_results_every = save_results_every,
-            save_model_every = save_model_every, results_folder = results_folder, accelerate_kwargs = accelerate_kwargs,
-            force_clear_prev_results = force_clear_prev_results, **kwargs,
-        )
+        super().__init__(mulan, **trainer_kwargs(locals()), **kwargs)
 
     def make_dataset(self, folder) -> Dataset:
         if not Path(folder).is_file():

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from audiolm_pytorch.soundstorm import SoundStorm
-from audiolm_pytorch.trainers.base import Batch, Sample, Trainer
+from audiolm_pytorch.trainers.base import Batch, Sample, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import default, exists
 
 
@@ -87,14 +87,7 @@ class SoundStormTrainer(Trainer):
         self.num_sample_steps = num_sample_steps
         if exists(num_warmup_steps):
             kwargs['warmup_steps'] = num_warmup_steps
-        super().__init__(
-            model, num_train_steps = num_train_steps, batch_size = batch_size, folder = folder, dataset = dataset,
-            train_dataloader = train_dataloader, val_dataloader = val_dataloader, lr = lr, wd = wd,
-            grad_accum_every = grad_accum_every, max_grad_norm = max_grad_norm, valid_frac = valid_frac,
-            random_split_seed = random_split_seed, save_results_every = save_results_every,
-            save_model_every = save_model_every, results_folder = results_folder, accelerate_kwargs = accelerate_kwargs,
-            force_clear_prev_results = force_clear_prev_results, **kwargs,
-        )
+        super().__init__(model, **trainer_kwargs(locals()), **kwargs)
 
     def make_dataset(self, folder) -> Dataset:
         codec = self.soundstorm.soundstream

@@ -9,7 +9,7 @@ from audiolm_pytorch.utils import beartype
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer
+from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import exists
 
 
@@ -57,16 +57,7 @@ class SoundStreamTrainer(Trainer):
         self.data_max_length = data_max_length
         self.discr_max_grad_norm = discr_max_grad_norm
         self.apply_grad_penalty_every = apply_grad_penalty_every
-        super().__init__(
-            soundstream, num_train_steps = num_train_steps, batch_size = batch_size, folder = folder, dataset = dataset,
-            train_dataloader = train_dataloader, val_dataloader = val_dataloader, lr = lr, wd = wd,
-            grad_accum_every = grad_accum_every, max_grad_norm = max_grad_norm, save_results_every = save_results_every,
-            save_model_every = save_model_every, log_losses_every = log_losses_every, results_folder = results_folder,
-            valid_frac = valid_frac, random_split_seed = random_split_seed, use_ema = use_ema, ema_beta = ema_beta,
-            ema_update_after_step = ema_update_after_step, ema_update_every = ema_update_every,
-            dl_num_workers = dl_num_workers, accelerator = accelerator, accelerate_kwargs = accelerate_kwargs,
-            use_wandb_tracking = use_wandb_tracking, force_clear_prev_results = force_clear_prev_results, **kwargs,
-        )
+        super().__init__(soundstream, **trainer_kwargs(locals()), **kwargs)
 
     def make_dataset(self, folder) -> Dataset:
         from audiolm_pytorch.data import SoundDataset

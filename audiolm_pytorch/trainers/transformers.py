@@ -9,7 +9,7 @@ from audiolm_pytorch.utils import beartype
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer
+from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import exists
 
 
@@ -103,13 +103,8 @@ class SemanticTransformerTrainer(TransformerTrainer):
         from audiolm_pytorch.lm.semantic import SemanticTransformerWrapper
         self.wav2vec = wav2vec
         wrapper = SemanticTransformerWrapper(transformer = transformer, wav2vec = wav2vec, audio_conditioner = audio_conditioner)
-        super().__init__(
-            transformer, wrapper, data_max_length = data_max_length, data_max_length_seconds = data_max_length_seconds,
-            num_train_steps = num_train_steps, batch_size = batch_size, folder = folder, dataset = dataset,
-            train_dataloader = train_dataloader, val_dataloader = val_dataloader, lr = lr,
-            grad_accum_every = grad_accum_every, wd = wd, max_grad_norm = max_grad_norm, valid_frac = valid_frac,
-            save_results_every = save_results_every, save_model_every = save_model_every,
-            results_folder = results_folder, accelerate_kwargs = accelerate_kwargs, **kwargs)
+        super().__init__(transformer, wrapper, data_max_length = data_max_length,
+                         data_max_length_seconds = data_max_length_seconds, **trainer_kwargs(locals()), **kwargs)
 
     def data_sample_rates(self, wrapper):
         if not exists(wrapper.wav2vec):
@@ -146,13 +141,8 @@ class CoarseTransformerTrainer(TransformerTrainer):
         self.codec, self.wav2vec = codec, wav2vec
         wrapper = CoarseTransformerWrapper(transformer = transformer, codec = codec, wav2vec = wav2vec,
                                            audio_conditioner = audio_conditioner)
-        super().__init__(
-            transformer, wrapper, data_max_length = data_max_length, data_max_length_seconds = data_max_length_seconds,
-            num_train_steps = num_train_steps, batch_size = batch_size, folder = folder, dataset = dataset,
-            train_dataloader = train_dataloader, val_dataloader = val_dataloader, lr = lr,
-            grad_accum_every = grad_accum_every, wd = wd, max_grad_norm = max_grad_norm, valid_frac = valid_frac,
-            save_results_every = save_results_every, save_model_every = save_model_every,
-            results_folder = results_folder, accelerate_kwargs = accelerate_kwargs, **kwargs)
+        super().__init__(transformer, wrapper, data_max_length = data_max_length,
+                         data_max_length_seconds = data_max_length_seconds, **trainer_kwargs(locals()), **kwargs)
 
     def data_sample_rates(self, wrapper):
         if not (exists(wrapper.wav2vec) and exists(wrapper.codec)):
@@ -201,13 +191,8 @@ class FineTransformerTrainer(TransformerTrainer):
         codec = codec if exists(codec) else soundstream
         self.codec = codec
         wrapper = FineTransformerWrapper(transformer = transformer, codec = codec, audio_conditioner = audio_conditioner)
-        super().__init__(
-            transformer, wrapper, data_max_length = data_max_length, data_max_length_seconds = data_max_length_seconds,
-            num_train_steps = num_train_steps, batch_size = batch_size, folder = folder, dataset = dataset,
-            train_dataloader = train_dataloader, val_dataloader = val_dataloader, lr = lr,
-            grad_accum_every = grad_accum_every, wd = wd, max_grad_norm = max_grad_norm, valid_frac = valid_frac,
-            save_results_every = save_results_every, save_model_every = save_model_every,
-            results_folder = results_folder, accelerate_kwargs = accelerate_kwargs, **kwargs)
+        super().__init__(transformer, wrapper, data_max_length = data_max_length,
+                         data_max_length_seconds = data_max_length_seconds, **trainer_kwargs(locals()), **kwargs)
 
     def data_sample_rates(self, wrapper):
         if not exists(wrapper.codec):
