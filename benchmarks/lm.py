@@ -16,10 +16,15 @@ import os
 import platform
 import time
 
-import torch
+# Idle OpenMP threads sleep instead of spinning: on a CPU shared with other jobs, spinning threads of a 2-thread
+# pool wait for a descheduled partner and generation slows down several times. Set OMP_WAIT_POLICY yourself to
+# override (it must be set before torch starts its thread pool).
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-from audiolm_pytorch.lm.fine import FineTransformer, FineTransformerWrapper
-from audiolm_pytorch.lm.semantic import SemanticTransformer, SemanticTransformerWrapper
+import torch  # noqa: E402
+
+from audiolm_pytorch.lm.fine import FineTransformer, FineTransformerWrapper  # noqa: E402
+from audiolm_pytorch.lm.semantic import SemanticTransformer, SemanticTransformerWrapper  # noqa: E402
 
 
 def sync(device):

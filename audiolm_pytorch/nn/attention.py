@@ -78,15 +78,16 @@ def causal_attention_with_key_mask(q: Tensor, k: Tensor, v: Tensor, key_mask: Te
 
     The mask rides in 8 extra features (one carries it, the rest keep the head width a multiple of 8): query
     feature ``sqrt(d)`` times key feature ``MASK_BIAS`` (hidden) or ``0`` gives, after SDPA's ``1/sqrt(d)``
-    scale, a logit bias of exactly ``MASK_BIAS`` or ``0``. A query whose visible keys are all hidden gets an
-    average over its (hidden) past instead of NaN.
+    scale, a logit bias of exactly ``MASK_BIAS`` or ``0`` (in float16 a smaller bias, so the unscaled product
+    stays finite). A query whose visible keys are all hidden gets an average over its (hidden) past, not NaN.
     """
     b, h, n, d = q.shape
     extra = 8
     q_extra = q.new_zeros(b, h, n, extra)
     q_extra[..., 0] = d ** 0.5
     k_extra = k.new_zeros(b, h, n, extra)
-    k_extra[..., 0] = (~key_mask).to(k.dtype)[:, None, :] * MASK_BIAS
+    bias = MASK_BIAS if q.dtype != torch.float16 else max(MASK_BIAS, -6e4 / d ** 0.5)   # unscaled q.k fits fp16
+    k_extra[..., 0] = (~key_mask).to(k.dtype)[:, None, :] * bias
     q = torch.cat((q, q_extra), dim = -1)
     k = torch.cat((k, k_extra), dim = -1)
     v = F.pad(v, (0, extra))
