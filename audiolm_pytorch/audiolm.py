@@ -135,7 +135,7 @@ class AudioLM(nn.Module):
         semantic_ids = self.semantic.generate(
             max_length = max_length, batch_size = batch_size, prime_wave = semantic_prime,
             prime_wave_input_sample_hz = self.wav2vec.target_sample_hz if exists(semantic_prime) else None,
-            **condition(self.semantic_has_condition or exists(self.semantic.audio_conditioner)), **sampling)
+            min_new_tokens = 1, **condition(self.semantic_has_condition or exists(self.semantic.audio_conditioner)), **sampling)
 
         max_time_steps = max_coarse_time_steps or self._coarse_steps_for(max_length)
         if exists(codec_prime):
@@ -143,7 +143,7 @@ class AudioLM(nn.Module):
             max_time_steps = max(max_time_steps, prime_frames + 1)
         coarse_ids = self.coarse.generate(
             semantic_token_ids = semantic_ids, prime_wave = codec_prime, max_time_steps = max_time_steps,
-            **condition(self.coarse_has_condition or exists(self.coarse.audio_conditioner)), **sampling)
+            min_new_time_steps = 1, **condition(self.coarse_has_condition or exists(self.coarse.audio_conditioner)), **sampling)
 
         if return_coarse_generated_wave:
             from audiolm_pytorch.lm.sampling import lengths_from_padding

@@ -98,3 +98,22 @@ def test_audiolm_with_tiny_soundstream_and_seed_flow():
     loss = wrapper(raw_wave = torch.randn(1, 4 * 16), return_loss = True)
     loss.backward()
     assert torch.isfinite(loss) and fine.start_token.grad is not None
+
+
+def test_eager_eos_still_gives_audio_and_empty_inputs_are_clear_errors():
+    # stages that want to stop at once (EOS has by far the highest logit) must still give at least one new
+    # semantic token and one new frame: nothing empty leaks into the next stage
+    codec, wav2vec = StubCodec(num_quantizers = 4), StubSemanticTokenizer()
+    audiolm = build(codec, wav2vec)
+    semantic, coarse = audiolm.semantic.transformer, audiolm.coarse.transformer
+    with torch.no_grad():
+        semantic.to_logits.bias[semantic.eos_id] = 1e4
+        coarse.coarse_head_bias[0, coarse.eos_id] = 1e4
+    out = audiolm(batch_size = 2, max_length = 6, max_coarse_time_steps = 5)
+    check_audio(out, codec.downsample_factor, 2)
+    assert all(w.shape[-1] == codec.downsample_factor for w in out)   # exactly one frame each
+
+    with pytest.raises(ValueError, match = 'at least one semantic token'):
+        audiolm.coarse.generate(semantic_token_ids = torch.full((2, 3), -1), max_time_steps = 4)
+    with pytest.raises(ValueError, match = 'frames >= 1'):
+        audiolm.fine.generate(coarse_token_ids = torch.zeros(2, 0, 2, dtype = torch.long))

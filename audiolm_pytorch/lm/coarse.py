@@ -255,15 +255,20 @@ class CoarseTransformerWrapper(nn.Module):
     def generate(self, *, semantic_token_ids: Tensor, prime_wave: Tensor | None = None,
                  prime_coarse_token_ids: Tensor | None = None, text=None, text_embeds: Tensor | None = None,
                  max_time_steps: int = 512, cond_scale: float = 3., filter_thres: float = 0.9,
-                 temperature: float = 1., reconstruct_wave: bool = False, use_kv_cache: bool = True):
+                 temperature: float = 1., reconstruct_wave: bool = False, use_kv_cache: bool = True,
+                 min_new_time_steps: int = 0):
         """Sample coarse codes for ``semantic_token_ids (b, s)`` (right-padded with ``pad_id``; the full
-        semantic sequence, primes included).
+        semantic sequence, primes included). ``min_new_time_steps``: EOS is not sampled before this many frames
+        follow the prime.
 
         Returns ``(b, T, Q)`` codes (prime frames included, ``T <= max_time_steps``), frames from a row's EOS on
         filled with ``pad_id``; with ``reconstruct_wave`` the coarse-only audio ``(b, T * hop)``, or a list of
         1-D waves when rows end at different frames.
         """
         t = self.transformer
+        if semantic_token_ids.ndim != 2 or (semantic_token_ids != self.pad_id).sum(dim = -1).min() == 0:
+            raise ValueError(f'semantic_token_ids must be (b, s) with at least one semantic token per row, got '
+                             f'shape {tuple(semantic_token_ids.shape)}: there is nothing to condition the coarse codes on')
         semantic = self._semantic(semantic_token_ids.to(self.device))
         batch = semantic.shape[0]
         if exists(prime_wave):
@@ -283,6 +288,7 @@ class CoarseTransformerWrapper(nn.Module):
         lengths = torch.full((batch,), max_time_steps, device = self.device)
         finished = torch.zeros(batch, dtype = torch.bool, device = self.device)
         cache = None
+        min_frames = flat.shape[1] // t.num_slots + min_new_time_steps
         with eval_mode(t):
             for index in range(flat.shape[1], max_time_steps * t.num_slots):
                 slot = index % t.num_slots
@@ -292,8 +298,8 @@ class CoarseTransformerWrapper(nn.Module):
                     return_only_coarse_logits = True)
                 cache = new_cache if use_kv_cache else None
                 logits = logits[:, -1]
-                if slot != 0:
-                    logits[:, t.eos_id] = float('-inf')   # EOS only at a frame boundary
+                if slot != 0 or index // t.num_slots < min_frames:
+                    logits[:, t.eos_id] = float('-inf')   # EOS only at a frame boundary, after min_new_time_steps
                 sampled = sample_logits(logits, filter_thres = filter_thres, temperature = temperature)
                 if slot == 0:
                     newly = (sampled == t.eos_id) & ~finished

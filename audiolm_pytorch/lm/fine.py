@@ -211,6 +211,9 @@ class FineTransformerWrapper(nn.Module):
         """
         t = self.transformer
         coarse = coarse_token_ids.long().to(self.device)
+        if coarse.ndim != 3 or coarse.shape[1] == 0:
+            raise ValueError(f'coarse_token_ids must be (b, frames >= 1, num_coarse_quantizers), got shape '
+                             f'{tuple(coarse.shape)}')
         batch, frames = coarse.shape[:2]
         if exists(prime_wave):
             prime_fine_token_ids = codec_codes(self.codec, prime_wave.to(self.device), start = t.num_coarse_quantizers,

@@ -44,6 +44,8 @@ def batch_unique_consecutive(ids: Tensor, pad_id: int = -1) -> Tensor:
 
 def lengths_from_padding(ids: Tensor, pad_id: int = -1) -> Tensor:
     """Number of leading non-pad entries per row of ``ids (b, n, ...)``: a row ends at its first pad."""
+    if ids.shape[1] == 0:
+        return torch.zeros(ids.shape[0], dtype = torch.long, device = ids.device)
     is_pad = ids == pad_id
     if is_pad.ndim > 2:
         is_pad = is_pad.flatten(2).all(dim = -1)

@@ -160,11 +160,12 @@ class SemanticTransformerWrapper(nn.Module):
                  prime_wave: Tensor | None = None, prime_wave_input_sample_hz: int | None = None,
                  prime_ids: Tensor | None = None, batch_size: int = 1, cond_scale: float = 3.,
                  filter_thres: float = 0.9, temperature: float = 1., use_kv_cache: bool = True,
-                 include_eos_in_output: bool = False) -> Tensor:
+                 include_eos_in_output: bool = False, min_new_tokens: int = 0) -> Tensor:
         """Sample semantic ids.
 
         Returns ``(b, <= max_length)`` ids (primes included), padded with ``pad_id`` from the first EOS on
-        (the EOS itself is kept only with ``include_eos_in_output``).
+        (the EOS itself is kept only with ``include_eos_in_output``). ``min_new_tokens``: EOS is not sampled before
+        this many tokens follow the prime.
         """
         if exists(prime_wave):
             prime_ids = semantic_ids_from_wave(self.wav2vec, prime_wave, prime_wave_input_sample_hz)
@@ -183,6 +184,7 @@ class SemanticTransformerWrapper(nn.Module):
         text_embeds, text_mask = self._condition(text = text, text_embeds = text_embeds, batch_size = batch_size)
 
         ids, cache = prime_ids, None
+        min_length = prime_ids.shape[1] + min_new_tokens
         finished = torch.zeros(ids.shape[0], dtype = torch.bool, device = self.device)
         with eval_mode(self.transformer):
             for _ in range(max(0, max_length - ids.shape[1])):
@@ -190,7 +192,10 @@ class SemanticTransformerWrapper(nn.Module):
                     ids = ids, text_embeds = text_embeds, text_mask = text_mask, cond_scale = cond_scale,
                     kv_cache = cache, return_kv_cache = True)
                 cache = new_cache if use_kv_cache else None
-                sampled = sample_logits(logits[:, -1], filter_thres = filter_thres, temperature = temperature)
+                logits = logits[:, -1]
+                if ids.shape[1] < min_length:
+                    logits[:, self.eos_id] = float('-inf')
+                sampled = sample_logits(logits, filter_thres = filter_thres, temperature = temperature)
                 sampled = sampled.masked_fill(finished, self.eos_id)
                 ids = torch.cat((ids, sampled[:, None]), dim = 1)
                 finished |= sampled == self.eos_id
