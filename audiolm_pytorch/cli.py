@@ -499,13 +499,25 @@ def _one_line(error: BaseException) -> str:
     return text
 
 
+def _show_library_logs(level: int):
+    """Print this library's log records on stderr (the command line's own handler on the package logger; the
+    root logger and other libraries' logging are left as the caller configured them)."""
+    package_logger = logging.getLogger('audiolm_pytorch')
+    if not any(getattr(h, '_audiolm_cli', False) for h in package_logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter('%(levelname)s: %(message)s'))
+        handler._audiolm_cli = True
+        package_logger.addHandler(handler)
+    package_logger.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``audiolm`` console script. Returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = getattr(args, 'debug', False)
     prog = f'audiolm {args.command}'
-    logging.basicConfig(level = logging.INFO if debug else logging.WARNING, format = '%(levelname)s: %(message)s')
+    _show_library_logs(logging.INFO if debug else logging.WARNING)
     try:
         return args.handler(args)
     except ConfigError as error:

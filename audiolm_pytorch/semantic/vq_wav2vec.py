@@ -25,7 +25,7 @@ __all__ = ['FairseqVQWav2Vec']
 
 def _import_fairseq():
     try:
-        import fairseq
+        import fairseq  # lazy: only when a vq-wav2vec checkpoint is loaded
     except Exception as error:  # ImportError, or the ValueError fairseq raises at import on Python >= 3.11
         python = f'{sys.version_info.major}.{sys.version_info.minor}'
         hint = (f'fairseq does not import on Python >= 3.11 (this is Python {python}); run vq-wav2vec tokenization '
