@@ -31,7 +31,7 @@ setup(
         'pyyaml',
     ],
     extras_require = {
-        'test': ['pytest', 'scipy', 'matplotlib', 'scikit-learn', 'joblib', 'nbclient', 'nbformat', 'ipykernel'],
+        'test': ['pytest', 'scipy', 'matplotlib', 'scikit-learn', 'joblib', 'nbclient', 'nbformat', 'ipykernel', 'tensorboard'],
         'plot': ['matplotlib'],
         'kmeans': ['scikit-learn', 'joblib'],
         'wandb': ['wandb'],

@@ -248,6 +248,26 @@ def test_custom_tracker_receives_losses(tmp_path):
     assert [s for s, v in recorder.logged if 'valid_loss' in v] == [0, 2, 4]
 
 
+def test_tensorboard_is_the_default_tracker_when_installed(tmp_path):
+    pytest.importorskip('tensorboard', reason = 'tensorboard is part of the [test] extra')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = make(tmp_path, save_results_every = 2)
+    assert trainer.accelerator.log_with, 'tensorboard should be picked by default when it is installed'
+    trainer.train()
+    trainer.accelerator.end_training()
+    event_files = sorted(tmp_path.rglob('events.out.tfevents.*'))
+    assert event_files, f'no TensorBoard event file under {tmp_path}'
+    scalars = {}
+    for path in event_files:
+        events = EventAccumulator(str(path))
+        events.Reload()
+        for tag in events.Tags()['scalars']:
+            scalars[tag] = [event.step for event in events.Scalars(tag)]
+    assert scalars.get('loss') == list(range(6))
+    assert scalars.get('valid_loss') == [0, 2, 4]
+
+
 def test_phase_and_argument_errors(tmp_path):
     with pytest.raises(ValueError, match = 'exactly one'):
         make(tmp_path, dataset = None)
