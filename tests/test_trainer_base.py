@@ -268,6 +268,28 @@ def test_tensorboard_is_the_default_tracker_when_installed(tmp_path):
     assert scalars.get('valid_loss') == [0, 2, 4]
 
 
+def test_wandb_tracker_names_project_and_run_and_ends_the_run(tmp_path, monkeypatch):
+    # wandb itself is not installed in CI: check what the trainer asks of Accelerate's tracker API
+    with pytest.raises(ValueError, match = 'use_wandb_tracking'):
+        with make(tmp_path, 'plain').wandb_tracker(project = 'p'):
+            pass
+
+    import importlib.util
+    if importlib.util.find_spec('wandb') is None:
+        with pytest.raises(ImportError, match = r'audiolm-pytorch\[wandb\]'):
+            make(tmp_path, 'missing', use_wandb_tracking = True)
+
+    trainer = make(tmp_path, accelerate_kwargs = dict(log_with = None), use_wandb_tracking = True)
+    calls = []
+    monkeypatch.setattr(trainer.accelerator, 'init_trackers',
+                        lambda project, config = None, init_kwargs = None: calls.append(('init', project, config, init_kwargs)))
+    monkeypatch.setattr(trainer.accelerator, 'end_training', lambda: calls.append(('end',)))
+    with trainer.wandb_tracker(project = 'audiolm', run = 'soundstream-1'):
+        assert calls[0][:2] == ('init', 'audiolm') and calls[0][3] == {'wandb': {'name': 'soundstream-1'}}
+        assert calls[0][2]['batch_size'] == 2
+    assert calls[-1] == ('end',)
+
+
 def test_phase_and_argument_errors(tmp_path):
     with pytest.raises(ValueError, match = 'exactly one'):
         make(tmp_path, dataset = None)

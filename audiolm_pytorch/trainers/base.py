@@ -219,8 +219,10 @@ class Trainer:
 
     def _make_accelerator(self, kwargs: dict, results_folder):
         from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, is_tensorboard_available
+        from accelerate.utils import DistributedDataParallelKwargs, is_tensorboard_available, is_wandb_available
 
+        if self.use_wandb_tracking and 'log_with' not in kwargs and not is_wandb_available():
+            raise ImportError("use_wandb_tracking=True needs wandb: pip install 'audiolm-pytorch[wandb]'")
         if 'log_with' not in kwargs:
             kwargs['log_with'] = 'wandb' if self.use_wandb_tracking else ('tensorboard' if is_tensorboard_available() else None)
         kwargs.setdefault('project_dir', str(results_folder))
