@@ -13,11 +13,9 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 
-from audiolm_pytorch.utils import default, exists
+from audiolm_pytorch.utils import beartype, default, exists
 
 AUDIO_EXTENSIONS = ('flac', 'wav', 'mp3', 'ogg')
 

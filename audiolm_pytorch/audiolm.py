@@ -6,14 +6,13 @@ import math
 from pathlib import Path
 
 import torch
-from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 
 from audiolm_pytorch.audio import load_audio, resample
 from audiolm_pytorch.lm.coarse import CoarseTransformer, CoarseTransformerWrapper
 from audiolm_pytorch.lm.fine import FineTransformer, FineTransformerWrapper
 from audiolm_pytorch.lm.semantic import SemanticTransformer, SemanticTransformerWrapper
-from audiolm_pytorch.utils import exists
+from audiolm_pytorch.utils import beartype, exists
 
 
 def check_stages(*, wav2vec, codec, semantic: SemanticTransformer, coarse: CoarseTransformer,

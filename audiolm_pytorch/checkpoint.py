@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from audiolm_pytorch.utils import exists, to_jsonable
 from audiolm_pytorch.version import __version__

@@ -26,12 +26,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from audiolm_pytorch.utils import beartype
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from audiolm_pytorch.audio import AUDIO_EXTENSIONS, AudioDecodeError, audio_info, load_audio, resample
-from audiolm_pytorch.utils import cast_tuple, curtail_to_multiple, exists
+from audiolm_pytorch.utils import beartype, cast_tuple, curtail_to_multiple, exists
 
 __all__ = [
     'SoundDataset', 'TextAudioDataset', 'SkippedAudioWarning', 'split_text_audio', 'collate_pad', 'collate_crop',

@@ -19,13 +19,12 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
-from audiolm_pytorch.utils import beartype
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.nn.conformer import Conformer
-from audiolm_pytorch.utils import default, exists
+from audiolm_pytorch.utils import beartype, default, eval_mode, exists
 
 _EXTERNAL = ('soundstream', 'wav2vec', 'spear_tts_text_to_semantic')
 
@@ -485,14 +484,10 @@ class SoundStorm(Checkpointable, nn.Module):
         audio ``(b, samples)`` (``seconds·sample_hz`` samples when ``seconds`` is given), or a list of 1-D waves
         when ``mask`` gives the samples different lengths.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self._generate(num_latents, seconds, batch_size, cond_semantic_token_ids, prompt_acoustic_token_ids,
                                   mask, texts, steps, num_full_sampling_levels, start_temperature, filter_thres,
                                   noise_level_scale, cond_scale, return_codes, text_to_semantic_generate_kwargs or {})
-        finally:
-            self.train(was_training)
 
     def _generate(self, num_latents, seconds, batch_size, semantic, prompt, mask, texts, steps, num_full_sampling_levels,
                   start_temperature, filter_thres, noise_level_scale, cond_scale, return_codes, tts_kwargs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Iterable
 
 import torch
@@ -49,6 +50,21 @@ def curtail_to_multiple(t: torch.Tensor, multiple: int, dim: int = -1) -> torch.
 
 def first(iterable: Iterable[Any]):
     return next(iter(iterable))
+
+
+@contextmanager
+def eval_mode(module):
+    """Run ``module`` in eval mode, then restore its previous training flag (also on error). Objects that are not
+    ``nn.Module`` pass through."""
+    if not isinstance(module, torch.nn.Module):
+        yield module
+        return
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def to_jsonable(value):

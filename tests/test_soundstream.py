@@ -126,16 +126,19 @@ def test_error_decreases_with_more_quantizers(trained_on_speech):
     model, wave, _, _ = trained_on_speech
     with torch.no_grad():
         latents = model.encode(model.process_input(wave))
+        unquantized = model.decode(latents)                 # what the decoder makes of the exact latents
         codes = model.tokenize(wave)
         latent_errors, mel_errors = [], []
         for k in range(1, model.num_quantizers + 1):
             latent_errors.append((latents - model.codes_to_latents(codes[..., :k])).pow(2).mean().item())
             recon = model.decode_from_codebook_indices(model.tokenize(wave, num_quantizers = k))
-            mel_errors.append(model.mel_loss(recon, wave[None]).item())
+            mel_errors.append(model.mel_loss(recon, unquantized).item())
     assert all(b < a for a, b in zip(latent_errors, latent_errors[1:])), latent_errors
-    # decoded error: non-increasing up to 3% noise, and clearly better with all levels than with one
+    # decoded audio: the loss that quantizing to k levels adds (against decoding the exact latents) shrinks
+    # with k, up to 3% noise, and clearly so from one level to all. (Against the input itself, a decoder trained
+    # for only 60 steps is too far off for the bitrate to show reliably.)
     assert all(b <= a * 1.03 for a, b in zip(mel_errors, mel_errors[1:])), mel_errors
-    assert mel_errors[-1] < mel_errors[0], mel_errors
+    assert mel_errors[-1] < 0.8 * mel_errors[0], mel_errors
 
 
 def test_bad_input_raises_helpful_errors():

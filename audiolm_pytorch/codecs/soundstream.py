@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
-from audiolm_pytorch.utils import beartype
 from einops import rearrange
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -33,7 +32,7 @@ from audiolm_pytorch.codecs.losses import (MultiResolutionMelLoss, feature_match
 from audiolm_pytorch.nn.causal_conv import (CausalConv1d, CausalConvTranspose1d, CausalSqueezeExcite, Residual,
                                             StreamingSequential, from_time_major, to_time_major)
 from audiolm_pytorch.nn.local_attention import LocalTransformer
-from audiolm_pytorch.utils import exists
+from audiolm_pytorch.utils import beartype, eval_mode, exists
 
 
 class LossBreakdown(NamedTuple):
@@ -85,17 +84,6 @@ def encoder_block(chan_in: int, chan_out: int, stride: int, dilations: Sequence[
 def decoder_block(chan_in: int, chan_out: int, stride: int, dilations: Sequence[int], squeeze_excite: bool):
     return StreamingSequential(CausalConvTranspose1d(chan_in, chan_out, stride = stride), nn.ELU(inplace = True),
                                *(residual_unit(chan_out, d, squeeze_excite) for d in dilations))
-
-
-@contextmanager
-def _eval_mode(module: nn.Module):
-    """Run ``module`` in eval mode (no codebook updates, no quantizer dropout), restoring its mode after."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def _frozen(module: nn.Module, *args):
@@ -435,7 +423,7 @@ class SoundStream(Checkpointable, nn.Module):
         """Audio ``(n,)``, ``(b, n)`` or ``(b, c, n)`` -> codes ``(b, frames, g * k)``, ``k = num_quantizers`` (all
         levels by default; the first ``k`` residual levels give a lower bitrate)."""
         x = self.process_input(audio, input_sample_hz)
-        with _eval_mode(self.rq):
+        with eval_mode(self.rq):
             codes = self.quantize(self.encode(x))[1]
         return self._first_levels(codes, num_quantizers)
 
@@ -478,7 +466,7 @@ class SoundStream(Checkpointable, nn.Module):
         latents, attn_state = rearrange(h, 'b d n -> b n d'), state.attn
         if exists(self.encoder_attn):
             latents, attn_state = self.encoder_attn.forward_stream(latents, attn_state)
-        with _eval_mode(self.rq):
+        with eval_mode(self.rq):
             codes = self.quantize(latents)[1]
         new_state = CodecStreamState(conv = conv_state, attn = attn_state, frames = state.frames + latents.shape[1])
         return self._first_levels(codes, num_quantizers), new_state

@@ -10,17 +10,16 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from audiolm_pytorch.utils import beartype
 from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.lm.coarse import check_codec, codec_codes, waves_from_codes
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
-from audiolm_pytorch.lm.sampling import eval_mode, forgetful_causal_mask, lengths_from_padding, sample_logits
+from audiolm_pytorch.lm.sampling import forgetful_causal_mask, lengths_from_padding, sample_logits
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, aligned_prefix, resolve_condition,
                                             slot_logits, stage_decoder)
-from audiolm_pytorch.utils import exists
+from audiolm_pytorch.utils import beartype, eval_mode, exists
 
 
 class FineTransformer(Checkpointable, GuidanceMixin, nn.Module):

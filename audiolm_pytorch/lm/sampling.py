@@ -4,11 +4,11 @@ forgetful causal masking."""
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
 
 
 def top_k_filter(logits: Tensor, filter_thres: float = 0.9) -> Tensor:
@@ -82,16 +82,3 @@ def forgetful_causal_mask(shape: tuple[int, int], prob: float, device) -> Tensor
     return keep
 
 
-@contextmanager
-def eval_mode(module):
-    """Evaluate ``module`` in eval mode, then restore its previous training flag (also on error). Objects
-    that are not ``nn.Module`` pass through."""
-    if not isinstance(module, nn.Module):
-        yield module
-        return
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)

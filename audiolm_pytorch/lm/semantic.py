@@ -6,15 +6,14 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
-from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, eval_mode, forgetful_causal_mask,
+from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, forgetful_causal_mask,
                                          mask_after_eos, sample_logits)
 from audiolm_pytorch.lm.transformer import DecoderCache, GuidanceMixin, resolve_condition, stage_decoder
-from audiolm_pytorch.utils import exists
+from audiolm_pytorch.utils import beartype, eval_mode, exists
 
 
 class SemanticTransformer(Checkpointable, GuidanceMixin, nn.Module):

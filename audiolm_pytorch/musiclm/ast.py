@@ -12,14 +12,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from audiolm_pytorch.utils import beartype
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from audiolm_pytorch.audio import stft_magnitude
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.nn.transformer import TransformerLayer
-from audiolm_pytorch.utils import default
+from audiolm_pytorch.utils import beartype, default
 
 
 # ----------------------------------------------------------------------------------------------------------

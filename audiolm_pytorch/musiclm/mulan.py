@@ -13,14 +13,13 @@ import math
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from audiolm_pytorch.utils import beartype
 from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.musiclm.ast import AudioSpectrogramTransformer
 from audiolm_pytorch.musiclm.text import TextTransformer
-from audiolm_pytorch.utils import exists
+from audiolm_pytorch.utils import beartype, exists
 
 __all__ = ['AudioSpectrogramTransformer', 'TextTransformer', 'MuLaN', 'MuLaNEmbedQuantizer']
 

@@ -8,17 +8,15 @@ with the raw texts, and each stage asks the quantizer for the text embeddings of
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 
 from audiolm_pytorch.audio import resample
 from audiolm_pytorch.musiclm.mulan import MuLaNEmbedQuantizer
-from audiolm_pytorch.utils import exists
+from audiolm_pytorch.utils import beartype, eval_mode, exists
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +51,6 @@ def _stack_if_possible(waves: list[Tensor]) -> Waves:
     if len({wave.shape[-1] for wave in waves}) == 1:
         return torch.stack(waves)
     return waves
-
-
-@contextmanager
-def _eval_mode(module: nn.Module):
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 class MusicLM(nn.Module):
@@ -126,7 +114,7 @@ class MusicLM(nn.Module):
 
         mulan = self.mulan
         device = next(mulan.parameters()).device
-        with _eval_mode(mulan):
+        with eval_mode(mulan):
             if len({wave.shape[-1] for wave in waves}) == 1:
                 return mulan.similarity(torch.stack(waves).to(device), raw_texts = texts).float().cpu()
             return torch.cat([mulan.similarity(wave[None].to(device), raw_texts = [text]).float().cpu()
@@ -162,7 +150,7 @@ class MusicLM(nn.Module):
 
         repeated = [text for text in texts for _ in range(num_samples)]      # text-major: (num_texts * k)
         audio_lm_module = self.audio_lm if isinstance(self.audio_lm, nn.Module) else nn.Module()
-        with _eval_mode(audio_lm_module):
+        with eval_mode(audio_lm_module):
             candidates = self.generate_candidates(repeated, **audio_lm_kwargs)
 
         if num_samples == 1 and not return_scores:

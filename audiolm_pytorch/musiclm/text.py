@@ -8,13 +8,12 @@ works offline with no files at all.
 from __future__ import annotations
 
 import torch
-from audiolm_pytorch.utils import beartype
 from einops import repeat
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.nn.transformer import Transformer
-from audiolm_pytorch.utils import exists
+from audiolm_pytorch.utils import beartype, exists
 
 BYTE_VOCAB_SIZE = 257   # 0 = padding, 1..256 = UTF-8 byte value + 1
 

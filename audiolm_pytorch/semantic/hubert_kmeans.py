@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from audiolm_pytorch.utils import beartype
 from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.audio import resample
 from audiolm_pytorch.semantic.base import WaveInputMixin
 from audiolm_pytorch.semantic.kmeans import KMeans, KMeansFileError
-from audiolm_pytorch.utils import exists
+from audiolm_pytorch.utils import beartype, exists
 
 __all__ = ['HubertWithKmeans', 'W2VBertWithKmeans', 'HubertFeatures', 'W2VBertFeatures', 'KaldiFbank',
            'feature_extractor_from_path']

@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 
-from audiolm_pytorch.utils import default, exists
+from audiolm_pytorch.utils import beartype, default, exists
 from audiolm_pytorch.version import __version__
 
 __all__ = ['KMeans', 'KMeansFileError', 'load_kmeans_centroids', 'read_sklearn_kmeans_pickle', 'minibatch_kmeans',

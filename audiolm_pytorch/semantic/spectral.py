@@ -12,7 +12,6 @@ import os
 from collections.abc import Sequence
 
 import torch
-from audiolm_pytorch.utils import beartype
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -20,7 +19,7 @@ from audiolm_pytorch.audio import MelSpectrogram
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.semantic.base import WaveInputMixin
 from audiolm_pytorch.semantic.kmeans import KMeans, collect_features, list_audio_files, minibatch_kmeans
-from audiolm_pytorch.utils import exists
+from audiolm_pytorch.utils import beartype, exists
 
 __all__ = ['SpectralKmeansTokenizer']
 

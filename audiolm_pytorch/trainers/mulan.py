@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from audiolm_pytorch.musiclm.mulan import MuLaN
 from audiolm_pytorch.trainers.base import Batch, Trainer, trainer_kwargs
-from audiolm_pytorch.utils import exists
+from audiolm_pytorch.utils import beartype, exists
 
 
 def split_text_audio(batch: Batch) -> tuple[Tensor, dict]:

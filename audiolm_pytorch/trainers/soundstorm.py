@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from audiolm_pytorch.utils import beartype
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from audiolm_pytorch.soundstorm import SoundStorm
 from audiolm_pytorch.trainers.base import Batch, Sample, Trainer, trainer_kwargs
-from audiolm_pytorch.utils import default, exists
+from audiolm_pytorch.utils import beartype, default, exists
 
 
 def split_fields(waves: tuple[Tensor, ...]) -> dict:

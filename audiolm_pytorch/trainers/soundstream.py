@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from audiolm_pytorch.utils import beartype
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer, trainer_kwargs
-from audiolm_pytorch.utils import exists
+from audiolm_pytorch.utils import beartype, exists
 
 
 class SoundStreamTrainer(Trainer):

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from audiolm_pytorch.utils import beartype
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer, trainer_kwargs
-from audiolm_pytorch.utils import exists
+from audiolm_pytorch.utils import beartype, eval_mode, exists
 
 
 def _as_wave(output) -> torch.Tensor | None:
@@ -72,12 +71,8 @@ class TransformerTrainer(Trainer):
     @torch.no_grad()
     def generate(self, *args, **kwargs):
         """Delegates to the wrapper's ``generate`` (see the wrapper for the arguments)."""
-        was_training = self.train_wrapper.training
-        self.train_wrapper.eval()
-        try:
+        with eval_mode(self.train_wrapper):
             return self.train_wrapper.generate(*args, **kwargs)
-        finally:
-            self.train_wrapper.train(was_training)
 
 
 def _rate(module) -> int:
