@@ -6,9 +6,9 @@ exec((Path(__file__).parent / 'audiolm_pytorch' / 'version.py').read_text(), ver
 
 setup(
     name = 'audiolm-pytorch',
-    packages = find_packages(exclude = ['tests', 'tests.*', 'benchmarks', 'examples', 'scripts']),
-    include_package_data = True,
-    package_data = {'audiolm_pytorch': ['assets/*.wav', 'assets/*.json']},
+    # the demo's clips ship as package data of the (code-free) audiolm_pytorch.assets package
+    packages = find_packages(exclude = ['tests', 'tests.*', 'benchmarks', 'examples', 'scripts']) + ['audiolm_pytorch.assets'],
+    package_data = {'audiolm_pytorch.assets': ['*.wav', '*.md']},
     version = version['__version__'],
     license = 'MIT',
     description = 'AudioLM family (SoundStream, semantic/coarse/fine transformers, SoundStorm, MusicLM) in PyTorch',

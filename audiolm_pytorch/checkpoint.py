@@ -146,7 +146,14 @@ def config_to_data(config: dict) -> dict:
         if isinstance(value, (list, tuple, range)):
             return [convert(v) for v in value]
         return to_jsonable(value)
-    return {key: convert(value) for key, value in config.items()}
+    data = {}
+    for key, value in config.items():
+        try:
+            data[key] = convert(value)
+        except TypeError as error:
+            raise TypeError(f'constructor argument {key!r}: {error}. Pass data (numbers, strings, lists, dicts) or a '
+                            'Checkpointable module so the model can be rebuilt from its checkpoint') from error
+    return data
 
 
 def config_from_data(data: dict) -> dict:

@@ -281,3 +281,18 @@ def test_corrupt_safetensors_raises_value_error(tmp_path):
     (tmp_path / 'random.safetensors').write_bytes(os.urandom(4096))
     with pytest.raises(ValueError):
         read_checkpoint(tmp_path / 'random.safetensors')
+
+
+def test_unsaveable_constructor_argument_names_the_argument(tmp_path):
+    from torch import nn
+    from audiolm_pytorch.checkpoint import Checkpointable
+
+    class HoldsAModule(Checkpointable, nn.Module):
+        def __init__(self, *, head):
+            super().__init__()
+            self.head = head
+
+    model = HoldsAModule(head = nn.Linear(2, 2))
+    with pytest.raises(TypeError, match = "argument 'head'.*Linear"):
+        model.save(tmp_path / 'model.pt')
+    assert not list(tmp_path.iterdir())
