@@ -141,4 +141,7 @@ def test_test_audio_corpus_stays_small(assets_dir):
 def test_setup_declares_no_torchaudio_or_fairseq():
     setup = (ROOT / 'setup.py').read_text()
     assert 'torchaudio' not in setup and 'fairseq' not in setup
-    assert "'assets/*.wav'" in setup
+    # the demo's clips are package data of audiolm_pytorch.assets
+    assert "'audiolm_pytorch.assets': ['*.wav'" in setup
+    from importlib.resources import files
+    assert len([p for p in files('audiolm_pytorch.assets').iterdir() if p.name.endswith('.wav')]) >= 4
