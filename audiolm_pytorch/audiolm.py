@@ -12,7 +12,8 @@ from audiolm_pytorch.audio import load_audio, resample
 from audiolm_pytorch.lm.coarse import CoarseTransformer, CoarseTransformerWrapper
 from audiolm_pytorch.lm.fine import FineTransformer, FineTransformerWrapper
 from audiolm_pytorch.lm.semantic import SemanticTransformer, SemanticTransformerWrapper
-from audiolm_pytorch.utils import beartype, exists
+from audiolm_pytorch.lm.transformer import condition_batch_size
+from audiolm_pytorch.utils import beartype, default, exists
 
 
 def check_stages(*, wav2vec, codec, semantic: SemanticTransformer, coarse: CoarseTransformer,
@@ -87,7 +88,7 @@ class AudioLM(nn.Module):
         return max(1, math.ceil(seconds * self.codec.target_sample_hz / self.codec.downsample_factor))
 
     @torch.no_grad()
-    def forward(self, *, batch_size: int = 1, text=None, text_embeds: Tensor | None = None,
+    def forward(self, *, batch_size: int | None = None, text=None, text_embeds: Tensor | None = None,
                 prime_wave: Tensor | None = None, prime_wave_input_sample_hz: int | None = None,
                 prime_wave_path: str | Path | None = None, max_length: int = 2048,
                 return_coarse_generated_wave: bool = False, mask_out_generated_fine_tokens: bool = False,
@@ -99,6 +100,8 @@ class AudioLM(nn.Module):
             text / text_embeds: condition for the stages built with ``has_condition``.
             prime_wave: ``(n,)`` or ``(b, n)`` prompt at ``prime_wave_input_sample_hz`` (default: the codec's rate),
             or ``prime_wave_path`` to an audio file. max_length: semantic tokens (prime included).
+            batch_size: default: one sample per text / ``text_embeds`` row or prime wave, else 1; a single
+            condition or prime is repeated over a larger batch.
         Returns audio ``(b, n)`` at the codec's rate, or a list of 1-D waves when lengths differ.
         """
         if exists(prime_wave_path):
@@ -107,6 +110,8 @@ class AudioLM(nn.Module):
             loaded = load_audio(prime_wave_path)
             prime_wave, prime_wave_input_sample_hz = loaded.wave[:1], loaded.sample_hz
 
+        # one sample per condition (texts / text_embeds) or prime unless batch_size says otherwise
+        requested = batch_size if exists(batch_size) else condition_batch_size(text, text_embeds)
         semantic_prime = codec_prime = None
         if exists(prime_wave):
             prime_wave = prime_wave.to(self.device).float()
@@ -119,10 +124,15 @@ class AudioLM(nn.Module):
                 raise ValueError('priming with audio needs the semantic tokenizer: pass wav2vec= to AudioLM')
             semantic_prime = resample(prime_wave, hz, self.wav2vec.target_sample_hz)
             codec_prime = resample(prime_wave, hz, self.codec.target_sample_hz)
-            if codec_prime.shape[0] == 1 and batch_size > 1:
-                codec_prime = codec_prime.expand(batch_size, -1)
-                semantic_prime = semantic_prime.expand(batch_size, -1)
+            if codec_prime.shape[0] == 1 and exists(requested) and requested > 1:
+                codec_prime = codec_prime.expand(requested, -1)
+                semantic_prime = semantic_prime.expand(requested, -1)
+            if exists(requested) and codec_prime.shape[0] != requested:
+                raise ValueError(f'{codec_prime.shape[0]} prime waves for a batch of {requested}: give one prime per '
+                                 'sample or a single one for the whole batch')
             batch_size = codec_prime.shape[0]
+        else:
+            batch_size = default(requested, 1)
 
         def condition(has_condition):
             if not has_condition:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from audiolm_pytorch.lm.transformer import condition_batch_size
 from audiolm_pytorch.utils import exists
 
 if TYPE_CHECKING:  # annotation only: importing soundstorm here at run time would be circular (it re-exports us)
@@ -24,7 +25,7 @@ class SemanticToAudio(nn.Module):
             their timing (``unique_consecutive=False``) so they can be aligned with codec frames.
         soundstorm: ``SoundStorm`` with a codec attached (or ``return_codes=True`` at call time).
 
-    ``forward(batch_size=1, max_length=2048, text=None, text_embeds=None, prime_wave=None,
+    ``forward(batch_size=None (one per condition or prime, else 1), max_length=2048, text=None, text_embeds=None, prime_wave=None,
     prime_wave_input_sample_hz=None, semantic_generate_kwargs=None, **soundstorm_generate_kwargs)``
     ``-> wave (b, n)`` (a list when lengths differ) or codes. ``prime_wave`` (at the codec's rate unless
     ``prime_wave_input_sample_hz`` says otherwise) primes the semantic transformer and is the acoustic prompt
@@ -45,10 +46,13 @@ class SemanticToAudio(nn.Module):
         self.soundstorm = soundstorm
 
     @torch.no_grad()
-    def forward(self, *, batch_size: int = 1, max_length: int = 2048, text: list[str] | None = None,
+    def forward(self, *, batch_size: int | None = None, max_length: int = 2048, text: list[str] | None = None,
                 text_embeds: Tensor | None = None, prime_wave: Tensor | None = None,
                 prime_wave_input_sample_hz: int | None = None, semantic_generate_kwargs: dict | None = None,
                 **soundstorm_kwargs):
+        if batch_size is None:       # one sample per condition (texts / text_embeds rows) or prime wave, else 1
+            primes = prime_wave.reshape(-1, prime_wave.shape[-1]).shape[0] if exists(prime_wave) else None
+            batch_size = condition_batch_size(text, text_embeds) or primes or 1
         kwargs = dict(max_length = max_length, batch_size = batch_size, **(semantic_generate_kwargs or {}))
         if exists(text):
             kwargs['text'] = text

@@ -117,3 +117,16 @@ def test_eager_eos_still_gives_audio_and_empty_inputs_are_clear_errors():
         audiolm.coarse.generate(semantic_token_ids = torch.full((2, 3), -1), max_time_steps = 4)
     with pytest.raises(ValueError, match = 'frames >= 1'):
         audiolm.fine.generate(coarse_token_ids = torch.zeros(2, 0, 2, dtype = torch.long))
+
+
+def test_audiolm_batch_follows_conditions_and_primes():
+    codec, wav2vec = StubCodec(), StubSemanticTokenizer()
+    audiolm = build(codec, wav2vec, conditioned = True)
+    check_audio(audiolm(text_embeds = torch.randn(3, 2, 8), max_length = 6, max_coarse_time_steps = 3),
+                codec.downsample_factor, 3)
+    check_audio(audiolm(batch_size = 2, text_embeds = torch.randn(1, 2, 8), max_length = 6, max_coarse_time_steps = 3),
+                codec.downsample_factor, 2)
+    with pytest.raises(ValueError, match = '3 prime waves for a batch of 2'):
+        audiolm(batch_size = 2, prime_wave = torch.randn(3, 64), max_length = 10)
+    with pytest.raises(ValueError, match = 'conditions'):
+        audiolm(batch_size = 2, text_embeds = torch.randn(3, 2, 8), max_length = 6)

@@ -147,3 +147,27 @@ def test_training_with_forgetful_masking_and_padding():
     loss = wrapper(semantic_token_ids = ids, return_loss = True)
     assert torch.isfinite(loss)
     loss.backward()
+
+
+def test_batch_follows_the_conditions_and_mismatches_are_errors():
+    model = SemanticTransformer(num_semantic_tokens = 20, has_condition = True, cond_dim = 8, **TINY)
+    wrapper = SemanticTransformerWrapper(transformer = model)
+    two = torch.randn(2, 3, 8)
+    assert wrapper.generate(max_length = 5, text_embeds = two, min_new_tokens = 5).shape == (2, 5)
+    # one condition for a larger batch is repeated; with greedy sampling every sample is then the same
+    out = wrapper.generate(max_length = 5, batch_size = 3, text_embeds = two[:1], temperature = 0., min_new_tokens = 5)
+    assert out.shape == (3, 5) and (out == out[:1]).all()
+    # a batch-1 condition given to the model directly also applies to every sample
+    ids = torch.randint(0, 20, (3, 4))
+    with torch.no_grad():
+        expanded = model.forward_with_cond_scale(ids = ids, text_embeds = two[:1].expand(3, -1, -1), cond_scale = 2.)
+        assert torch.allclose(model.forward_with_cond_scale(ids = ids, text_embeds = two[:1], cond_scale = 2.), expanded)
+
+    with pytest.raises(ValueError, match = '2 conditions .* batch of 3'):
+        wrapper.generate(max_length = 5, batch_size = 3, text_embeds = two)
+    with pytest.raises(ValueError, match = 'batch'):
+        model.forward_with_cond_scale(ids = ids[:1], text_embeds = two, cond_scale = 2.)
+    with pytest.raises(ValueError, match = 'batch'):
+        model(ids = ids, text_embeds = two)
+    with pytest.raises(ValueError, match = '2 primes for a batch of 3'):
+        wrapper.generate(max_length = 8, batch_size = 3, prime_ids = torch.randint(0, 20, (2, 2)))

@@ -12,8 +12,9 @@ from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
 from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, forgetful_causal_mask,
                                          mask_after_eos, sample_logits)
-from audiolm_pytorch.lm.transformer import DecoderCache, GuidanceMixin, resolve_condition, stage_decoder
-from audiolm_pytorch.utils import beartype, eval_mode, exists
+from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, condition_batch_size, resolve_condition,
+                                            stage_decoder)
+from audiolm_pytorch.utils import beartype, default, eval_mode, exists
 
 
 class SemanticTransformer(Checkpointable, GuidanceMixin, nn.Module):
@@ -157,27 +158,33 @@ class SemanticTransformerWrapper(nn.Module):
     @torch.no_grad()
     def generate(self, *, max_length: int, text=None, text_embeds: Tensor | None = None,
                  prime_wave: Tensor | None = None, prime_wave_input_sample_hz: int | None = None,
-                 prime_ids: Tensor | None = None, batch_size: int = 1, cond_scale: float = 3.,
+                 prime_ids: Tensor | None = None, batch_size: int | None = None, cond_scale: float = 3.,
                  filter_thres: float = 0.9, temperature: float = 1., use_kv_cache: bool = True,
                  include_eos_in_output: bool = False, min_new_tokens: int = 0) -> Tensor:
         """Sample semantic ids.
 
         Returns ``(b, <= max_length)`` ids (primes included), padded with ``pad_id`` from the first EOS on
         (the EOS itself is kept only with ``include_eos_in_output``). ``min_new_tokens``: EOS is not sampled before
-        this many tokens follow the prime.
+        this many tokens follow the prime. ``batch_size`` defaults to the number of conditions (texts or
+        ``text_embeds``) or primes, else 1; one condition or prime is repeated over a larger batch.
         """
+        requested = batch_size if exists(batch_size) else condition_batch_size(text, text_embeds)
         if exists(prime_wave):
             prime_ids = semantic_ids_from_wave(self.wav2vec, prime_wave, prime_wave_input_sample_hz)
         if exists(prime_ids):
             prime_ids = prime_ids.long().to(self.device)
             if self.unique_consecutive:
                 prime_ids = batch_unique_consecutive(prime_ids, self.pad_id)
-            if prime_ids.shape[0] == 1 and batch_size > 1:
-                prime_ids = prime_ids.expand(batch_size, -1)
+            if prime_ids.shape[0] == 1 and exists(requested) and requested > 1:
+                prime_ids = prime_ids.expand(requested, -1)
+            if exists(requested) and prime_ids.shape[0] != requested:
+                raise ValueError(f'{prime_ids.shape[0]} primes for a batch of {requested}: give one prime per sample '
+                                 'or a single one for the whole batch')
             if (prime_ids == self.pad_id).any():
                 raise ValueError('prime ids of different lengths are not supported; prime one length per call')
             batch_size = prime_ids.shape[0]
         else:
+            batch_size = default(requested, 1)
             prime_ids = torch.empty(batch_size, 0, dtype = torch.long, device = self.device)
 
         text_embeds, text_mask = self._condition(text = text, text_embeds = text_embeds, batch_size = batch_size)

@@ -130,8 +130,7 @@ class ConditionedDecoder(nn.Module):
         if text_embeds.shape[-1] != self.cond_dim:
             raise ValueError(f'text_embeds have width {text_embeds.shape[-1]} but this model expects cond_dim='
                              f'{self.cond_dim}: construct it with cond_dim={text_embeds.shape[-1]}')
-        if text_embeds.shape[0] != batch:
-            raise ValueError(f'text_embeds batch {text_embeds.shape[0]} does not match the token batch {batch}')
+        text_embeds, text_mask = match_condition_batch(text_embeds, text_mask, batch)   # 1 -> batch, else equal
         if not exists(text_mask):
             text_mask = (text_embeds != 0).any(dim = -1)
 
@@ -208,11 +207,15 @@ class GuidanceMixin:
             return self.forward(*args, cond_drop_prob = 0., kv_cache = kv_cache, return_kv_cache = return_kv_cache,
                                 **kwargs)
 
+        condition_names = ('text', 'text_embeds', 'text_mask')
+        tokens = (*args, *(v for k, v in kwargs.items() if k not in condition_names))
+        batch = next(a for a in tokens if torch.is_tensor(a)).shape[0]
         text = kwargs.pop('text', None)
         if exists(text) and not exists(kwargs.get('text_embeds')):
             kwargs['text_embeds'], kwargs['text_mask'] = decoder.embed_text([text] if isinstance(text, str) else text)
-
-        batch = next(a for a in (*args, *kwargs.values()) if torch.is_tensor(a)).shape[0]
+        if exists(kwargs.get('text_embeds')):
+            kwargs['text_embeds'], kwargs['text_mask'] = match_condition_batch(
+                kwargs['text_embeds'], kwargs.get('text_mask'), batch)
 
         def double(value):
             return torch.cat((value, value), dim = 0) if torch.is_tensor(value) and value.shape[0] == batch else value
@@ -257,18 +260,40 @@ def resolve_condition(decoder: ConditionedDecoder, *, audio_conditioner=None, na
     ``namespace``; otherwise text goes through T5 (loaded lazily, local files only)."""
     from audiolm_pytorch.lm.conditioning import audio_condition
     if exists(text_embeds) or not (exists(text) or exists(wavs)):
-        return text_embeds, text_mask
+        return match_condition_batch(text_embeds, text_mask, batch_size)
     if isinstance(text, str):
         text = [text] * default(batch_size, 1)
     if exists(audio_conditioner):
         embeds = audio_condition(audio_conditioner, namespace = namespace, wavs = wavs,
                                  texts = None if exists(wavs) else text)
-        return embeds, None
+        return match_condition_batch(embeds, None, batch_size)
     if not exists(text):
         return None, None
     if not decoder.has_condition:
         raise ValueError('text was given but this model was built without conditioning (has_condition=False)')
-    return decoder.embed_text(list(text))
+    return match_condition_batch(*decoder.embed_text(list(text)), batch_size)
+
+
+def condition_batch_size(text=None, text_embeds: Tensor | None = None) -> int | None:
+    """How many samples a condition describes: ``text_embeds``' batch, the number of texts, or None (no
+    condition, or one string that applies to any batch)."""
+    if exists(text_embeds):
+        return text_embeds.shape[0]
+    if exists(text) and not isinstance(text, str):
+        return len(text)
+    return None
+
+
+def match_condition_batch(embeds: Tensor | None, mask: Tensor | None, batch_size: int | None):
+    """One condition for the whole batch is repeated; otherwise there must be one per sample (never a silent
+    pairing of some samples with another sample's condition)."""
+    if not exists(embeds) or not exists(batch_size) or embeds.shape[0] == batch_size:
+        return embeds, mask
+    if embeds.shape[0] == 1:
+        expand = lambda t: t.expand(batch_size, *t.shape[1:]) if exists(t) else None
+        return expand(embeds), expand(mask)
+    raise ValueError(f'{embeds.shape[0]} conditions (texts or text_embeds) for a batch of {batch_size} samples: '
+                     f'give one condition per sample, or a single one for the whole batch')
 
 
 def aligned_prefix(tokens: Tensor, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
