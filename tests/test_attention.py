@@ -52,12 +52,12 @@ def test_causal_mask_offsets_queries_to_the_end():
 
 def test_key_masked_causal_fast_path_matches_explicit_mask_and_gradients():
     # causal + (b, n) key mask runs on is_causal via an extra feature; it must equal the explicit boolean mask
-    from audiolm_pytorch.nn.attention import causal_attention_with_key_mask
+    from audiolm_pytorch.nn.attention import attention_with_key_mask
     import torch.nn.functional as F
     q, k, v = (torch.randn(2, 3, 9, 16, requires_grad = True) for _ in range(3))
     keep = torch.rand(2, 9) > 0.4
     keep[:, 0] = True
-    fast = causal_attention_with_key_mask(q, k, v, keep)
+    fast = attention_with_key_mask(q, k, v, keep)
     grads_fast = torch.autograd.grad(fast.square().sum(), (q, k, v))
     mask = keep[:, None, None, :] & causal_mask(9, 9, 'cpu')
     slow = F.scaled_dot_product_attention(q, k, v, attn_mask = mask)
@@ -67,7 +67,7 @@ def test_key_masked_causal_fast_path_matches_explicit_mask_and_gradients():
         assert torch.allclose(a, b, atol = 1e-4)
     # a query whose whole causal past is hidden stays finite
     keep[:, 0] = False
-    assert causal_attention_with_key_mask(q, k, v, keep).isfinite().all()
+    assert attention_with_key_mask(q, k, v, keep).isfinite().all()
 
 
 def test_kv_cache_buffer_stays_a_value_when_an_old_cache_is_extended_again():
@@ -91,3 +91,34 @@ def test_kv_cache_buffer_stays_a_value_when_an_old_cache_is_extended_again():
     assert torch.allclose(out_a[:, 0], full[:, 6], atol = 1e-5)
     assert torch.allclose(out_a_again[:, 0], full[:, 7], atol = 1e-5)
     assert torch.allclose(out_b[:, 0], full_b[:, 7], atol = 1e-5)
+
+
+def test_key_masked_cross_and_decode_attention_match_explicit_masks():
+    # cross-attention, non-causal self-attention and one-query decoding also take the mask-free path
+    import torch.nn.functional as F
+    from audiolm_pytorch.nn.attention import Attention, attention_with_key_mask
+    q = torch.randn(2, 3, 4, 16, requires_grad = True)
+    k, v = (torch.randn(2, 3, 7, 16, requires_grad = True) for _ in range(2))
+    keep = torch.rand(2, 7) > 0.5
+    keep[:, 0] = True
+    fast = attention_with_key_mask(q, k, v, keep, causal = False)
+    slow = F.scaled_dot_product_attention(q, k, v, attn_mask = keep[:, None, None, :])
+    assert torch.allclose(fast, slow, atol = 1e-5)
+    for a, b in zip(torch.autograd.grad(fast.sum(), (q, k, v)), torch.autograd.grad(slow.sum(), (q, k, v))):
+        assert torch.allclose(a, b, atol = 1e-4)
+
+    cross = Attention(dim = 32, heads = 2, dim_head = 16, dim_context = 8)
+    x, context = torch.randn(2, 4, 32), torch.randn(2, 7, 8)
+    padded_context = context.masked_fill(~keep[..., None], 1e3)      # hidden keys carry junk
+    assert torch.allclose(cross(x, context = padded_context, mask = keep),
+                          torch.stack([cross(x[i:i + 1], context = context[i:i + 1, keep[i]]) for i in range(2)]).squeeze(1),
+                          atol = 1e-5)
+
+    # one decoded query against a cache with hidden (padding) keys = the same query without those keys
+    self_attn = Attention(dim = 32, heads = 2, dim_head = 16, causal = True)
+    seq = torch.randn(1, 6, 32)
+    _, cache = self_attn(seq[:, :5], return_cache = True)
+    key_keep = torch.tensor([[True, False, True, True, False, True]])
+    step = self_attn(seq[:, 5:], cache = cache, mask = key_keep)
+    full = self_attn(seq, mask = key_keep)
+    assert torch.allclose(step, full[:, 5:], atol = 1e-5)

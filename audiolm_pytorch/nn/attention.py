@@ -73,8 +73,10 @@ def causal_mask(query_len: int, key_len: int, device) -> Tensor:
     return k <= (q + offset)
 
 
-def causal_attention_with_key_mask(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, dropout_p: float = 0.) -> Tensor:
-    """Causal SDPA (``is_causal=True`` fast path) that also hides keys where ``key_mask (b, n)`` is False.
+def attention_with_key_mask(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, dropout_p: float = 0.,
+                            causal: bool = True) -> Tensor:
+    """SDPA without an ``attn_mask`` (so flash kernels stay usable; ``is_causal=True`` when ``causal``, which
+    needs as many queries as keys) that hides keys where ``key_mask (b, n_k)`` is False.
 
     The mask rides in 8 extra features (one carries it, the rest keep the head width a multiple of 8): query
     feature ``sqrt(d)`` times key feature ``MASK_BIAS`` (hidden) or ``0`` gives, after SDPA's ``1/sqrt(d)``
@@ -85,13 +87,13 @@ def causal_attention_with_key_mask(q: Tensor, k: Tensor, v: Tensor, key_mask: Te
     extra = 8
     q_extra = q.new_zeros(b, h, n, extra)
     q_extra[..., 0] = d ** 0.5
-    k_extra = k.new_zeros(b, h, n, extra)
+    k_extra = k.new_zeros(*k.shape[:-1], extra)
     bias = MASK_BIAS if q.dtype != torch.float16 else max(MASK_BIAS, -6e4 / d ** 0.5)   # unscaled q.k fits fp16
     k_extra[..., 0] = (~key_mask).to(k.dtype)[:, None, :] * bias
     q = torch.cat((q, q_extra), dim = -1)
     k = torch.cat((k, k_extra), dim = -1)
     v = F.pad(v, (0, extra))
-    out = F.scaled_dot_product_attention(q, k, v, is_causal = True, dropout_p = dropout_p, scale = d ** -0.5)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal = causal, dropout_p = dropout_p, scale = d ** -0.5)
     return out[..., :d]
 
 
@@ -158,8 +160,12 @@ class Attention(nn.Module):
             if mask.ndim not in (2, 3) or tuple(mask.shape[1:]) != expected[1:] or mask.shape[0] not in (1, batch):
                 raise ValueError(f'attention mask must be (b, n_k) key padding or (b, n_q, n_k); expected '
                                  f'{expected}, got {tuple(mask.shape)}')
-            if mask.ndim == 2 and self.causal and not self.is_cross and query_len == key_len and query_len > 1:
-                out = causal_attention_with_key_mask(q, k, v, mask.expand(batch, -1), dropout_p)
+            self_causal = self.causal and not self.is_cross
+            # a key mask alone rides in the features (no attn_mask): cross-attention, non-causal self-attention,
+            # causal self-attention over a whole sequence (is_causal) or one decoded query (sees every key)
+            if mask.ndim == 2 and (not self_causal or query_len == key_len or query_len == 1):
+                causal = self_causal and query_len == key_len and query_len > 1
+                out = attention_with_key_mask(q, k, v, mask.expand(batch, -1), dropout_p, causal = causal)
                 out = self.to_out(out.transpose(1, 2).reshape(batch, query_len, h * d))
                 return (out, new_cache) if return_cache else out
             attn_mask = mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]   # (b, 1, n_q | 1, n_k)
