@@ -4,7 +4,10 @@ device has them, Hopper included), with rotary positions, cross-attention and a 
 Speed notes:
 - causal self-attention with only a key keep-mask ``(b, n_k)`` (padding, forgetful causal masking) still runs
   with ``is_causal=True`` (kernels skip the future blocks): the mask enters as one extra query/key feature whose
-  product is ``-1e4`` for hidden keys and ``0`` otherwise, so no ``(n_q, n_k)`` mask is materialised.
+  product is ``-1e4`` for hidden keys and ``0`` otherwise, so no ``(n_q, n_k)`` mask is materialised. The same
+  trick (without ``is_causal``) serves key masks in cross-attention, non-causal self-attention and one-query
+  decoding, so those also stay on flash kernels (which refuse any ``attn_mask``). Only a 3-D ``(b, n_q, n_k)``
+  mask, or a causal chunk of several queries after a cache, takes the masked kernels.
 - the key/value cache grows inside a preallocated buffer (amortised O(1) per decoded token instead of a copy of
   the whole cache per step); a stale cache that is extended again falls back to a copy, so caches stay values.
 """
