@@ -90,3 +90,17 @@ def test_conditioned_training_and_guided_decoding_stay_on_flash(sdpa_calls, pref
     assert any(call['k'][-2] != call['q'][-2] for call in sdpa_calls)   # cross-attention or cached decoding ran
     offending = [call for call in sdpa_calls if not flash_eligible(call)]
     assert not offending, f'conditioned attention left the flash path: {offending}'
+
+
+def test_padded_soundstorm_conformer_stays_on_flash(sdpa_calls):
+    from audiolm_pytorch import ConformerWrapper, SoundStorm
+    net = ConformerWrapper(codebook_size = 16, num_quantizers = 2, conformer = dict(dim = 32, depth = 1, heads = 2, dim_head = 16))
+    model = SoundStorm(net, num_semantic_token_ids = 10)
+    mask = torch.ones(2, 12, dtype = torch.bool)
+    mask[1, 8:] = False
+    loss, _ = model(torch.randint(0, 16, (2, 12, 2)), cond_semantic_token_ids = torch.randint(0, 10, (2, 12)), mask = mask)
+    loss.backward()
+    model.generate(cond_semantic_token_ids = torch.randint(0, 10, (2, 12)), mask = mask, steps = 2)
+    assert sdpa_calls
+    offending = [call for call in sdpa_calls if not flash_eligible(call)]
+    assert not offending, f'the conformer left the flash path: {offending}'
