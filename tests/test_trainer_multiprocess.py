@@ -59,7 +59,10 @@ def run(results):
         losses = [trainer.train_step()['loss'] for _ in range(STEPS)]
         checksum = sum(float(p.detach().double().sum()) for p in trainer.model.parameters())
         rank = trainer.accelerator.process_index
-        (Path(results) / f'{kind}.rank{rank}.json').write_text(json.dumps(dict(losses = losses, checksum = checksum)))
+        from audiolm_pytorch.codecs.codebook_sync import codebooks
+        synced = [bool(c.use_ddp) for c in codebooks(trainer.model)]   # the codec was built before the group
+        (Path(results) / f'{kind}.rank{rank}.json').write_text(json.dumps(dict(losses = losses, checksum = checksum,
+                                                                              synced_codebooks = synced)))
 
 
 def trainer_processes():
@@ -90,6 +93,8 @@ def test_two_processes_match_one(two_process_run, tmp_path, kind):
     ranks = [json.loads((results / f'{kind}.rank{r}.json').read_text()) for r in range(2)]
     assert ranks[0]['losses'] == ranks[1]['losses'], 'all ranks log the same all-reduced losses'
     assert ranks[0]['checksum'] == pytest.approx(ranks[1]['checksum'], rel = 1e-6), 'replicas stay in sync'
+    if kind == 'soundstream':   # the trainer switched on the all-reduce of every codebook's statistics
+        assert ranks[0]['synced_codebooks'] and all(ranks[0]['synced_codebooks'])
 
     name = 'semantic.transformer' if kind == 'semantic' else 'soundstream'
     folder = results / kind

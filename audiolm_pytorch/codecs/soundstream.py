@@ -22,7 +22,6 @@ from typing import Any, NamedTuple
 import torch
 from einops import rearrange
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from audiolm_pytorch.audio import LoadedAudio, resample
 from audiolm_pytorch.checkpoint import Checkpointable
@@ -87,9 +86,22 @@ def decoder_block(chan_in: int, chan_out: int, stride: int, dilations: Sequence[
 
 
 def _frozen(module: nn.Module, *args):
-    """Call ``module`` with its parameters detached: gradients reach the inputs but not the module."""
-    params = {name: p.detach() for name, p in module.named_parameters()}
-    return functional_call(module, params, args, strict = False)
+    """Call ``module`` with its parameters out of autograd: gradients reach the inputs but not the module.
+
+    Done by switching ``requires_grad`` off for the call, not by swapping in detached copies: FSDP2 puts its own
+    unsharded parameters back on the module before each forward (which would undo a swap and leak the
+    generator's gradients into a discriminator that is its own FSDP unit), but it carries ``requires_grad`` over.
+    With ``requires_grad`` off, autocast also makes a fresh cast instead of reusing its cached (differentiable)
+    low-precision copy of the weight.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    for param in params:
+        param.requires_grad_(False)
+    try:
+        return module(*args)
+    finally:
+        for param in params:
+            param.requires_grad_(True)
 
 
 class SoundStream(Checkpointable, nn.Module):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from audiolm_pytorch.codecs.codebook_sync import enable_codebook_sync
 from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import beartype, exists
 
@@ -57,6 +58,8 @@ class SoundStreamTrainer(Trainer):
         self.discr_max_grad_norm = discr_max_grad_norm
         self.apply_grad_penalty_every = apply_grad_penalty_every
         super().__init__(soundstream, **trainer_kwargs(locals()), **kwargs)
+        # the codec was most likely built before the process group existed: share its codebook statistics now
+        enable_codebook_sync(self.soundstream)
 
     def make_dataset(self, folder) -> Dataset:
         from audiolm_pytorch.data import SoundDataset
