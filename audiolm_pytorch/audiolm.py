@@ -111,7 +111,9 @@ class AudioLM(nn.Module):
             prime_wave, prime_wave_input_sample_hz = loaded.wave[:1], loaded.sample_hz
 
         # one sample per condition (texts / text_embeds) or prime unless batch_size says otherwise
-        requested = batch_size if exists(batch_size) else condition_batch_size(text, text_embeds)
+        # a single condition is repeated over the batch (primes may set its size), like a single prime
+        conditions = condition_batch_size(text, text_embeds)
+        requested = batch_size if exists(batch_size) else (conditions if conditions != 1 else None)
         semantic_prime = codec_prime = None
         if exists(prime_wave):
             prime_wave = prime_wave.to(self.device).float()

@@ -219,8 +219,16 @@ class FineTransformerWrapper(nn.Module):
                                                stop = t.num_coarse_quantizers + t.num_fine_quantizers, groups = t.rq_groups)
         if exists(prime_fine_token_ids):
             prime = prime_fine_token_ids.long().to(self.device)[:, :frames]
+            if prime.ndim != 3 or prime.shape[-1] != t.fine_slots:
+                raise ValueError(f'prime_fine_token_ids must be (b, frames, {t.fine_slots}), got {tuple(prime.shape)}')
             if prime.shape[0] == 1 and batch > 1:
                 prime = prime.expand(batch, -1, -1)
+            if prime.shape[0] != batch:
+                raise ValueError(f'{prime.shape[0]} fine primes for {batch} coarse rows: give one prime per row '
+                                 'or a single one for the whole batch')
+            if (prime < 0).any():
+                raise ValueError('padded fine primes (rows of different lengths) are not supported: they would be '
+                                 'read as real codes; prime rows of one length per call')
             flat = rearrange(prime, 'b n q -> b (n q)')
         else:
             flat = torch.empty(batch, 0, dtype = torch.long, device = self.device)

@@ -168,7 +168,9 @@ class SemanticTransformerWrapper(nn.Module):
         this many tokens follow the prime. ``batch_size`` defaults to the number of conditions (texts or
         ``text_embeds``) or primes, else 1; one condition or prime is repeated over a larger batch.
         """
-        requested = batch_size if exists(batch_size) else condition_batch_size(text, text_embeds)
+        # a single condition is repeated over the batch (primes may set its size), like a single prime
+        conditions = condition_batch_size(text, text_embeds)
+        requested = batch_size if exists(batch_size) else (conditions if conditions != 1 else None)
         if exists(prime_wave):
             prime_ids = semantic_ids_from_wave(self.wav2vec, prime_wave, prime_wave_input_sample_hz)
         if exists(prime_ids):

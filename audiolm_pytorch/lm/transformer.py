@@ -170,11 +170,20 @@ class ConditionedDecoder(nn.Module):
                 batch = batch, device = device, text = text, text_embeds = text_embeds, text_mask = text_mask,
                 cond_drop_prob = cond_drop_prob, drop_cond = drop_cond)
             if self.cond_as_self_attn_prefix and exists(context):
-                context, context_mask = left_align(context, context_mask)
                 prefix_len = context.shape[1]
-                x = torch.cat((context.to(x.dtype), x), dim = 1)
                 new = default(key_mask, lambda: torch.ones(batch, seq_len, dtype = torch.bool, device = device))
+                # padding of the condition AND the leading padding of x (a stage's left-aligned prefix, e.g. the
+                # coarse stage's semantic ids) go to the very front together, so the real condition tokens sit
+                # right before x's real tokens: rotary distances then never depend on how much padding a row has
+                # (batched rows == the row alone; training == inference). x's non-leading positions keep their
+                # indices, so callers read out[:, i] as before.
+                leading_pad = new.cumsum(dim = 1) == 0
+                front = torch.cat((~context_mask, leading_pad), dim = 1)
+                x = torch.cat((context.to(x.dtype), x), dim = 1)
                 key_mask = torch.cat((context_mask, new), dim = 1)
+                order = torch.sort((~front).int(), dim = 1, stable = True).indices
+                x = x.gather(1, order[..., None].expand_as(x))
+                key_mask = key_mask.gather(1, order)
                 context = context_mask = None
 
         # a 2-D key mask keeps causal attention on the is_causal kernel path (see nn.attention); None when
