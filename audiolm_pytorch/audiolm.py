@@ -45,6 +45,9 @@ def check_stages(*, wav2vec, codec, semantic: SemanticTransformer, coarse: Coars
         raise ValueError('AudioLM stages are incompatible: ' + '; '.join(problems))
 
 
+UNIQUE_CONSECUTIVE_SPAN = 3   # tokenizer frames allowed per deduplicated semantic token (see _coarse_steps_for)
+
+
 class AudioLM(nn.Module):
     """Generate audio with the three stages and a codec.
 
@@ -81,10 +84,15 @@ class AudioLM(nn.Module):
         return self.semantic.device
 
     def _coarse_steps_for(self, semantic_len: int) -> int:
-        """Upper bound on codec frames for ``semantic_len`` semantic frames (EOS usually stops earlier)."""
+        """Upper bound on codec frames for ``semantic_len`` semantic tokens (the coarse stage's EOS normally stops
+        earlier; ``max_coarse_time_steps`` overrides it). Tokens deduplicated by ``unique_consecutive`` each stand
+        for one or more tokenizer frames (HuBERT k-means units repeat ~1.5-2.5x on speech), so the bound then allows
+        ``UNIQUE_CONSECUTIVE_SPAN`` frames per token instead of cutting the audio short."""
         if not exists(self.wav2vec):
             return 512
         seconds = semantic_len * self.wav2vec.downsample_factor / self.wav2vec.target_sample_hz
+        if self.semantic.unique_consecutive:
+            seconds *= UNIQUE_CONSECUTIVE_SPAN
         return max(1, math.ceil(seconds * self.codec.target_sample_hz / self.codec.downsample_factor))
 
     @torch.no_grad()

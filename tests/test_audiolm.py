@@ -130,3 +130,14 @@ def test_audiolm_batch_follows_conditions_and_primes():
         audiolm(batch_size = 2, prime_wave = torch.randn(3, 64), max_length = 10)
     with pytest.raises(ValueError, match = 'conditions'):
         audiolm(batch_size = 2, text_embeds = torch.randn(3, 2, 8), max_length = 6)
+
+
+def test_coarse_bound_leaves_room_for_deduplicated_semantic_tokens():
+    codec, wav2vec = StubCodec(), StubSemanticTokenizer()
+    audiolm = build(codec, wav2vec)
+    frames_per_token = (wav2vec.downsample_factor / wav2vec.target_sample_hz) * codec.target_sample_hz / codec.downsample_factor
+    assert audiolm.semantic.unique_consecutive
+    # each deduplicated token may stand for several tokenizer frames: the bound must not cut the audio at one each
+    assert audiolm._coarse_steps_for(20) >= 2 * 20 * frames_per_token
+    audiolm.semantic.unique_consecutive = False
+    assert audiolm._coarse_steps_for(20) == round(20 * frames_per_token)
