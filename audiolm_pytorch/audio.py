@@ -130,7 +130,13 @@ def save_audio(path: str | os.PathLike, wave: Tensor | np.ndarray, sample_hz: in
     import soundfile as sf
 
     if isinstance(wave, Tensor):
+        if wave.dtype == torch.bool or not (wave.is_floating_point() or wave.is_complex()):
+            raise ValueError(f'save_audio expects float samples in [-1, 1], got {wave.dtype}: convert integer PCM '
+                             'first (e.g. wave.float() / 32768 for int16)')
         wave = wave.detach().float().cpu().numpy()
+    elif not np.issubdtype(wave.dtype, np.floating):
+        raise ValueError(f'save_audio expects float samples in [-1, 1], got {wave.dtype}: convert integer PCM '
+                         'first (e.g. wave.astype(np.float32) / 32768 for int16)')
     if wave.ndim == 1:
         wave = wave[None]
     if wave.ndim != 2:

@@ -52,6 +52,12 @@ class MultiResolutionMelLoss(nn.Module):
         self.eps = eps
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        if pred.shape != target.shape:
+            raise ValueError(f'mel loss needs equal shapes, got {tuple(pred.shape)} and {tuple(target.shape)}')
+        longest = max((t.n_fft for t in self.transforms), default = 0)
+        if self.transforms and pred.shape[-1] <= longest // 2:
+            raise ValueError(f'mel loss: {pred.shape[-1]} samples is too short for its largest FFT ({longest}); train on '
+                             f'segments longer than {longest // 2} samples or lower multi_spectral_window_powers_of_two')
         batch = pred.shape[0]
         both = torch.cat((pred.float(), target.detach().float()), dim = 0)
         total = torch.zeros((), device = pred.device)

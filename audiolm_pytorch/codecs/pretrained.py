@@ -90,7 +90,7 @@ class _PretrainedCodec(nn.Module):
         wave = wave[..., :wave.shape[-1] // self.downsample_factor * self.downsample_factor]
         return rearrange(wave, 'b n -> b 1 n').to(next(self.model.parameters()).dtype)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: codes must stay usable in training (embedding lookups, in-place masking)
     def tokenize(self, wave: Tensor, num_quantizers: int | None = None, input_sample_hz: int | None = None) -> Tensor:
         """``(b, n)`` / ``(b, 1, n)`` / ``(n,)`` -> codes ``(b, frames, q)`` (first ``num_quantizers`` levels)."""
         q = num_quantizers if exists(num_quantizers) else self.num_quantizers
@@ -103,7 +103,7 @@ class _PretrainedCodec(nn.Module):
         codes = self.tokenize(wave, input_sample_hz = input_sample_hz)
         return None, codes, None  # (latents, codes, loss) as in the established EncodecWrapper
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def decode_from_codebook_indices(self, codes: Tensor) -> Tensor:
         """``(b, frames, k)`` with ``k <= num_quantizers`` -> waveform ``(b, 1, frames * downsample_factor)``."""
         if codes.ndim == 2:
@@ -139,6 +139,13 @@ class EncodecWrapper(_PretrainedCodec):
         config = self.model.config
         self.target_sample_hz = int(config.sampling_rate)
         self.downsample_factor = int(math.prod(config.upsampling_ratios))
+        # chunked models (e.g. encodec_48khz) give one code sequence per overlapping chunk plus a per-chunk scale
+        # (normalize=True); neither fits a single (b, frames, q) code sequence, and keeping only the first chunk
+        # or dropping the scales would silently lose audio / loudness
+        if exists(config.chunk_length_s) or config.normalize or config.audio_channels != 1:
+            raise ValueError(f'EncodecWrapper supports mono, unchunked, unnormalized EnCodec models (such as '
+                             f'facebook/encodec_24khz); this one has audio_channels={config.audio_channels}, '
+                             f'chunk_length_s={config.chunk_length_s}, normalize={config.normalize}')
         if self.bandwidth not in config.target_bandwidths:
             raise ValueError(f'bandwidth {self.bandwidth} is not one of the model\'s {list(config.target_bandwidths)}')
         available = int(self.model.quantizer.get_num_quantizers_for_bandwidth(self.bandwidth))

@@ -332,7 +332,11 @@ class SoundStream(Checkpointable, nn.Module):
                 raise ValueError(f'audio is at {x.sample_hz} Hz but this codec runs at {self.target_sample_hz} Hz: pass '
                                  f'input_sample_hz={x.sample_hz} to resample, or load it with '
                                  f'target_sample_hz={self.target_sample_hz}')
-            input_sample_hz, x = x.sample_hz, x.wave
+            if x.wave.ndim != 2 or x.wave.shape[0] != self.input_channels:
+                raise ValueError(f'loaded audio has shape {tuple(x.wave.shape)} (channels, n) but this codec takes '
+                                 f'{self.input_channels} channel(s): load it with mono={self.input_channels == 1}')
+            # a LoadedAudio wave is (channels, n): one item, never a batch of mono signals
+            input_sample_hz, x = x.sample_hz, x.wave[None]
         if not isinstance(x, Tensor):
             raise ValueError(f'expected audio as a torch.Tensor, got {type(x).__name__}')
         if not x.is_floating_point():
@@ -387,9 +391,10 @@ class SoundStream(Checkpointable, nn.Module):
     def _codebooks_frozen_in_eval(self):
         """vector-quantize-pytorch k-means-initialises a codebook on its first forward, in eval mode too. A level
         that training never reached (quantizer dropout) would then be set from whatever is tokenized first, so
-        the same checkpoint would give different codes in different processes. In eval, such levels quantize
+        the same checkpoint would give different codes in different processes. In eval (of the quantizer: ``tokenize``
+        and ``encode_chunk`` put it in eval even while the model trains), such levels quantize
         against their stored (untrained) codebook and stay uninitialised for later training."""
-        pending = [] if self.training else [m.initted for m in self.rq.modules()
+        pending = [] if self.rq.training else [m.initted for m in self.rq.modules()
                                              if isinstance(getattr(m, 'initted', None), Tensor) and not m.initted]
         for flag in pending:
             flag.fill_(True)
