@@ -19,7 +19,8 @@ The pieces it is built from live beside it and are re-exported here: :class:`~.e
 snapshots (``rng.py``), the batch stream and :class:`Batch` (``data_stream.py``), the results folder, samples and
 plots (``artifacts.py``, with :class:`Sample`).
 
-Step numbering starts at 0: ``num_train_steps=9, save_model_every=4`` writes checkpoints after steps 0, 4 and 8.
+Step numbering starts at 0: ``num_train_steps=9, save_model_every=4`` writes checkpoints after steps 0, 4 and 8;
+``train()`` also writes one after the last step when that is not a multiple (``num_train_steps=10``: 0, 4, 8, 9).
 A checkpoint written after step ``s`` stores ``step = s + 1`` (the next step to run), the optimizer / scheduler /
 EMA states, the position in the data stream and every process's RNG states (torch, CUDA, numpy, python), so
 ``trainer.load(path)`` followed by training gives the same losses as a run that was never interrupted (on CPU,
@@ -73,6 +74,13 @@ class Phase:
     lr: float | None = None                      # defaults to the trainer's lr
     optimizer: Any = None                        # filled in by the trainer
     scheduler: Any = None
+
+
+def _inner_optimizer(optimizer):
+    """The torch optimizer inside an Accelerate ``AcceleratedOptimizer``."""
+    while hasattr(optimizer, 'optimizer') and isinstance(optimizer.optimizer, torch.optim.Optimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
 
 
 def trainer_kwargs(scope: dict) -> dict:
@@ -155,9 +163,15 @@ class Trainer:
         self.device = self.accelerator.device
         self.mixed_precision = str(self.accelerator.mixed_precision)  # recorded: Accelerate's state is global
 
+        if getattr(self.accelerator, 'gradient_accumulation_steps', 1) > 1:
+            raise ValueError(
+                f'the accelerator has gradient_accumulation_steps={self.accelerator.gradient_accumulation_steps}: it '
+                'would only divide every loss by that number here; pass grad_accum_every= to the trainer instead')
+
         self.steps = 0
         self.nonfinite_steps = 0
         self._consecutive_nonfinite = 0
+        self._scale_overflow = False
         self.loss_history: dict[str, list] = {}
         self._warned_no_plot = False
 
@@ -343,13 +357,23 @@ class Trainer:
 
     # ---------------------------------------------------------------- the step
 
+    def _grad_scaler(self):
+        """The fp16 loss scaler this loop steps through itself (``None`` without one; XLA keeps Accelerate's path,
+        whose optimizer step also all-reduces the gradients)."""
+        from accelerate.utils import DistributedType
+        if self.accelerator.distributed_type == DistributedType.XLA:
+            return None
+        return self.accelerator.scaler
+
     def _clip(self, phase: Phase) -> Tensor:
         from accelerate.utils import DistributedType
         max_norm = default(phase.max_grad_norm, float('inf'))
         if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.XLA):
             norm = self.accelerator.clip_grad_norm_(phase.params, max_norm)
             return torch.as_tensor(norm if exists(norm) else 0.)
-        self.accelerator.unscale_gradients(optimizer = phase.optimizer)
+        scaler = self._grad_scaler()
+        if exists(scaler):  # fp16: clip (and check) the true gradients; the step below must not unscale them again
+            scaler.unscale_(_inner_optimizer(phase.optimizer))
         return torch.nn.utils.clip_grad_norm_(phase.params, max_norm)
 
     def optimize(self) -> tuple[dict, bool]:
@@ -377,11 +401,25 @@ class Trainer:
         checked = self.accelerator.reduce(torch.stack([torch.as_tensor(total, device = self.device).float(), *norms]),
                                           reduction = 'mean').tolist()
         finite = all(math.isfinite(value) for value in checked)
+        scaler = self._grad_scaler()
         if finite:
             for phase in self._phases:
-                phase.optimizer.step()
+                if exists(scaler):
+                    # one loss scale for all phases: step each optimizer on its (already unscaled) gradients, then
+                    # update the scale once below. AcceleratedOptimizer.step would update it after every optimizer,
+                    # which resets the record of the unscaling and divides the next phase's gradients by the scale
+                    # a second time (a discriminator silently trained with gradients ~65536x too small)
+                    scaler.step(_inner_optimizer(phase.optimizer))
+                else:
+                    phase.optimizer.step()
                 if exists(phase.scheduler):
                     phase.scheduler.step()
+        self._scale_overflow = False
+        if exists(scaler):
+            # also after a skipped step: an fp16 overflow must lower the scale, or every later step overflows too
+            scale = float(scaler.get_scale())
+            scaler.update()
+            self._scale_overflow = not finite and math.isfinite(checked[0]) and scale > 1.
         for phase in self._phases:
             phase.optimizer.zero_grad(set_to_none = True)
         logs = {'loss': checked[0], **dict(zip(logs, torch.stack([torch.as_tensor(v, device = self.device).float()
@@ -398,6 +436,11 @@ class Trainer:
 
         if all_finite:
             self._consecutive_nonfinite = 0
+        elif self._scale_overflow:
+            # fp16 gradient overflow with a finite loss: the loss scale was just lowered (normal early in training)
+            self.nonfinite_steps += 1
+            logger.info('step %d: fp16 gradient overflow, skipped the update and lowered the loss scale to %g',
+                        step, float(self.accelerator.scaler.get_scale()))
         else:
             self.nonfinite_steps += 1
             self._consecutive_nonfinite += 1
@@ -430,13 +473,20 @@ class Trainer:
         from tqdm.auto import tqdm
         bar = tqdm(total = self.num_train_steps, initial = self.steps, desc = self.checkpoint_name,
                    disable = not (self.is_main and self.progress_bar), dynamic_ncols = True)
+        trained = False
         while self.steps < self.num_train_steps:
             logs = self.train_step()
+            trained = True
             bar.update(1)
             bar.set_postfix({k: f'{v:.3g}' for k, v in logs.items() if not k.endswith('grad_norm')}, refresh = False)
             if exists(log_fn):
                 log_fn(logs)
         bar.close()
+        last = self.steps - 1
+        if trained and last % self.save_model_every != 0:
+            # the weights of the final steps would otherwise be lost (e.g. steps 9001-9999 of 10000 with
+            # save_model_every=1000): write the last step's checkpoint too
+            self.save(self.results_folder / f'{self.checkpoint_name}.{last}.pt')
         self.print('training complete')
 
     # ---------------------------------------------------------------- results: validation, samples, plots
@@ -486,6 +536,7 @@ class Trainer:
             loss_history = self.loss_history,
             rng = rng,
             num_processes = self.accelerator.num_processes,
+            grad_scaler = self.accelerator.scaler.state_dict() if exists(self.accelerator.scaler) else None,
             extra = self.extra_state(),
         )
 
@@ -526,6 +577,8 @@ class Trainer:
             logger.warning('resuming with user-provided dataloaders restarts their iteration: the data order after '
                            'resume differs from an uninterrupted run (pass folder= or dataset= for exact resume)')
         self.nonfinite_steps, self._consecutive_nonfinite = state['nonfinite']
+        if exists(self.accelerator.scaler) and exists(state.get('grad_scaler')):
+            self.accelerator.scaler.load_state_dict(state['grad_scaler'])  # fp16 loss scale: resume without re-warming
         self.loss_history = {k: [list(p) for p in v] for k, v in state.get('loss_history', {}).items()}
         self.load_extra_state(state.get('extra', {}))
         if restore_rng:
