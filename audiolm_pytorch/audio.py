@@ -280,7 +280,9 @@ class MelSpectrogram(nn.Module):
     def forward(self, wave: Tensor) -> Tensor:
         magnitude = stft_magnitude(wave, n_fft = self.n_fft, hop_length = self.hop_length, win_length = self.win_length,
                                    window = self.window, center = self.center, power = self.power)
-        mel = torch.einsum('m f, ... f t -> ... m t', self.filterbank, magnitude)
+        # float32 like the magnitude, also when the module was cast to half precision or runs under autocast
+        with torch.autocast(device_type = magnitude.device.type, enabled = False):
+            mel = torch.einsum('m f, ... f t -> ... m t', self.filterbank.float(), magnitude)
         if self.log:
             mel = torch.log(mel.clamp(min = self.log_eps))
         return mel

@@ -377,3 +377,15 @@ def test_mel_spectrogram_gradient_is_finite_at_silence():
     wave = torch.zeros(2, 4000, requires_grad = True)
     MelSpectrogram(sample_hz = 16000, n_fft = 256, n_mels = 32, log = True)(wave).sum().backward()
     assert torch.isfinite(wave.grad).all()
+
+
+def test_mel_spectrogram_in_float32_when_cast_to_bf16_or_autocast():
+    from audiolm_pytorch.audio import MelSpectrogram
+    mel = MelSpectrogram(sample_hz = 16000, n_fft = 256, hop_length = 64, n_mels = 16, log = True)
+    wave = torch.randn(2, 2000) * 0.1
+    reference = mel(wave)
+    with torch.autocast('cpu', dtype = torch.bfloat16):
+        assert torch.allclose(mel(wave), reference)
+    half = mel.to(torch.bfloat16)           # e.g. a whole SoundStream cast with .to(torch.bfloat16)
+    out = half(wave.bfloat16())
+    assert out.dtype == torch.float32 and torch.allclose(out, reference, atol = 0.1)
