@@ -84,7 +84,7 @@ def test_padded_or_mismatched_primes_are_errors_not_codes():
     prime[0, 1] = -1
     with pytest.raises(ValueError, match = 'padded'):
         coarse_wrapper.generate(semantic_token_ids = semantic, prime_coarse_token_ids = prime, max_time_steps = 3)
-    with pytest.raises(ValueError, match = 'coarse primes'):
+    with pytest.raises(ValueError, match = r'6 primes \(prime_coarse_token_ids\) for 2 semantic rows'):
         coarse_wrapper.generate(semantic_token_ids = semantic, prime_coarse_token_ids = prime[:, :1].repeat(3, 1, 1),
                                 max_time_steps = 3)
 

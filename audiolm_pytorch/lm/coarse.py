@@ -50,6 +50,22 @@ def codec_codes(codec, wave: Tensor, *, start: int, stop: int, groups: int) -> T
     return rearrange(codes, 'b n g q -> b n (g q)')
 
 
+def flat_code_prime(prime: Tensor, *, batch: int, slots: int, name: str, rows: str) -> Tensor:
+    """Check a code prime ``(1 | batch, frames, slots)`` and flatten it to ``(batch, frames * slots)``; a single
+    prime is repeated over the batch. Padded primes (-1) are refused: they would be read as real codes."""
+    if prime.ndim != 3 or prime.shape[-1] != slots:
+        raise ValueError(f'{name} must be (b, frames, {slots}), got {tuple(prime.shape)}')
+    if prime.shape[0] == 1 and batch > 1:
+        prime = prime.expand(batch, -1, -1)
+    if prime.shape[0] != batch:
+        raise ValueError(f'{prime.shape[0]} primes ({name}) for {batch} {rows}: give one prime per row or a single '
+                         'one for the whole batch')
+    if (prime < 0).any():
+        raise ValueError(f'padded {name} (rows of different lengths) are not supported: they would be read as real '
+                         'codes; prime rows of one length per call')
+    return rearrange(prime, 'b n q -> b (n q)')
+
+
 def decode_codes(codec, levels: Sequence[Tensor], *, groups: int) -> Tensor:
     """Join per-group levels (each ``(b, n, groups * q_i)``) into full codes, padding missing levels with -1
     (the codec treats them as absent), and decode -> ``(b, n * downsample_factor)``."""
@@ -274,18 +290,8 @@ class CoarseTransformerWrapper(nn.Module):
             prime_coarse_token_ids = codec_codes(self.codec, prime_wave.to(self.device), start = 0,
                                                  stop = t.num_coarse_quantizers, groups = t.rq_groups)
         if exists(prime_coarse_token_ids):
-            prime = prime_coarse_token_ids.long().to(self.device)
-            if prime.ndim != 3 or prime.shape[-1] != t.num_slots:
-                raise ValueError(f'prime_coarse_token_ids must be (b, frames, {t.num_slots}), got {tuple(prime.shape)}')
-            if prime.shape[0] == 1 and batch > 1:
-                prime = prime.expand(batch, -1, -1)
-            if prime.shape[0] != batch:
-                raise ValueError(f'{prime.shape[0]} coarse primes for {batch} semantic rows: give one prime per row '
-                                 'or a single one for the whole batch')
-            if (prime < 0).any():
-                raise ValueError('padded coarse primes (rows of different lengths) are not supported: they would be '
-                                 'read as real codes; prime rows of one length per call')
-            flat = rearrange(prime, 'b n q -> b (n q)')
+            flat = flat_code_prime(prime_coarse_token_ids.long().to(self.device), batch = batch, slots = t.num_slots,
+                                   name = 'prime_coarse_token_ids', rows = 'semantic rows')
         else:
             flat = torch.empty(batch, 0, dtype = torch.long, device = self.device)
 

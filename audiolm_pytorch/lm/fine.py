@@ -14,7 +14,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
-from audiolm_pytorch.lm.coarse import check_codec, codec_codes, waves_from_codes
+from audiolm_pytorch.lm.coarse import check_codec, codec_codes, flat_code_prime, waves_from_codes
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
 from audiolm_pytorch.lm.sampling import forgetful_causal_mask, lengths_from_padding, sample_logits
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, aligned_prefix, resolve_condition,
@@ -218,18 +218,8 @@ class FineTransformerWrapper(nn.Module):
             prime_fine_token_ids = codec_codes(self.codec, prime_wave.to(self.device), start = t.num_coarse_quantizers,
                                                stop = t.num_coarse_quantizers + t.num_fine_quantizers, groups = t.rq_groups)
         if exists(prime_fine_token_ids):
-            prime = prime_fine_token_ids.long().to(self.device)[:, :frames]
-            if prime.ndim != 3 or prime.shape[-1] != t.fine_slots:
-                raise ValueError(f'prime_fine_token_ids must be (b, frames, {t.fine_slots}), got {tuple(prime.shape)}')
-            if prime.shape[0] == 1 and batch > 1:
-                prime = prime.expand(batch, -1, -1)
-            if prime.shape[0] != batch:
-                raise ValueError(f'{prime.shape[0]} fine primes for {batch} coarse rows: give one prime per row '
-                                 'or a single one for the whole batch')
-            if (prime < 0).any():
-                raise ValueError('padded fine primes (rows of different lengths) are not supported: they would be '
-                                 'read as real codes; prime rows of one length per call')
-            flat = rearrange(prime, 'b n q -> b (n q)')
+            flat = flat_code_prime(prime_fine_token_ids.long().to(self.device)[:, :frames], batch = batch,
+                                   slots = t.fine_slots, name = 'prime_fine_token_ids', rows = 'coarse rows')
         else:
             flat = torch.empty(batch, 0, dtype = torch.long, device = self.device)
         num_prime = flat.shape[1]
