@@ -306,16 +306,17 @@ class SoundStorm(Checkpointable, nn.Module):
             return max(1, math.ceil(num_semantic * codec_hz / semantic_hz - 1e-6))
         return num_semantic
 
-    def align_semantic(self, semantic_token_ids: Tensor, num_frames: int) -> Tensor:
+    def align_semantic(self, semantic_token_ids: Tensor, num_frames: int,
+                       semantic_per_frame: float | None = None) -> Tensor:
         """Semantic ids ``(b, m)`` -> ``(b, num_frames)``: each codec frame takes the semantic token covering
         its start time (repeats when the semantic rate is lower, decimates when higher). Frames past the end
-        of the semantic sequence get ``semantic_pad_id``."""
+        of the semantic sequence get ``semantic_pad_id``. ``semantic_per_frame``: the rate ratio, when this
+        model was built without the rates (default: from the rates, else ``m / num_frames``)."""
         num_semantic = semantic_token_ids.shape[-1]
-        if num_semantic == num_frames and (self._semantic_ratio(num_semantic, num_frames) == 1.):
+        ratio = semantic_per_frame if exists(semantic_per_frame) else self._semantic_ratio(num_semantic, num_frames)
+        if num_semantic == num_frames and ratio == 1.:
             return semantic_token_ids
-        ratio = self._semantic_ratio(num_semantic, num_frames)
         index = torch.floor(torch.arange(num_frames, device = semantic_token_ids.device) * ratio + 1e-6).long()
-        index = torch.where(index == num_semantic, num_semantic - 1, index)   # rounding at the very end
         beyond = index >= num_semantic
         aligned = semantic_token_ids[:, index.clamp(max = num_semantic - 1)]
         return aligned.masked_fill(beyond, self.semantic_pad_id)
@@ -388,6 +389,9 @@ class SoundStorm(Checkpointable, nn.Module):
                 cond_semantic_token_ids = self.semantic_tokens_from_audio(audio)
         else:
             codes = x.long()
+            if exists(mask) and mask.shape == codes.shape[:2]:
+                # padded frames may hold anything (e.g. generate's pad_id): they are masked out below
+                codes = codes.masked_fill(~mask.to(codes.device).bool()[..., None], 0)
         self._check_codes(codes)
         codes = codes.to(self.device)
         aligned, mask = self._prepare(codes, cond_semantic_token_ids, mask)
@@ -583,11 +587,14 @@ class SoundStorm(Checkpointable, nn.Module):
 
     @torch.no_grad()
     def decode(self, codes: Tensor, mask: Tensor | None = None, seconds: float | None = None):
-        """Codes ``(b, n, g·q)`` -> audio ``(b, samples)`` (a list of 1-D waves when ``mask`` lengths differ)."""
+        """Codes ``(b, n, g·q)`` -> audio ``(b, samples)`` (a list of 1-D waves when ``mask`` lengths differ).
+        Without ``mask``, frames holding ``pad_id`` (as ``generate`` writes them) are taken as padding."""
         codec = self.soundstream
         if not exists(codec):
             raise ValueError('decoding needs a codec: attach soundstream=')
         codec.eval()
+        if not exists(mask) and not 0 <= self.pad_id < self.net.codebook_size and bool((codes == self.pad_id).any()):
+            mask = (codes != self.pad_id).all(dim = -1)   # generate's padded frames: never decode pad_id as a code
         if exists(mask) and not bool(mask.all()):
             lengths = mask.sum(dim = -1)
             waves = [codec.decode_from_codebook_indices(c[m][None]).reshape(-1) for c, m in zip(codes, mask)]

@@ -3,6 +3,7 @@ with SoundStorm replacing the coarse and fine stages)."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import TYPE_CHECKING
 
@@ -72,16 +73,44 @@ class SemanticToAudio(nn.Module):
             prompt = self.soundstorm.tokenize(wave)
         semantic = self.semantic_transformer.generate(**kwargs).long()
         pad = self.soundstorm.semantic_pad_id
-        # EOS or other ids outside the vocabulary end the sequence
-        semantic = semantic.masked_fill((semantic < 0) | (semantic >= self.soundstorm.num_semantic_token_ids), pad)
-        semantic = semantic.masked_fill((semantic == pad).cumsum(dim = -1) > 0, pad)
+        # EOS (also when its id lies inside SoundStorm's vocabulary), the transformer's padding and other ids
+        # outside the vocabulary end the sequence
+        end = (semantic < 0) | (semantic >= self.soundstorm.num_semantic_token_ids)
+        for name in ('eos_id', 'pad_id'):
+            special = getattr(self.semantic_transformer, name, None)
+            if isinstance(special, int):
+                end = end | (semantic == special)
+        semantic = semantic.masked_fill(end.cumsum(dim = -1) > 0, pad)
         empty = (semantic != pad).sum(dim = -1) == 0
         if bool(empty.any()):
             raise ValueError('the semantic transformer produced an empty sequence for some samples (EOS first); '
                              'generate again or check the semantic model')
+        semantic, frames_for = self._align_to_codec_frames(semantic, pad, soundstorm_kwargs)
         if exists(prompt):
             prompt = prompt.expand(semantic.shape[0], -1, -1) if prompt.shape[0] == 1 else prompt
             # the prompt covers the primed semantic tokens; keep it shorter than every output
-            shortest = int(self.soundstorm.num_frames_for_semantic(int((semantic != pad).sum(dim = -1).min())))
+            shortest = int(frames_for(int((semantic != pad).sum(dim = -1).min())))
             soundstorm_kwargs['prompt_acoustic_token_ids'] = prompt[:, :max(0, min(prompt.shape[1], shortest - 1))]
         return self.soundstorm.generate(cond_semantic_token_ids = semantic, **soundstorm_kwargs)
+
+    def _align_to_codec_frames(self, semantic: Tensor, pad: int, soundstorm_kwargs: dict):
+        """When SoundStorm does not know the semantic frame rate (built with ``num_semantic_token_ids`` only) it
+        would take one codec frame per semantic token; the semantic transformer's tokenizer knows the rate, so
+        align here -> (ids for ``generate``, frames_for(num): the codec frames that ``num`` of those ids cover)."""
+        soundstorm = self.soundstorm
+        wav2vec = getattr(self.semantic_transformer, 'wav2vec', None)
+        codec_hz = soundstorm.codec_frame_hz
+        rates = [getattr(wav2vec, attr, None) for attr in ('target_sample_hz', 'downsample_factor')]
+        if exists(soundstorm.semantic_frame_hz) or not exists(codec_hz) or not all(map(exists, rates)):
+            return semantic, soundstorm.num_frames_for_semantic
+        ratio = (rates[0] / rates[1]) / codec_hz                      # semantic tokens per codec frame
+        num_frames = max(1, math.ceil(semantic.shape[-1] / ratio - 1e-6))
+        # a length asked of SoundStorm wins (ids past the semantic sequence are padding)
+        if exists(soundstorm_kwargs.get('num_latents')):
+            num_frames = soundstorm_kwargs['num_latents']
+        elif exists(soundstorm_kwargs.get('seconds')):
+            num_frames = math.ceil(soundstorm_kwargs['seconds'] * codec_hz - 1e-6)
+        elif exists(soundstorm_kwargs.get('mask')):
+            num_frames = soundstorm_kwargs['mask'].shape[-1]
+        aligned = soundstorm.align_semantic(semantic, num_frames, semantic_per_frame = ratio)
+        return aligned, lambda num: num                               # already one id per codec frame
