@@ -222,8 +222,8 @@ class MuLaNEmbedQuantizer(Checkpointable, nn.Module):
         rq_num_quantizers, codebook_size: residual VQ size. rq_ema_decay: codebook EMA decay. rq_kwargs: extra
             ResidualVQ options.
         freeze_codebook: never update the codebooks. By default (as in the established API) they are k-means
-            initialised on the first batch and EMA-updated whenever this module runs in training mode, i.e.
-            while the AudioLM stages train. Stages trained one after another then see slowly drifting codes;
+            initialised on the first batch and EMA-updated whenever this module embeds audio in training mode
+            (text prompts never update them), i.e. while the AudioLM stages train. Stages trained one after another then see slowly drifting codes;
             fit the codebooks first (``quantizer.train(); quantizer(wavs=...)`` over music), then set
             ``quantizer.freeze_codebook = True`` to keep them fixed for all three stages.
         namespaces: names of the stages, in the order of ``conditioning_dims``.
@@ -275,6 +275,18 @@ class MuLaNEmbedQuantizer(Checkpointable, nn.Module):
         return self
 
     @property
+    def freeze_codebook(self) -> bool:
+        return self._freeze_codebook
+
+    @freeze_codebook.setter
+    def freeze_codebook(self, value: bool):
+        # also recorded in the config, so a quantizer frozen after fitting is saved (and reloaded) frozen
+        self._freeze_codebook = bool(value)
+        config = self.__dict__.get('_config')
+        if isinstance(config, dict):
+            config['freeze_codebook'] = self._freeze_codebook
+
+    @property
     def dims(self) -> dict[str, int]:
         """Conditioning width per namespace."""
         return dict(zip(self.namespaces, self.conditioning_dims))
@@ -300,9 +312,11 @@ class MuLaNEmbedQuantizer(Checkpointable, nn.Module):
             return self.mulan.get_audio_latents(wavs)
         return self.mulan.get_text_latents(texts)
 
-    def get_indices(self, latents: Tensor) -> Tensor:
-        """``(b, dim_latent)`` -> residual code ids ``(b, rq_num_quantizers)``."""
-        _, indices, _ = self.rq(rearrange(latents, 'b d -> b 1 d'), freeze_codebook = self.freeze_codebook)
+    def get_indices(self, latents: Tensor, freeze_codebook: bool | None = None) -> Tensor:
+        """``(b, dim_latent)`` -> residual code ids ``(b, rq_num_quantizers)``. ``freeze_codebook=True`` keeps the
+        codebooks fixed even in training mode (default: the module's ``freeze_codebook``)."""
+        freeze = self.freeze_codebook or bool(freeze_codebook)
+        _, indices, _ = self.rq(rearrange(latents, 'b d -> b 1 d'), freeze_codebook = freeze)
         return rearrange(indices, 'b 1 q -> b q')
 
     def embed_indices(self, indices: Tensor, namespace: str) -> Tensor:
@@ -323,5 +337,7 @@ class MuLaNEmbedQuantizer(Checkpointable, nn.Module):
         namespace = self._check_namespace(namespace if exists(namespace) else self._default_namespace)
         latents = self.get_latents(wavs = wavs, texts = texts)
         with torch.no_grad():
-            indices = self.get_indices(latents)
+            # the codebooks quantize audio latents: only audio (training) may fit them; text latents (inference)
+            # never move them, even when this module happens to be in training mode
+            indices = self.get_indices(latents, freeze_codebook = exists(texts))
         return self.embed_indices(indices, namespace)

@@ -65,7 +65,8 @@ class MusicLM(nn.Module):
         audio_lm_sample_hz: sample rate of the generated audio (default: ``audio_lm.codec.target_sample_hz``
             when available). mulan_sample_hz: rate MuLaN was trained at; candidates are resampled to it for
             scoring when both rates are known.
-        max_batch_size: most candidates generated in one ``audio_lm`` call (default: all at once).
+        max_batch_size: most candidates generated in one ``audio_lm`` call, and scored in one MuLaN call
+            (default: all at once).
 
     ``forward(texts: str | list[str], num_samples=1, **audio_lm_kwargs)`` -> best candidate per text,
     ``(num_texts, n)`` (a list of 1-D waves when lengths differ).
@@ -114,11 +115,17 @@ class MusicLM(nn.Module):
 
         mulan = self.mulan
         device = next(mulan.parameters()).device
+        chunk = self.max_batch_size or len(waves)
+        scores = []
         with eval_mode(mulan):
             if len({wave.shape[-1] for wave in waves}) == 1:
-                return mulan.similarity(torch.stack(waves).to(device), raw_texts = texts).float().cpu()
-            return torch.cat([mulan.similarity(wave[None].to(device), raw_texts = [text]).float().cpu()
-                              for wave, text in zip(waves, texts)])
+                for start in range(0, len(waves), chunk):
+                    batch = torch.stack(waves[start:start + chunk]).to(device)
+                    scores.append(mulan.similarity(batch, raw_texts = texts[start:start + chunk]).float().cpu())
+            else:
+                scores = [mulan.similarity(wave[None].to(device), raw_texts = [text]).float().cpu()
+                          for wave, text in zip(waves, texts)]
+        return torch.cat(scores)
 
     def generate_candidates(self, texts: list[str], **audio_lm_kwargs) -> list[Tensor]:
         """One AudioLM sample per entry of ``texts`` (chunked by ``max_batch_size``) -> list of 1-D waves."""
@@ -150,7 +157,9 @@ class MusicLM(nn.Module):
 
         repeated = [text for text in texts for _ in range(num_samples)]      # text-major: (num_texts * k)
         audio_lm_module = self.audio_lm if isinstance(self.audio_lm, nn.Module) else nn.Module()
-        with eval_mode(audio_lm_module):
+        # the quantizer too: audio_lm may reach it without holding it as a submodule (a plain callable), and in
+        # training mode its codebooks would be refit to the prompts while generating
+        with eval_mode(audio_lm_module), eval_mode(self.mulan_embed_quantizer):
             candidates = self.generate_candidates(repeated, **audio_lm_kwargs)
 
         if num_samples == 1 and not return_scores:

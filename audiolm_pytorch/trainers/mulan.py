@@ -17,15 +17,19 @@ from audiolm_pytorch.utils import beartype, exists
 
 
 def split_text_audio(batch: Batch) -> tuple[Tensor, dict]:
-    """A routed batch -> ``(wavs (b, n), text kwargs for MuLaN)``: float tensors are audio, an integer tensor
-    is token ids, strings are raw texts."""
+    """A routed batch -> ``(wavs (b, n), text kwargs for MuLaN)``: float tensors are audio (multi-channel items
+    ``(c, n)`` are averaged to mono), an integer tensor is token ids, strings are raw texts."""
     audio = [t for t in batch.waves if t.is_floating_point()]
     token_ids = [t for t in batch.waves if not t.is_floating_point()]
     if len(audio) != 1:
         raise ValueError(f'MuLaNTrainer needs exactly one audio tensor per item, the batch holds {len(audio)}')
     wavs = audio[0]
     if wavs.ndim == 3:
-        wavs = wavs.reshape(wavs.shape[0], -1)
+        # (b, channels, n): mix down to mono (flattening would play the channels one after the other)
+        wavs = wavs.mean(dim = 1)
+    if wavs.ndim != 2:
+        raise ValueError(f'MuLaNTrainer needs audio items of shape (n,) or (channels, n), got a batch of '
+                         f'{tuple(audio[0].shape)}')
     if exists(batch.texts):
         if token_ids:
             raise ValueError('the batch holds both strings and token ids: yield one kind of text')
