@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import pickle
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,36 @@ FORMAT_VERSION = 1
 _NESTED_KEY = '__checkpointable__'
 
 
+def _current_umask() -> int:
+    try:  # Linux: read it without touching the process-wide setting
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def _file_mode_for(path: Path) -> int:
+    """The permissions a plain ``open(path, 'wb')`` would give: an existing file keeps its own, a new one gets
+    ``0o666 & ~umask``. (``mkstemp`` creates its temp file ``0o600``; renamed as is, every checkpoint would be
+    unreadable to the group / other users, e.g. a separate inference service or a shared results folder.)"""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_current_umask()
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents = True, exist_ok = True)
     fd, tmp_name = tempfile.mkstemp(prefix = f'.{path.name}.', suffix = '.tmp', dir = path.parent)
     try:
+        os.chmod(tmp_name, _file_mode_for(path))
         with os.fdopen(fd, 'wb') as f:
             torch.save(obj, f)
             f.flush()
@@ -73,6 +98,7 @@ def _save_safetensors(state_dict: dict, metadata: dict, path: Path):
     os.close(fd)
     try:
         save_file(tensors, tmp_name, metadata = metadata)
+        os.chmod(tmp_name, _file_mode_for(path))
         os.replace(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name):
@@ -142,7 +168,10 @@ def config_to_data(config: dict) -> dict:
         if isinstance(value, Checkpointable):
             return {_NESTED_KEY: type(value).__name__, 'config': config_to_data(value.config)}
         if isinstance(value, dict):
-            return {str(k): convert(v) for k, v in value.items()}
+            keys = [k for k in value if not isinstance(k, str)]
+            if keys:  # JSON would turn them into strings: the rebuilt model would get another dict
+                raise TypeError(f'dict keys must be strings to survive the JSON config, found {keys[:3]!r}')
+            return {k: convert(v) for k, v in value.items()}
         if isinstance(value, (list, tuple, range)):
             return [convert(v) for v in value]
         return to_jsonable(value)
@@ -263,9 +292,13 @@ class Checkpointable:
             raise ValueError(f'{path} holds a {kind}, not a {type(self).__name__}')
 
         stored_config = pkg.get('config')
-        if exists(stored_config) and stored_config != config_to_data(self.config):
-            differing = sorted(k for k in set(stored_config) | set(self.config)
-                               if stored_config.get(k) != config_to_data(self.config).get(k))
+        try:
+            own_config = config_to_data(self.config)
+        except TypeError:  # built with non-data arguments (a custom module): it cannot be saved, but it can load
+            own_config = None
+        if exists(stored_config) and exists(own_config) and stored_config != own_config:
+            differing = sorted(k for k in set(stored_config) | set(own_config)
+                               if stored_config.get(k) != own_config.get(k))
             logger.warning('loading %s into a %s whose config differs in: %s', path, type(self).__name__, differing)
 
         state_dict = pkg['model']

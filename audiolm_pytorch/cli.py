@@ -14,7 +14,8 @@ Subcommands::
 Exit codes: 0 success; 1 runtime failure (missing file, unreadable audio, incompatible checkpoint), reported
 as one line on stderr (``--debug`` adds the traceback); 2 usage error (bad arguments, malformed config).
 
-Config files (YAML or JSON; ``--set section.key=value`` overrides any entry, values parsed as YAML)
+Config files (YAML or JSON; ``--set section.key=value`` overrides any entry; both read with the YAML 1.2
+core schema: `no`, `off`, `1:30`, `2024-01-01` stay strings, `1e-4` and `1.5e4` are floats)
 --------------------------------------------------------------------------------------------------------
 ``train`` configs have up to four sections (see ``examples/configs/*.yaml``)::
 
@@ -53,10 +54,18 @@ from pathlib import Path
 from audiolm_pytorch.cli_config import (GENERATE_KEYS, ConfigError, construct, load_codec, load_config,
                                         load_semantic_tokenizer)
 
+logger = logging.getLogger(__name__)
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 STAGES = ('soundstream', 'semantic', 'coarse', 'fine')
 TRAIN_SECTIONS = ('model', 'trainer', 'codec', 'wav2vec')
+STAGE_SECTIONS = dict(
+    soundstream = ('model', 'trainer'),
+    semantic = ('model', 'trainer', 'wav2vec'),
+    coarse = ('model', 'trainer', 'codec', 'wav2vec'),
+    fine = ('model', 'trainer', 'codec'),
+)
 
 # defaults the config file / --set override
 MODEL_DEFAULTS = dict(
@@ -83,6 +92,14 @@ def build_trainer(stage: str, config: dict, *, data: str, results: str | None, c
     unknown = sorted(set(config) - set(TRAIN_SECTIONS))
     if unknown:
         raise ConfigError(f'unknown config section(s) {unknown}; expected {list(TRAIN_SECTIONS)}')
+    unused = sorted(k for k in set(config) - set(STAGE_SECTIONS[stage]) if config[k] is not None)
+    if unused:  # e.g. a wav2vec section in a fine config (one config shared by every stage is fine): say so
+        logger.warning('train %s does not use the config section(s) %s; it reads %s', stage, unused,
+                       list(STAGE_SECTIONS[stage]))
+    for section in ('model', 'trainer'):
+        if config.get(section) is not None and not isinstance(config[section], dict):
+            raise ConfigError(f'config section {section!r} must be a mapping of keyword arguments, got '
+                              f'{type(config[section]).__name__}')
     if not Path(data).is_dir():
         raise FileNotFoundError(f'--data folder not found: {data}')
     model_cfg = {**MODEL_DEFAULTS[stage], **(config.get('model') or {})}
@@ -188,6 +205,20 @@ def _decode(codec, codes):
         return codec.decode_from_codebook_indices(codes).reshape(-1).float().cpu()
 
 
+def _unique_stem(path: Path, used: set) -> str:
+    """An output name for ``path`` no earlier input of this run has taken (inputs with the same file name in
+    different folders must not overwrite each other's codes)."""
+    stem = path.stem
+    if stem in used:
+        stem = f'{path.parent.name}_{path.stem}'
+    base, index = stem, 1
+    while stem in used:
+        stem = f'{base}_{index}'
+        index += 1
+    used.add(stem)
+    return stem
+
+
 def cmd_tokenize(args) -> int:
     import numpy as np
     from tqdm.auto import tqdm
@@ -199,8 +230,7 @@ def cmd_tokenize(args) -> int:
     used = set()
     for path in tqdm(files, desc = 'tokenize', disable = args.no_progress or len(files) < 2):
         codes = _tokenize_file(codec, path, args.num_quantizers, device)[0].cpu().long()   # (frames, q)
-        stem = path.stem if path.stem not in used else f'{path.parent.name}_{path.stem}'
-        used.add(stem)
+        stem = _unique_stem(path, used)
         target = out_dir / f'{stem}.{args.format}'
         if args.format == 'npy':
             np.save(target, codes.numpy())
@@ -213,13 +243,15 @@ def cmd_tokenize(args) -> int:
     return EXIT_OK
 
 
-def read_codes(path) -> 'torch.Tensor':
-    """Codes ``(1, frames, q)`` from a ``.npy`` or ``.safetensors`` file written by ``audiolm tokenize``."""
+def read_codes(path, *, return_metadata: bool = False):
+    """Codes ``(1, frames, q)`` from a ``.npy`` or ``.safetensors`` file written by ``audiolm tokenize`` (and, with
+    ``return_metadata``, the safetensors metadata: ``sample_hz``, ``hop``, ``codebook_size``, ... as strings)."""
     import numpy as np
     import torch
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'codes file not found: {path}')
+    metadata = {}
     if path.suffix == '.npy':
         try:
             codes = torch.from_numpy(np.load(path, allow_pickle = False))
@@ -228,7 +260,10 @@ def read_codes(path) -> 'torch.Tensor':
     elif path.suffix == '.safetensors':
         from safetensors.torch import load_file
         try:
+            from safetensors import safe_open
             codes = load_file(str(path))['codes']
+            with safe_open(str(path), framework = 'pt') as f:
+                metadata = dict(f.metadata() or {})
         except Exception as error:
             raise ValueError(f'{path} is not a codes file written by `audiolm tokenize` ({error})') from error
     else:
@@ -237,14 +272,33 @@ def read_codes(path) -> 'torch.Tensor':
         codes = codes[None]
     if codes.ndim != 3 or codes.is_floating_point():
         raise ValueError(f'{path} holds {tuple(codes.shape)} {codes.dtype} values, expected integer codes (frames, q)')
-    return codes.long()
+    return (codes.long(), metadata) if return_metadata else codes.long()
+
+
+def _check_codes_fit_codec(codec, codes, metadata: dict, path) -> None:
+    """Refuse codes written by another codec (decoding them would give noise, not an error)."""
+    expected = dict(codebook_size = codec.codebook_size, sample_hz = codec.target_sample_hz,
+                    hop = codec.downsample_factor)
+    for key, value in expected.items():
+        stored = metadata.get(key)
+        if stored is not None and str(stored) != str(value):
+            raise ValueError(f'{path} was tokenized by a codec with {key}={stored}, but this codec has {key}={value}: '
+                             'decode with the codec that wrote the codes')
+    levels = codec.num_quantizers * getattr(codec, 'rq_groups', 1)
+    if codes.shape[-1] > levels:
+        raise ValueError(f'{path} holds {codes.shape[-1]} quantizer levels, but the codec has {levels}')
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= codec.codebook_size):
+        raise ValueError(f'{path} holds codes in [{int(codes.min())}, {int(codes.max())}], outside the codec\'s '
+                         f'codebook [0, {codec.codebook_size})')
 
 
 def cmd_decode(args) -> int:
     from audiolm_pytorch.audio import save_audio
     device = _device(args.device)
     codec = load_codec(args.codec).to(device)
-    wave = _decode(codec, read_codes(args.codes).to(device))
+    codes, metadata = read_codes(args.codes, return_metadata = True)
+    _check_codes_fit_codec(codec, codes, metadata, args.codes)
+    wave = _decode(codec, codes.to(device))
     save_audio(args.output, wave, codec.target_sample_hz)
     print(f'{args.codes} -> {args.output} ({wave.numel() / codec.target_sample_hz:.2f} s at {codec.target_sample_hz} Hz)')
     return EXIT_OK

@@ -19,10 +19,25 @@ GENERATE_KEYS = ('codec', 'wav2vec', 'semantic', 'coarse', 'fine')
 PATH_KEYS = ('path', 'checkpoint_path', 'kmeans_path')
 
 
-# YAML 1.1 (PyYAML) reads ``1e-4`` as a string: it wants a dot in floats. Configs are written by people who
-# type learning rates that way, so this loader also reads exponent-only numbers as floats.
-_EXPONENT_FLOAT = re.compile(r'^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$')
+# PyYAML implements YAML 1.1, whose implicit scalars silently turn plain words into other values: ``no`` / ``off``
+# -> False, ``1:30`` -> 90 (base 60), ``0123`` -> 83 (octal), ``2024-01-01`` -> a date (which no checkpoint config
+# can hold), while ``1.5e4`` and ``1e-4`` stay strings (1.1 wants a dot and a signed exponent). Configs and ``--set``
+# values are read with the YAML 1.2 core schema instead: only true/false are booleans, integers are decimal (or
+# 0x / 0o), floats are anything with a dot or an exponent, everything else is a string.
+_INT_TAG, _FLOAT_TAG = 'tag:yaml.org,2002:int', 'tag:yaml.org,2002:float'
+_BOOL_TAG, _TIMESTAMP_TAG = 'tag:yaml.org,2002:bool', 'tag:yaml.org,2002:timestamp'
+_CORE_BOOL = re.compile(r'^(?:true|True|TRUE|false|False|FALSE)$')
+_CORE_INT = re.compile(r'^(?:[-+]?[0-9][0-9_]*|0o[0-7_]+|0x[0-9a-fA-F_]+)$')
+_CORE_FLOAT = re.compile(r'^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?'
+                         r'|[0-9][0-9_]*[eE][-+]?[0-9]+|\.(?:inf|Inf|INF))|\.(?:nan|NaN|NAN))$')
 _LOADER = None
+
+
+def _construct_core_int(loader, node):
+    text = loader.construct_scalar(node).replace('_', '')
+    if text.startswith(('0x', '0o')):
+        return int(text[2:], 16 if text[1] == 'x' else 8)
+    return int(text, 10)   # '0123' is 123 (YAML 1.2), not octal
 
 
 def _yaml_loader():
@@ -33,7 +48,14 @@ def _yaml_loader():
         class Loader(yaml.SafeLoader):
             pass
 
-        Loader.add_implicit_resolver('tag:yaml.org,2002:float', _EXPONENT_FLOAT, list('-+0123456789'))
+        dropped = (_INT_TAG, _FLOAT_TAG, _BOOL_TAG, _TIMESTAMP_TAG)
+        Loader.yaml_implicit_resolvers = {
+            first: [(tag, regexp) for tag, regexp in resolvers if tag not in dropped]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+        Loader.add_implicit_resolver(_BOOL_TAG, _CORE_BOOL, list('tTfF'))
+        Loader.add_implicit_resolver(_INT_TAG, _CORE_INT, list('-+0123456789'))
+        Loader.add_implicit_resolver(_FLOAT_TAG, _CORE_FLOAT, list('-+0123456789.'))
+        Loader.add_constructor(_INT_TAG, _construct_core_int)
         _LOADER = Loader
     return _LOADER
 
@@ -158,10 +180,13 @@ def load_codec(spec):
         if kind not in wrappers:
             raise ValueError(f'{path} holds a transformers model of type {kind!r}; codecs read here: '
                              f'{", ".join(wrappers)} directories, or SoundStream checkpoint files')
-        return wrappers[kind](pretrained_path = str(path), **options)
+        return construct(wrappers[kind], dict(pretrained_path = str(path), **options), f'codec ({kind})')
 
     if kind not in (None, 'soundstream'):
         raise ValueError(f'codec kind {kind!r} needs a transformers model directory, but {path} is a file')
+    if options:  # a SoundStream is rebuilt from its checkpoint alone: nothing else may be silently dropped
+        raise ConfigError(f'codec option(s) {sorted(options)} do not apply to a SoundStream checkpoint ({path}): '
+                          'its config is stored in the file; give only {kind: soundstream, path: ...}')
     from audiolm_pytorch.checkpoint import read_checkpoint
     from audiolm_pytorch.codecs.soundstream import SoundStream
     stored = read_checkpoint(path).get('kind')
@@ -186,6 +211,10 @@ def load_semantic_tokenizer(spec):
         from audiolm_pytorch.checkpoint import read_checkpoint
         from audiolm_pytorch.semantic.spectral import SpectralKmeansTokenizer
         path = options.get('path')
+        unused = sorted(set(options) - {'path'})
+        if unused:  # the tokenizer is rebuilt from its checkpoint alone: nothing else may be silently dropped
+            raise ConfigError(f'wav2vec option(s) {unused} do not apply to kind spectral (its config is stored in '
+                              'the checkpoint); give only {kind: spectral, path: ...}')
         if path is None:
             raise ConfigError('wav2vec kind spectral needs path: a checkpoint written by `audiolm fit-kmeans '
                              '--tokenizer spectral`')

@@ -345,9 +345,19 @@ class HubertWithKmeans(WaveInputMixin, nn.Module):
         if exists(kmeans_path):
             self.kmeans = KMeans.from_file(kmeans_path, allow_pickle = allow_pickle)
             if self.kmeans.dim != self.features.dim:
+                transposed = self.kmeans.codebook_size == self.features.dim
                 raise KMeansFileError(
                     f'k-means file {kmeans_path} has {self.kmeans.dim}-dim centroids but {checkpoint_path} gives '
-                    f'{self.features.dim}-dim features at output_layer={output_layer}: it was fitted on another model')
+                    f'{self.features.dim}-dim features at output_layer={output_layer}: ' + (
+                        f'its matrix is {tuple(self.kmeans.centroids.shape)}, which looks transposed (dim, clusters); '
+                        'save the centroids as (clusters, dim), e.g. cluster_centers_ rather than its transpose'
+                        if transposed else 'it was fitted on another model'))
+            fitted_layer = self.kmeans.config.get('output_layer')
+            if exists(fitted_layer) and int(fitted_layer) != output_layer:
+                # same dimension, other layer: every id would be silently meaningless
+                raise KMeansFileError(
+                    f'k-means file {kmeans_path} was fitted on features of output_layer={fitted_layer}, but this '
+                    f'tokenizer reads output_layer={output_layer}: pass output_layer={fitted_layer} or refit k-means')
 
     def build_features(self, checkpoint_path, *, output_layer: int, normalize: bool | None) -> nn.Module:
         """The frozen feature extractor (override in subclasses to use another encoder)."""

@@ -503,7 +503,10 @@ def _resolve_tokenizer(tokenizer, output_layer: int):
     if isinstance(tokenizer, nn.Module) or hasattr(tokenizer, 'extract_features'):
         if not hasattr(tokenizer, 'extract_features'):
             raise TypeError(f'{type(tokenizer).__name__} has no extract_features(wave) method to fit k-means on')
-        return tokenizer, {'tokenizer': type(tokenizer).__name__}
+        source = {'tokenizer': type(tokenizer).__name__}
+        if isinstance(getattr(tokenizer, 'output_layer', None), int):   # checked when the centroids are loaded
+            source['output_layer'] = tokenizer.output_layer
+        return tokenizer, source
     from audiolm_pytorch.semantic.hubert_kmeans import feature_extractor_from_path
     extractor = feature_extractor_from_path(tokenizer, output_layer = output_layer)
     return extractor, {'tokenizer': str(tokenizer), 'output_layer': output_layer}
