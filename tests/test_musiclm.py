@@ -221,3 +221,39 @@ def test_seed_semantic_trainer_with_quantizer_as_audio_conditioner(tmp_path, ass
     trainer.train()
     assert (tmp_path / 'results' / 'semantic.transformer.0.pt').is_file()
     assert calls and set(calls) == {'semantic'}
+
+
+def test_every_stage_conditions_on_the_clip_at_mulans_rate():
+    """The semantic and coarse stages hold audio at the semantic tokenizer's rate, the fine stage at the codec's:
+    with mulan_sample_hz set, MuLaN sees the same clip at its own rate from all three."""
+    from audiolm_pytorch.audio import resample
+    from test_lm_coarse_fine import StubCodec
+    from test_lm_semantic import StubSemanticTokenizer
+
+    quantizer = tiny_quantizer()
+    quantizer.mulan_sample_hz = 1600
+    seen = []
+    original = quantizer.get_latents
+
+    def recording(wavs = None, texts = None):
+        seen.append(wavs)
+        return original(wavs = wavs, texts = texts)
+
+    quantizer.get_latents = recording
+    wav2vec = StubSemanticTokenizer(codebook_size = 10, target_sample_hz = 800)   # semantic + coarse stages' rate
+    codec = StubCodec(target_sample_hz = 3200)                   # fine stage's rate
+    semantic, coarse, fine = tiny_stages()
+    clip = torch.sin(torch.linspace(0, 60, 1600))[None]          # 1 s at mulan's 1600 Hz
+    at = lambda hz: resample(clip, 1600, hz)
+
+    SemanticTransformerWrapper(transformer = semantic, wav2vec = wav2vec, audio_conditioner = quantizer)(
+        raw_wave = at(800), return_loss = True)
+    CoarseTransformerWrapper(transformer = coarse, wav2vec = wav2vec, codec = codec, audio_conditioner = quantizer)(
+        raw_wave = at(800), raw_wave_for_codec = at(3200), return_loss = True)
+    FineTransformerWrapper(transformer = fine, codec = codec, audio_conditioner = quantizer)(
+        raw_wave = at(3200), return_loss = True)
+
+    assert [w.shape[-1] for w in seen] == [1600, 1600, 1600]
+    for wave in seen:   # the same clip (up to resampling error at these tiny rates), not 0.5x / 2x time-scaled
+        assert torch.allclose(wave[0, 100:-100], clip[0, 100:-100], atol = 0.05)
+    assert MusicLM(StubAudioLM(quantizer, [0.]), quantizer).mulan_sample_hz == 1600

@@ -235,10 +235,13 @@ class CoarseTransformerWrapper(nn.Module):
         if coarse_token_ids.ndim != 3 or coarse_token_ids.shape[-1] != t.num_slots:
             raise ValueError(f'coarse_token_ids must be (b, frames, {t.num_slots}), got {tuple(coarse_token_ids.shape)}')
 
+        # the audio condition: the wave at the semantic tokenizer's rate, else the one at the codec's (rate said)
+        cond_wave, cond_hz = (raw_wave, getattr(self.wav2vec, 'target_sample_hz', None)) if exists(raw_wave) else \
+            (raw_wave_for_codec, getattr(self.codec, 'target_sample_hz', None))
         text_embeds, text_mask = resolve_condition(
             t.decoder, audio_conditioner = self.audio_conditioner, namespace = 'coarse', text = text,
-            text_embeds = text_embeds, wavs = raw_wave if exists(self.audio_conditioner) else None,
-            batch_size = coarse_token_ids.shape[0])
+            text_embeds = text_embeds, wavs = cond_wave if exists(self.audio_conditioner) else None,
+            wavs_sample_hz = cond_hz, batch_size = coarse_token_ids.shape[0])
         semantic = self._semantic(semantic_token_ids)
         coarse = coarse_token_ids.long()
 

@@ -15,6 +15,8 @@ from typing import Protocol, Sequence, runtime_checkable
 import torch
 from torch import Tensor
 
+from audiolm_pytorch.utils import exists
+
 DEFAULT_T5_NAME = 'google/t5-v1_1-base'
 
 # d_model of well-known T5 checkpoints, so models build offline without reading any config
@@ -85,17 +87,33 @@ class T5Embedder:
 class AudioConditioner(Protocol):
     """Joint audio-text embedder (e.g. ``MuLaNEmbedQuantizer``): audio in training, text at generation.
 
-    ``__call__(wavs=None, texts=None, namespace='semantic'|'coarse'|'fine') -> (b, n, dim)``.
+    ``__call__(wavs=None, texts=None, namespace='semantic'|'coarse'|'fine') -> (b, n, dim)``. A conditioner
+    whose ``__call__`` / ``forward`` also takes ``input_sample_hz`` is told the rate of ``wavs`` (each stage
+    holds audio at its own tokenizer's rate).
     """
 
     def __call__(self, wavs: Tensor | None = None, texts: Sequence[str] | Tensor | None = None,
                  namespace: str | None = None) -> Tensor: ...
 
 
-def audio_condition(conditioner, *, namespace: str, wavs: Tensor | None = None, texts=None) -> Tensor:
-    """Call ``conditioner`` without gradients and check its output is ``(b, n, dim)``."""
+def _takes_input_sample_hz(conditioner) -> bool:
+    import inspect
+    target = conditioner.forward if isinstance(conditioner, torch.nn.Module) else conditioner
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return 'input_sample_hz' in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def audio_condition(conditioner, *, namespace: str, wavs: Tensor | None = None, texts=None,
+                    input_sample_hz: int | None = None) -> Tensor:
+    """Call ``conditioner`` without gradients and check its output is ``(b, n, dim)``. ``input_sample_hz``: the
+    rate of ``wavs``, passed on to conditioners that take it."""
+    extra = dict(input_sample_hz = input_sample_hz) if exists(wavs) and exists(input_sample_hz) and \
+        _takes_input_sample_hz(conditioner) else {}
     with torch.no_grad():
-        embeds = conditioner(wavs = wavs, texts = texts, namespace = namespace)
+        embeds = conditioner(wavs = wavs, texts = texts, namespace = namespace, **extra)
     if embeds.ndim == 2:
         embeds = embeds[:, None]
     if embeds.ndim != 3:

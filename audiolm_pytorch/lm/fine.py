@@ -173,7 +173,7 @@ class FineTransformerWrapper(nn.Module):
         text_embeds, text_mask = resolve_condition(
             t.decoder, audio_conditioner = self.audio_conditioner, namespace = 'fine', text = text,
             text_embeds = text_embeds, wavs = raw_wave if exists(self.audio_conditioner) else None,
-            batch_size = coarse.shape[0])
+            wavs_sample_hz = getattr(self.codec, 'target_sample_hz', None), batch_size = coarse.shape[0])
         if not return_loss:
             return t(coarse_token_ids = coarse, fine_token_ids = fine, text_embeds = text_embeds,
                      text_mask = text_mask, **kwargs)

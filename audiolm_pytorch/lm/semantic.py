@@ -123,7 +123,8 @@ class SemanticTransformerWrapper(nn.Module):
     def _condition(self, *, text, text_embeds, wavs = None, batch_size = None):
         return resolve_condition(self.transformer.decoder, audio_conditioner = self.audio_conditioner,
                                  namespace = 'semantic', text = text, text_embeds = text_embeds,
-                                 wavs = wavs if exists(self.audio_conditioner) else None, batch_size = batch_size)
+                                 wavs = wavs if exists(self.audio_conditioner) else None,
+                                 wavs_sample_hz = getattr(self.wav2vec, 'target_sample_hz', None), batch_size = batch_size)
 
     def forward(self, *, semantic_token_ids: Tensor | None = None, raw_wave: Tensor | None = None,
                 text=None, text_embeds: Tensor | None = None, return_loss: bool = False,

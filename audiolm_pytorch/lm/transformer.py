@@ -263,7 +263,7 @@ def stage_decoder(*, dim, depth, heads, dim_head, attn_dropout, ff_dropout, ff_m
 
 def resolve_condition(decoder: ConditionedDecoder, *, audio_conditioner=None, namespace: str, text=None,
                       text_embeds: Tensor | None = None, text_mask: Tensor | None = None,
-                      wavs: Tensor | None = None, batch_size: int | None = None):
+                      wavs: Tensor | None = None, wavs_sample_hz: int | None = None, batch_size: int | None = None):
     """Turn the ways a condition can be given into ``(text_embeds, text_mask)`` once (before a loss or a
     sampling loop): an audio conditioner embeds ``wavs`` (training) or ``text`` (generation) under
     ``namespace``; otherwise text goes through T5 (loaded lazily, local files only)."""
@@ -274,7 +274,7 @@ def resolve_condition(decoder: ConditionedDecoder, *, audio_conditioner=None, na
         text = [text] * default(batch_size, 1)
     if exists(audio_conditioner):
         embeds = audio_condition(audio_conditioner, namespace = namespace, wavs = wavs,
-                                 texts = None if exists(wavs) else text)
+                                 texts = None if exists(wavs) else text, input_sample_hz = wavs_sample_hz)
         return match_condition_batch(embeds, None, batch_size)
     if not exists(text):
         return None, None

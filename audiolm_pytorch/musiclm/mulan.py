@@ -227,9 +227,13 @@ class MuLaNEmbedQuantizer(Checkpointable, nn.Module):
             fit the codebooks first (``quantizer.train(); quantizer(wavs=...)`` over music), then set
             ``quantizer.freeze_codebook = True`` to keep them fixed for all three stages.
         namespaces: names of the stages, in the order of ``conditioning_dims``.
+        mulan_sample_hz: the rate MuLaN was trained at. The AudioLM stages hand this module audio at their own
+            rates (the semantic and coarse stages at the semantic tokenizer's, the fine stage at the codec's) and
+            say which (``input_sample_hz``); with ``mulan_sample_hz`` set, every stage's audio is resampled to it,
+            so one clip gives the same conditioning tokens in all three stages. Without it audio is used as given.
 
-    ``__call__(wavs=None, texts=None, namespace=None) -> (b, rq_num_quantizers, dim_of_namespace)``. ``texts`` may
-    be strings or token ids.
+    ``__call__(wavs=None, texts=None, namespace=None, input_sample_hz=None) -> (b, rq_num_quantizers,
+    dim_of_namespace)``. ``texts`` may be strings or token ids.
     """
 
     @beartype
@@ -237,6 +241,7 @@ class MuLaNEmbedQuantizer(Checkpointable, nn.Module):
         self, mulan: MuLaN, conditioning_dims: tuple[int, ...] | list[int] | int, *, rq_num_quantizers: int = 8,
         rq_ema_decay: float = 0.9, codebook_size: int = 1024, namespaces: tuple[str, ...] | list[str] = (
             'semantic', 'coarse', 'fine'), rq_kwargs: dict | None = None, freeze_codebook: bool = False,
+        mulan_sample_hz: int | None = None,
     ):
         super().__init__()
         from vector_quantize_pytorch import ResidualVQ
@@ -257,6 +262,7 @@ class MuLaNEmbedQuantizer(Checkpointable, nn.Module):
         self.rq_num_quantizers = rq_num_quantizers
         self.codebook_size = codebook_size
         self.freeze_codebook = freeze_codebook
+        self.mulan_sample_hz = mulan_sample_hz
         self._default_namespace = namespaces[0]
 
         rq_options = dict(kmeans_init = True, threshold_ema_dead_code = 2, commitment_weight = 0.)
@@ -327,14 +333,19 @@ class MuLaNEmbedQuantizer(Checkpointable, nn.Module):
 
     @beartype
     def forward(self, wavs: Tensor | None = None, texts: Tensor | list[str] | str | None = None,
-                namespace: str | None = None) -> Tensor:
+                namespace: str | None = None, input_sample_hz: int | None = None) -> Tensor:
         """Args:
             wavs: ``(b, n)`` waves (training). texts: ``b`` strings or ``(b, t)`` token ids (inference).
             namespace: stage name (default: the first namespace, or ``set_default_namespace``).
+            input_sample_hz: rate of ``wavs``; resampled to ``mulan_sample_hz`` when both are known.
 
         Returns: ``(b, rq_num_quantizers, dim_of_namespace)`` conditioning embeddings.
         """
         namespace = self._check_namespace(namespace if exists(namespace) else self._default_namespace)
+        if exists(wavs) and exists(input_sample_hz) and exists(self.mulan_sample_hz) \
+                and input_sample_hz != self.mulan_sample_hz:
+            from audiolm_pytorch.audio import resample
+            wavs = resample(wavs, input_sample_hz, self.mulan_sample_hz)
         latents = self.get_latents(wavs = wavs, texts = texts)
         with torch.no_grad():
             # the codebooks quantize audio latents: only audio (training) may fit them; text latents (inference)

@@ -63,8 +63,8 @@ class MusicLM(nn.Module):
             the candidates.
         scorer: optional ``scorer(waves: list[(n,)], texts: list[str]) -> (b,)`` replacing MuLaN similarity.
         audio_lm_sample_hz: sample rate of the generated audio (default: ``audio_lm.codec.target_sample_hz``
-            when available). mulan_sample_hz: rate MuLaN was trained at; candidates are resampled to it for
-            scoring when both rates are known.
+            when available). mulan_sample_hz: rate MuLaN was trained at (default: the embed quantizer's
+            ``mulan_sample_hz``); candidates are resampled to it for scoring when both rates are known.
         max_batch_size: most candidates generated in one ``audio_lm`` call, and scored in one MuLaN call
             (default: all at once).
 
@@ -93,7 +93,9 @@ class MusicLM(nn.Module):
         codec = getattr(audio_lm, 'codec', None)
         self.audio_lm_sample_hz = audio_lm_sample_hz if exists(audio_lm_sample_hz) else getattr(
             codec, 'target_sample_hz', None)
-        self.mulan_sample_hz = mulan_sample_hz
+        # default: the rate the embed quantizer resamples conditioning audio to
+        self.mulan_sample_hz = mulan_sample_hz if exists(mulan_sample_hz) else \
+            getattr(mulan_embed_quantizer, 'mulan_sample_hz', None)
         self.max_batch_size = max_batch_size
 
     @property
