@@ -400,9 +400,23 @@ def split_text_audio(item) -> tuple[Any, Any]:
     return text, audio[0] if len(audio) == 1 else tuple(audio)
 
 
+PAD_ID = -1   # what collate_pad writes after the end of integer items (token ids, codes): never a real id
+
+
 def _stack_padded(tensors: Sequence[Tensor]) -> Tensor:
-    longest = max(t.shape[-1] for t in tensors)
-    return torch.stack([F.pad(t, (0, longest - t.shape[-1])) for t in tensors])
+    """Audio ``(n,)`` / ``(c, n)``: zeros after the end of the last axis. Token ids ``(n,)`` and codes ``(n, q)``:
+    ``PAD_ID`` after the end of the first (time) axis. Boolean masks ``(n,)``: False."""
+    first = tensors[0]
+    if first.is_floating_point() or first.is_complex():
+        longest = max(t.shape[-1] for t in tensors)
+        return torch.stack([F.pad(t, (0, longest - t.shape[-1])) for t in tensors])
+    longest = max(t.shape[0] for t in tensors)
+    value = False if first.dtype == torch.bool else PAD_ID
+    padded = []
+    for t in tensors:
+        extra = t.new_full((longest - t.shape[0], *t.shape[1:]), value)
+        padded.append(torch.cat((t, extra), dim = 0))
+    return torch.stack(padded)
 
 
 def _stack_cropped(tensors: Sequence[Tensor]) -> Tensor:
@@ -435,8 +449,10 @@ def _collate(batch: list, stack) -> tuple:
 
 
 def collate_pad(batch: list) -> tuple:
-    """Collate items (a tensor or a tuple of fields each): tensors are zero-padded at the end to the longest
-    item and stacked ``(b, n)``; strings become a list. Always returns a tuple with one entry per field."""
+    """Collate items (a tensor or a tuple of fields each): tensors are padded at the end to the longest item and
+    stacked — audio with zeros along its last axis, integer token ids ``(n,)`` / codes ``(n, q)`` with ``PAD_ID``
+    (-1, never a real id) along time, boolean masks with False; strings become a list. Always returns a tuple with
+    one entry per field."""
     return _collate(batch, _stack_padded)
 
 

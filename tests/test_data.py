@@ -376,3 +376,15 @@ def test_get_dataloader_batches(tmp_path, assets_dir):
 
     with pytest.raises(ValueError, match = 'collate_fn'):
         get_dataloader(ds, collate_fn = collate_pad)
+
+
+def test_collate_pads_ids_and_codes_along_time_with_an_impossible_id():
+    ids, codes, mask = collate_pad([
+        (torch.tensor([4, 0, 2]), torch.zeros(2, 3, dtype = torch.long), torch.ones(2, dtype = torch.bool)),
+        (torch.tensor([7]), torch.ones(4, 3, dtype = torch.long), torch.ones(4, dtype = torch.bool))])
+    # token id 0 is a real id: padding must never look like one
+    assert ids.tolist() == [[4, 0, 2], [7, -1, -1]]
+    assert codes.shape == (2, 4, 3) and (codes[0, 2:] == -1).all() and (codes[0, :2] == 0).all()
+    assert mask.tolist() == [[True, True, False, False], [True] * 4]
+    (stereo,) = collate_pad([torch.ones(2, 3), torch.ones(2, 5)])       # audio (c, n): zeros along time
+    assert stereo.shape == (2, 2, 5) and (stereo[0, :, 3:] == 0).all()

@@ -396,3 +396,20 @@ def test_frozen_codebook_does_not_move():
     codebooks = {k: v.clone() for k, v in quantizer.rq.state_dict().items()}
     quantizer(wavs = wavs * 0.25)
     assert all(torch.equal(codebooks[k], v) for k, v in quantizer.rq.state_dict().items())
+
+
+def test_mulan_trainer_token_ids_of_different_lengths(tmp_path):
+    from audiolm_pytorch import MuLaNTrainer
+    from audiolm_pytorch.data import collate_pad
+    from audiolm_pytorch.trainers.base import Batch
+    mulan = tiny_mulan()
+    trainer = MuLaNTrainer(mulan, PairedDataset(), num_train_steps = 1, batch_size = 2, save_results_every = 100,
+                           results_folder = tmp_path, progress_bar = False, force_clear_prev_results = True)
+    wavs, texts = paired_set(2)
+    short, long = byte_tokenize([texts[0]], 64)[0, :3], byte_tokenize([texts[1]], 64)[0, :6]
+    ids, audio = collate_pad([(short, wavs[0]), (long, wavs[1])])
+    assert ids[0, 3:].tolist() == [-1, -1, -1]                     # collate_pad's padding
+    mulan.eval()
+    loss, _ = trainer.compute_loss(mulan, Batch((ids, audio), None))
+    padded = torch.stack([torch.cat((short, torch.zeros(3, dtype = torch.long))), long])   # the text pad id (0)
+    assert torch.allclose(loss, mulan(audio, texts = padded))

@@ -306,3 +306,37 @@ def test_trainer_on_audio_with_codec_and_samples(tmp_path):
     samples = sorted(p.name for p in (tmp_path / 'results' / 'samples').glob('*.wav'))
     assert 'soundstorm.1.generated.wav' in samples and 'soundstorm.1.original.wav' in samples
     assert trainer.generate(10, return_codes = True).shape == (1, 10, 3)
+
+
+class VariableCodesAndSemantic(torch.utils.data.Dataset):
+    """Items of different lengths: collate_pad pads codes and ids with -1."""
+
+    def __init__(self):
+        self.items = [(torch.randint(0, 10, (n // 2,)), torch.randint(0, 16, (n, 3))) for n in (16, 10, 12, 8)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+def test_trainer_on_codes_of_different_lengths_masks_the_padding(tmp_path):
+    from audiolm_pytorch import SoundStormTrainer
+    from audiolm_pytorch.data import collate_pad
+    from audiolm_pytorch.trainers.data_stream import Batch
+    model = tiny_soundstorm(num_semantic_token_ids = 10, codec_target_sample_hz = 800, codec_downsample_factor = 16,
+                            wav2vec_target_sample_hz = 800, wav2vec_downsample_factor = 32)
+    dataset = VariableCodesAndSemantic()
+    trainer = SoundStormTrainer(model, num_train_steps = 2, batch_size = 2, dataset = dataset, lr = 1e-3,
+                                save_model_every = 100, save_results_every = 100, results_folder = tmp_path / 'results',
+                                force_clear_prev_results = True, progress_bar = False)
+    semantic, codes = collate_pad([dataset[0], dataset[1]])
+    assert (codes[1, 10:] == -1).all()
+    torch.manual_seed(0)
+    loss, _ = trainer.compute_loss(model, Batch(waves = (semantic, codes), texts = None))
+    torch.manual_seed(0)
+    expected, _ = model(codes.clamp(min = 0), cond_semantic_token_ids = semantic,
+                        mask = torch.arange(16)[None] < torch.tensor([[16], [10]]))
+    assert torch.isfinite(loss) and torch.allclose(loss, expected)
+    trainer.train()

@@ -81,4 +81,6 @@ class MuLaNTrainer(Trainer):
 
     def compute_loss(self, module: nn.Module, batch: Batch):
         wavs, text = split_text_audio(batch)
+        if 'texts' in text:   # collate_pad pads token ids with -1: that is the text transformer's padding
+            text['texts'] = text['texts'].masked_fill(text['texts'] < 0, getattr(self.mulan.text, 'pad_id', 0))
         return module(wavs, **text), {}

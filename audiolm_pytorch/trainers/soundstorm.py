@@ -100,7 +100,12 @@ class SoundStormTrainer(Trainer):
     def compute_loss(self, module: nn.Module, batch: Batch):
         fields = split_fields(batch.waves)
         inputs = fields.get('codes', fields.get('audio'))
-        loss, breakdown = module(inputs, cond_semantic_token_ids = fields.get('semantic'), mask = fields.get('mask'))
+        mask, semantic = fields.get('mask'), fields.get('semantic')
+        if 'codes' in fields and not exists(mask) and bool((inputs < 0).any()):
+            mask = (inputs >= 0).all(dim = -1)       # codes of different lengths, padded with -1 by collate_pad
+        if exists(semantic):                          # collate_pad's -1 is the model's semantic padding
+            semantic = semantic.masked_fill(semantic < 0, self.soundstorm.semantic_pad_id)
+        loss, breakdown = module(inputs, cond_semantic_token_ids = semantic, mask = mask)
         return loss, dict(accuracy = breakdown.accuracy)
 
     @torch.no_grad()
