@@ -304,7 +304,11 @@ class Checkpointable:
         state_dict = pkg['model']
         if prefer_ema and exists(pkg.get('ema_model')):
             state_dict = _strip_ema_prefix(pkg['ema_model'])
-        self.load_state_dict(state_dict, strict = strict)
+        result = self.load_state_dict(state_dict, strict = strict)
+        if result.missing_keys or result.unexpected_keys:   # only reachable with strict=False: say what was skipped
+            logger.warning('loading %s into a %s: %d missing keys %s, %d unexpected keys %s', path, type(self).__name__,
+                           len(result.missing_keys), result.missing_keys[:8], len(result.unexpected_keys),
+                           result.unexpected_keys[:8])
         return pkg
 
     @classmethod

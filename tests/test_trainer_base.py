@@ -296,3 +296,17 @@ def test_phase_and_argument_errors(tmp_path):
     with pytest.raises(ValueError, match = 'valid_frac'):
         make(tmp_path, valid_frac = 1.5)
     assert isinstance(make(tmp_path)._phases[0], Phase)
+
+
+def test_a_skipped_step_leaves_the_ema_alone(tmp_path):
+    trainer = make(tmp_path, use_ema = True, ema_update_after_step = 0, ema_update_every = 1)
+    trainer.train_step()
+    ema_before = {k: v.clone() for k, v in trainer.ema.ema_model.state_dict().items()}
+    ema_step = trainer.ema.step
+    trainer.nan_on_steps = {1}
+    trainer.train_step()
+    assert trainer.ema.step == ema_step
+    for key, value in trainer.ema.ema_model.state_dict().items():
+        assert torch.equal(value, ema_before[key])
+    trainer.train_step()
+    assert trainer.ema.step == ema_step + 1

@@ -452,7 +452,7 @@ class Trainer:
                     f'{step}); stopping before the weights are corrupted. Lower the learning rate, check the data for '
                     'silent or broken files, or use mixed_precision="bf16" instead of "fp16".')
 
-        if exists(self.ema):
+        if exists(self.ema) and all_finite:   # a skipped step changed no weight: nothing to average in
             self.ema.update(self.model)
 
         if step % self.log_losses_every == 0:
