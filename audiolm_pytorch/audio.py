@@ -69,6 +69,8 @@ def load_audio(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'audio file not found: {path}')
+    if exists(target_sample_hz) and target_sample_hz <= 0:
+        raise ValueError(f'target_sample_hz must be a positive rate in Hz, got {target_sample_hz}')
 
     info = audio_info(path)
     file_hz = int(info.samplerate)
@@ -123,6 +125,9 @@ def load_audio(
     return LoadedAudio(wave.contiguous(), int(out_hz))
 
 
+_MAX_SAVE_CHANNELS = 16   # more channels than samples beyond this is a transposed (n, channels) array
+
+
 @beartype
 def save_audio(path: str | os.PathLike, wave: Tensor | np.ndarray, sample_hz: int, subtype: str | None = None) -> Path:
     """Write ``wave`` of shape ``(n,)`` or ``(channels, n)`` (float, nominally in [-1, 1]); the format follows the
@@ -141,9 +146,20 @@ def save_audio(path: str | os.PathLike, wave: Tensor | np.ndarray, sample_hz: in
         wave = wave[None]
     if wave.ndim != 2:
         raise ValueError(f'save_audio expects (n,) or (channels, n), got shape {tuple(wave.shape)}')
+    if sample_hz <= 0:
+        raise ValueError(f'sample_hz must be a positive rate in Hz, got {sample_hz}')
+    if wave.shape[-1] == 0:
+        raise ValueError(f'refusing to write an empty wave (shape {tuple(wave.shape)}) to {path}: load_audio could '
+                         'not read it back')
+    if wave.shape[0] > _MAX_SAVE_CHANNELS and wave.shape[0] > wave.shape[1]:
+        raise ValueError(f'wave of shape {tuple(wave.shape)} would be written as {wave.shape[0]} channels of '
+                         f'{wave.shape[1]} samples; save_audio takes (channels, n): pass wave.T for (n, channels)')
     if not np.isfinite(wave).all():
         raise ValueError(f'refusing to write non-finite samples to {path}')
     path = Path(path)
+    if path.suffix.lstrip('.').upper() not in sf.available_formats():
+        raise ValueError(f'cannot tell the audio format of {path} from its extension: use .wav, .flac, .ogg, .mp3 '
+                         '(or another format libsndfile writes)')
     path.parent.mkdir(parents = True, exist_ok = True)
     sf.write(str(path), np.clip(wave.T, -1., 1.), sample_hz, subtype = subtype)
     return path
@@ -163,6 +179,8 @@ def resample(wave: Tensor, orig_hz: int, new_hz: int, output_length: int | None 
         raise ValueError(f'sample rates must be positive, got {orig_hz} -> {new_hz}')
     if orig_hz == new_hz:
         return wave if not exists(output_length) else wave[..., :output_length]
+    if wave.shape[-1] == 0:   # nothing to resample (julius cannot take an empty signal); callers check emptiness
+        return wave.new_zeros(*wave.shape[:-1], 0)
 
     divisor = math.gcd(orig_hz, new_hz)
     resampler = _resampler(orig_hz // divisor, new_hz // divisor, str(wave.device))

@@ -34,7 +34,7 @@ from audiolm_pytorch.utils import beartype, cast_tuple, curtail_to_multiple, exi
 
 __all__ = [
     'SoundDataset', 'TextAudioDataset', 'SkippedAudioWarning', 'split_text_audio', 'collate_pad', 'collate_crop',
-    'get_dataloader', 'find_audio_files',
+    'get_dataloader', 'find_audio_files', 'NoReadableAudioError',
 ]
 
 # extra input context (in file samples, rounded to keep the rate grids aligned) read on each side of a crop so
@@ -45,6 +45,11 @@ _MAX_ALIGNED_MARGIN = 4096
 
 class SkippedAudioWarning(UserWarning):
     """An audio file was skipped because it could not be used (the message says why)."""
+
+
+class NoReadableAudioError(RuntimeError, ValueError):
+    """Every file of a dataset turned out unreadable when loading (each was skipped with a warning). A
+    ``ValueError`` like the library's other bad-input errors, and a ``RuntimeError`` as it always was."""
 
 
 def find_audio_files(folder: str | os.PathLike, exts: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
@@ -75,6 +80,11 @@ class _AudioFiles(Dataset):
         for name, values in (('max_length', self.max_length), ('seq_len_multiple_of', self.seq_len_multiple_of)):
             if any(exists(v) and v <= 0 for v in values):
                 raise ValueError(f'{name} must be positive, got {values}')
+        for hz, length, multiple in zip(self.target_sample_hz, self.max_length, self.seq_len_multiple_of):
+            if exists(length) and exists(multiple) and length < multiple:
+                raise ValueError(f'max_length gives {length} samples at {hz} Hz, shorter than seq_len_multiple_of='
+                                 f'{multiple} (one codec / tokenizer frame): every item would be empty. Use a '
+                                 f'max_length (data_max_length) of at least {multiple} samples at {hz} Hz')
 
         self.files = list(files)
         self.skipped: list[tuple[str, str]] = []
@@ -154,7 +164,7 @@ class _AudioFiles(Dataset):
                 return load(i)
             except (AudioDecodeError, OSError) as error:
                 self._skip(i, _reason(error))
-        raise RuntimeError(f'none of the {num_files} audio files is readable; skipped: {self.skipped[:5]}')
+        raise NoReadableAudioError(f'none of the {num_files} audio files is readable; skipped: {self.skipped[:5]}')
 
     def _load_audio(self, index: int) -> tuple[Tensor, ...]:
         """One 1-D float tensor per target rate for file ``index`` (all covering the same time segment)."""

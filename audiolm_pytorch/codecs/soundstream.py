@@ -63,6 +63,16 @@ class CodecStreamState:
     frames: int = 0
 
 
+def _check_stream_batch(state: CodecStreamState, batch: int, method: str, init: str):
+    """A streaming state holds per-row buffers: a chunk must have the batch size the state was made for."""
+    buffers = [t for t in state.conv if isinstance(t, Tensor)] if isinstance(state, CodecStreamState) else None
+    if buffers is None:
+        raise ValueError(f'{method} needs the state from {init}() (or from the previous call), got {type(state).__name__}')
+    if buffers and buffers[0].shape[0] != batch:
+        raise ValueError(f'{method}: the chunk has batch size {batch} but the state was made for '
+                         f'{buffers[0].shape[0]}: call {init}(batch_size={batch})')
+
+
 # ----------------------------------------------------------------------------------------------------------
 # encoder / decoder blocks
 # ----------------------------------------------------------------------------------------------------------
@@ -351,6 +361,8 @@ class SoundStream(Checkpointable, nn.Module):
         elif x.ndim != 3 or x.shape[1] != self.input_channels:
             raise ValueError(f'expected audio of shape (n,), (b, n) or (b, {self.input_channels}, n), '
                              f'got {tuple(x.shape)}')
+        if x.shape[0] == 0:
+            raise ValueError(f'audio batch is empty (shape {tuple(x.shape)}): pass at least one waveform')
         if not torch.isfinite(x).all():
             raise ValueError('audio contains NaN or infinite samples: clean or drop this input')
         if exists(input_sample_hz) and input_sample_hz != self.target_sample_hz:
@@ -426,8 +438,12 @@ class SoundStream(Checkpointable, nn.Module):
         g, q = self.rq_groups, self.num_quantizers
         if codes.shape[-1] % g or not 1 <= codes.shape[-1] // g <= q:
             raise ValueError(f'codes have {codes.shape[-1]} levels; expected rq_groups ({g}) x k with 1 <= k <= {q}')
+        if codes.shape[0] == 0:
+            raise ValueError(f'codes batch is empty (shape {tuple(codes.shape)}): pass at least one sequence')
         if ((codes < -1) | (codes >= self.codebook_size)).any():
             raise ValueError(f'codes must lie in [0, {self.codebook_size}) (or be -1 for a dropped level)')
+        if codes.shape[1] == 0:
+            return torch.zeros(codes.shape[0], 0, self.codebook_dim, device = codes.device)
         codes = rearrange(codes.long(), 'b n (g k) -> g b n k', g = g)
         k = codes.shape[-1]
         if k < q:
@@ -454,7 +470,10 @@ class SoundStream(Checkpointable, nn.Module):
 
     def decode_from_codebook_indices(self, codes: Tensor) -> Tensor:
         """Codes ``(b, frames, g * k)`` (any ``k <= rq_num_quantizers``) -> waveform ``(b, c, frames * hop)``."""
-        return self.decode(self.codes_to_latents(codes))
+        latents = self.codes_to_latents(codes)
+        if latents.shape[1] == 0:   # no frames -> no samples (the quantizer cannot look up an empty sequence)
+            return latents.new_zeros(latents.shape[0], self.input_channels, 0)
+        return self.decode(latents)
 
     # ------------------------------------------------------------------------------------------------------
     # streaming
@@ -476,6 +495,10 @@ class SoundStream(Checkpointable, nn.Module):
         """Encode the next chunk ``(b, n)`` / ``(b, c, n)`` (``n`` a multiple of ``downsample_factor``) ->
         ``(codes (b, n // hop, g * k), new_state)``. Concatenated chunk codes equal ``tokenize`` of the whole."""
         x = self.process_input(audio, curtail = False)
+        _check_stream_batch(state, x.shape[0], 'encode_chunk', 'init_encoder_state')
+        if x.shape[-1] == 0:   # an empty chunk: no codes, state unchanged
+            empty = x.new_zeros(x.shape[0], 0, self.rq_groups * self.num_quantizers, dtype = torch.long)
+            return self._first_levels(empty, num_quantizers), state
         if x.shape[-1] % self.downsample_factor:
             raise ValueError(f'streaming chunks must hold whole frames: {x.shape[-1]} samples is not a multiple of '
                              f'{self.downsample_factor}')
@@ -492,6 +515,9 @@ class SoundStream(Checkpointable, nn.Module):
     def decode_chunk(self, codes: Tensor, state: CodecStreamState) -> tuple[Tensor, CodecStreamState]:
         """Decode the next codes chunk ``(b, frames, g * k)`` -> ``(audio (b, c, frames * hop), new_state)``."""
         latents, attn_state = self.codes_to_latents(codes), state.attn
+        _check_stream_batch(state, latents.shape[0], 'decode_chunk', 'init_decoder_state')
+        if latents.shape[1] == 0:   # an empty chunk: no audio, state unchanged
+            return latents.new_zeros(latents.shape[0], self.input_channels, 0), state
         if exists(self.decoder_attn):
             latents, attn_state = self.decoder_attn.forward_stream(latents, attn_state)
         audio, conv_state = self.decoder.forward_stream(rearrange(latents, 'b n d -> b d n'), state.conv)

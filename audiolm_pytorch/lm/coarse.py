@@ -19,7 +19,7 @@ from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
 from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, forgetful_causal_mask,
                                          lengths_from_padding, sample_logits)
-from audiolm_pytorch.lm.semantic import semantic_ids_from_wave
+from audiolm_pytorch.lm.semantic import check_token_ids, check_wave, semantic_ids_from_wave
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, aligned_prefix, resolve_condition,
                                             slot_logits, stage_decoder)
 from audiolm_pytorch.utils import beartype, eval_mode, exists
@@ -44,15 +44,19 @@ def codec_codes(codec, wave: Tensor, *, start: int, stop: int, groups: int) -> T
     Returns ``(b, frames, groups * (stop - start))``, group-major."""
     if not exists(codec):
         raise ValueError('raw audio was given but no codec: pass codec= to the wrapper, or token ids')
+    check_wave(wave, name = 'raw audio for the codec')
     with torch.no_grad(), eval_mode(codec):   # tokenizing must not update the codec (k-means / EMA codebooks)
         codes = codec.tokenize(wave).long()
     codes = rearrange(codes, 'b n (g q) -> b n g q', g = groups)[..., start:stop]
     return rearrange(codes, 'b n g q -> b n (g q)')
 
 
-def flat_code_prime(prime: Tensor, *, batch: int, slots: int, name: str, rows: str) -> Tensor:
+def flat_code_prime(prime: Tensor, *, batch: int, slots: int, name: str, rows: str,
+                    codebook_size: int | None = None) -> Tensor:
     """Check a code prime ``(1 | batch, frames, slots)`` and flatten it to ``(batch, frames * slots)``; a single
     prime is repeated over the batch. Padded primes (-1) are refused: they would be read as real codes."""
+    if exists(codebook_size):   # integer codes in [0, codebook_size) (-1 passes here: refused below with its reason)
+        prime = check_token_ids(prime, name = name, vocab = codebook_size, pad_id = -1, slots = slots)
     if prime.ndim != 3 or prime.shape[-1] != slots:
         raise ValueError(f'{name} must be (b, frames, {slots}), got {tuple(prime.shape)}')
     if prime.shape[0] == 1 and batch > 1:
@@ -210,6 +214,17 @@ class CoarseTransformerWrapper(nn.Module):
     def device(self):
         return self.transformer.device
 
+    def _check_semantic(self, ids, name: str = 'semantic_token_ids') -> Tensor:
+        t = self.transformer
+        return check_token_ids(ids, name = name, vocab = t.num_semantic_tokens + 1, pad_id = self.pad_id,
+                               hint = f' (num_semantic_tokens={t.num_semantic_tokens} must match the semantic '
+                                      f'tokenizer\'s codebook_size; {t.num_semantic_tokens} is EOS)')
+
+    def _check_coarse(self, ids, name: str = 'coarse_token_ids') -> Tensor:
+        t = self.transformer
+        return check_token_ids(ids, name = name, vocab = t.codebook_size, pad_id = self.pad_id, slots = t.num_slots,
+                               hint = f' (codebook_size={t.codebook_size} must match the codec\'s)')
+
     def _semantic(self, ids: Tensor) -> Tensor:
         ids = ids.long()
         if self.unique_consecutive:
@@ -232,8 +247,11 @@ class CoarseTransformerWrapper(nn.Module):
             if not exists(wave):
                 raise ValueError('pass coarse_token_ids or raw_wave / raw_wave_for_codec')
             coarse_token_ids = codec_codes(self.codec, wave, start = 0, stop = t.num_coarse_quantizers, groups = t.rq_groups)
-        if coarse_token_ids.ndim != 3 or coarse_token_ids.shape[-1] != t.num_slots:
-            raise ValueError(f'coarse_token_ids must be (b, frames, {t.num_slots}), got {tuple(coarse_token_ids.shape)}')
+        semantic_token_ids = self._check_semantic(semantic_token_ids)
+        coarse_token_ids = self._check_coarse(coarse_token_ids)
+        if semantic_token_ids.shape[0] != coarse_token_ids.shape[0]:
+            raise ValueError(f'semantic_token_ids has {semantic_token_ids.shape[0]} rows but coarse_token_ids '
+                             f'{coarse_token_ids.shape[0]}: give one row of each per sample')
 
         # the audio condition: the wave at the semantic tokenizer's rate, else the one at the codec's (rate said)
         cond_wave, cond_hz = (raw_wave, getattr(self.wav2vec, 'target_sample_hz', None)) if exists(raw_wave) else \
@@ -284,7 +302,10 @@ class CoarseTransformerWrapper(nn.Module):
         1-D waves when rows end at different frames.
         """
         t = self.transformer
-        if semantic_token_ids.ndim != 2 or (semantic_token_ids != self.pad_id).sum(dim = -1).min() == 0:
+        if max_time_steps < 1:
+            raise ValueError(f'max_time_steps must be >= 1, got {max_time_steps}')
+        semantic_token_ids = self._check_semantic(semantic_token_ids)
+        if (semantic_token_ids != self.pad_id).sum(dim = -1).min() == 0:
             raise ValueError(f'semantic_token_ids must be (b, s) with at least one semantic token per row, got '
                              f'shape {tuple(semantic_token_ids.shape)}: there is nothing to condition the coarse codes on')
         semantic = self._semantic(semantic_token_ids.to(self.device))
@@ -293,8 +314,9 @@ class CoarseTransformerWrapper(nn.Module):
             prime_coarse_token_ids = codec_codes(self.codec, prime_wave.to(self.device), start = 0,
                                                  stop = t.num_coarse_quantizers, groups = t.rq_groups)
         if exists(prime_coarse_token_ids):
-            flat = flat_code_prime(prime_coarse_token_ids.long().to(self.device), batch = batch, slots = t.num_slots,
-                                   name = 'prime_coarse_token_ids', rows = 'semantic rows')
+            flat = flat_code_prime(prime_coarse_token_ids.to(self.device), batch = batch, slots = t.num_slots,
+                                   name = 'prime_coarse_token_ids', rows = 'semantic rows',
+                                   codebook_size = t.codebook_size)
         else:
             flat = torch.empty(batch, 0, dtype = torch.long, device = self.device)
 

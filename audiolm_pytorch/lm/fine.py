@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.lm.coarse import check_codec, codec_codes, flat_code_prime, waves_from_codes
+from audiolm_pytorch.lm.semantic import check_token_ids
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
 from audiolm_pytorch.lm.sampling import forgetful_causal_mask, lengths_from_padding, sample_logits
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, aligned_prefix, resolve_condition,
@@ -148,6 +149,11 @@ class FineTransformerWrapper(nn.Module):
     def device(self):
         return self.transformer.device
 
+    def _check_codes(self, ids, name: str, slots: int) -> Tensor:
+        size = self.transformer.codebook_size
+        return check_token_ids(ids, name = name, vocab = size, pad_id = self.pad_id, slots = slots,
+                               hint = f' (codebook_size={size} must match the codec\'s)')
+
     def forward(self, *, raw_wave: Tensor | None = None, token_ids: Tensor | None = None,
                 coarse_token_ids: Tensor | None = None, fine_token_ids: Tensor | None = None, text=None,
                 text_embeds: Tensor | None = None, return_loss: bool = False, **kwargs):
@@ -159,16 +165,25 @@ class FineTransformerWrapper(nn.Module):
             if not exists(token_ids):
                 if not exists(raw_wave):
                     raise ValueError('pass raw_wave, token_ids, or coarse_token_ids and fine_token_ids')
+                if not exists(self.codec):
+                    raise ValueError('raw audio was given but no codec: pass codec= to the wrapper, or token ids')
                 token_ids = codec_codes(self.codec, raw_wave, start = 0, stop = self.codec.num_quantizers,
                                         groups = t.rq_groups)
-            grouped = rearrange(token_ids.long(), 'b n (g q) -> b n g q', g = t.rq_groups)
             qc, qf = t.num_coarse_quantizers, t.num_fine_quantizers
+            levels = token_ids.shape[-1] if torch.is_tensor(token_ids) and token_ids.ndim == 3 else 0
+            if levels % t.rq_groups or levels // t.rq_groups < qc + qf:
+                raise ValueError(f'token_ids must be (b, frames, rq_groups * levels) with at least {qc + qf} levels per '
+                                 f'group ({t.rq_groups} group(s): {qc} coarse + {qf} fine), got shape '
+                                 f'{tuple(getattr(token_ids, "shape", ()))}')
+            token_ids = self._check_codes(token_ids, 'token_ids', levels)
+            grouped = rearrange(token_ids, 'b n (g q) -> b n g q', g = t.rq_groups)
             coarse_token_ids = rearrange(grouped[..., :qc], 'b n g q -> b n (g q)')
             fine_token_ids = rearrange(grouped[..., qc:qc + qf], 'b n g q -> b n (g q)')
-        coarse, fine = coarse_token_ids.long(), fine_token_ids.long()
-        if coarse.shape[-1] != t.coarse_slots or fine.shape[-1] != t.fine_slots or coarse.shape[1] != fine.shape[1]:
-            raise ValueError(f'expected coarse (b, n, {t.coarse_slots}) and fine (b, n, {t.fine_slots}) codes, got '
-                             f'{tuple(coarse.shape)} and {tuple(fine.shape)}')
+        coarse = self._check_codes(coarse_token_ids, 'coarse_token_ids', t.coarse_slots)
+        fine = self._check_codes(fine_token_ids, 'fine_token_ids', t.fine_slots)
+        if coarse.shape[:2] != fine.shape[:2]:
+            raise ValueError(f'expected coarse (b, n, {t.coarse_slots}) and fine (b, n, {t.fine_slots}) codes with the '
+                             f'same batch and frames, got {tuple(coarse.shape)} and {tuple(fine.shape)}')
 
         text_embeds, text_mask = resolve_condition(
             t.decoder, audio_conditioner = self.audio_conditioner, namespace = 'fine', text = text,
@@ -209,8 +224,8 @@ class FineTransformerWrapper(nn.Module):
         coarse + fine codes (a list of 1-D waves when rows have different lengths).
         """
         t = self.transformer
-        coarse = coarse_token_ids.long().to(self.device)
-        if coarse.ndim != 3 or coarse.shape[1] == 0:
+        coarse = self._check_codes(coarse_token_ids, 'coarse_token_ids', t.coarse_slots).to(self.device)
+        if coarse.shape[1] == 0:
             raise ValueError(f'coarse_token_ids must be (b, frames >= 1, num_coarse_quantizers), got shape '
                              f'{tuple(coarse.shape)}')
         batch, frames = coarse.shape[:2]
@@ -218,8 +233,9 @@ class FineTransformerWrapper(nn.Module):
             prime_fine_token_ids = codec_codes(self.codec, prime_wave.to(self.device), start = t.num_coarse_quantizers,
                                                stop = t.num_coarse_quantizers + t.num_fine_quantizers, groups = t.rq_groups)
         if exists(prime_fine_token_ids):
-            flat = flat_code_prime(prime_fine_token_ids.long().to(self.device)[:, :frames], batch = batch,
-                                   slots = t.fine_slots, name = 'prime_fine_token_ids', rows = 'coarse rows')
+            flat = flat_code_prime(prime_fine_token_ids.to(self.device)[:, :frames], batch = batch,
+                                   slots = t.fine_slots, name = 'prime_fine_token_ids', rows = 'coarse rows',
+                                   codebook_size = t.codebook_size)
         else:
             flat = torch.empty(batch, 0, dtype = torch.long, device = self.device)
         num_prime = flat.shape[1]

@@ -84,10 +84,59 @@ class SemanticTransformer(Checkpointable, GuidanceMixin, nn.Module):
         return (logits, cache) if return_kv_cache else logits
 
 
+# input checks shared by the three stage wrappers (run once per call at the public entry points)
+
+def check_token_ids(ids, *, name: str, vocab: int, pad_id: int, slots: int | None = None,
+                    hint: str = '') -> Tensor:
+    """Check integer token ids at a wrapper's entry and return them as ``long``.
+
+    Args:
+        ids: ``(b, n)`` (``slots=None``) or ``(b, frames, slots)``; values in ``[0, vocab)`` or ``pad_id``.
+        hint: what to check when values are out of range (e.g. which constructor argument must match).
+    """
+    shape = '(b, n)' if slots is None else f'(b, frames, {slots})'
+    if not torch.is_tensor(ids):
+        raise ValueError(f'{name} must be a tensor of integer token ids {shape}, got {type(ids).__name__}')
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ValueError(f'{name} must hold integer token ids (torch.long), got dtype {ids.dtype}: pass ids from a '
+                         'tokenizer / codec (raw audio goes in raw_wave / prime_wave)')
+    ndim = 2 if slots is None else 3
+    if ids.ndim != ndim or (slots is not None and ids.shape[-1] != slots):
+        one_sequence = ids.ndim == ndim - 1 and (slots is None or ids.shape[-1] == slots)
+        extra = f' (for a single sequence add the batch dimension: {name}[None])' if one_sequence else ''
+        raise ValueError(f'{name} must be {shape}, got shape {tuple(ids.shape)}{extra}')
+    if ids.shape[0] == 0:
+        raise ValueError(f'{name} is an empty batch (shape {tuple(ids.shape)}): pass at least one sequence')
+    bad = (ids != pad_id) & ((ids < 0) | (ids >= vocab))
+    if bool(bad.any()):
+        raise ValueError(f'{name} must lie in [0, {vocab}) (or be pad_id={pad_id} for padding), found '
+                         f'{int(ids[bad][0])}{hint}')
+    return ids.long()
+
+
+def check_wave(wave, *, name: str) -> Tensor:
+    """Check a raw waveform ``(n,)``, ``(b, n)`` or ``(b, 1, n)`` handed to a tokenizer by a wrapper."""
+    if not torch.is_tensor(wave):
+        raise ValueError(f'{name} must be a waveform tensor (b, n), got {type(wave).__name__}')
+    if not wave.is_floating_point():
+        raise ValueError(f'{name} must be floating-point audio in [-1, 1], got dtype {wave.dtype}: convert with '
+                         '.float() (and divide int16 PCM by 32768)')
+    if not (wave.ndim in (1, 2) or (wave.ndim == 3 and wave.shape[1] == 1)):
+        raise ValueError(f'{name} must be a mono waveform (n,), (b, n) or (b, 1, n), got shape {tuple(wave.shape)}')
+    if wave.numel() == 0:
+        raise ValueError(f'{name} is empty (shape {tuple(wave.shape)}): pass at least one sample per row')
+    if not bool(torch.isfinite(wave).all()):
+        raise ValueError(f'{name} contains NaN or infinite samples: clean or drop this input')
+    return wave
+
+
 def semantic_ids_from_wave(wav2vec, wave: Tensor, input_sample_hz: int | None = None) -> Tensor:
     """Run a semantic tokenizer without gradients -> ids ``(b, frames)``."""
     if not exists(wav2vec):
         raise ValueError('raw audio was given but no semantic tokenizer: pass wav2vec= to the wrapper, or token ids')
+    check_wave(wave, name = 'raw audio for the semantic tokenizer')
+    if exists(input_sample_hz) and input_sample_hz <= 0:
+        raise ValueError(f'input_sample_hz must be a positive rate in Hz, got {input_sample_hz}')
     with torch.no_grad(), eval_mode(wav2vec):
         ids = wav2vec(wave, flatten = True, input_sample_hz = input_sample_hz)
     return ids.long()
@@ -120,6 +169,13 @@ class SemanticTransformerWrapper(nn.Module):
     def device(self):
         return self.transformer.device
 
+    def _check_ids(self, ids, name: str, allow_eos: bool) -> Tensor:
+        vocab = self.transformer.num_semantic_tokens + int(allow_eos)
+        return check_token_ids(ids, name = name, vocab = vocab, pad_id = self.pad_id,
+                               hint = f' (num_semantic_tokens={self.transformer.num_semantic_tokens} must match the '
+                                      'semantic tokenizer\'s codebook_size' + (f'; {vocab - 1} is EOS' if allow_eos else '')
+                                      + ')')
+
     def _condition(self, *, text, text_embeds, wavs = None, batch_size = None):
         return resolve_condition(self.transformer.decoder, audio_conditioner = self.audio_conditioner,
                                  namespace = 'semantic', text = text, text_embeds = text_embeds,
@@ -137,6 +193,9 @@ class SemanticTransformerWrapper(nn.Module):
             if not exists(raw_wave):
                 raise ValueError('pass semantic_token_ids=(b, n) or raw_wave=(b, samples)')
             semantic_token_ids = semantic_ids_from_wave(self.wav2vec, raw_wave, input_sample_hz)
+        semantic_token_ids = self._check_ids(semantic_token_ids, 'semantic_token_ids', allow_eos = True)
+        if return_loss and not bool((semantic_token_ids != self.pad_id).any()):
+            raise ValueError('semantic_token_ids hold no tokens (every row is padding or empty): nothing to train on')
         text_embeds, text_mask = self._condition(text = text, text_embeds = text_embeds, wavs = raw_wave,
                                                  batch_size = semantic_token_ids.shape[0])
 
@@ -169,13 +228,17 @@ class SemanticTransformerWrapper(nn.Module):
         this many tokens follow the prime. ``batch_size`` defaults to the number of conditions (texts or
         ``text_embeds``) or primes, else 1; one condition or prime is repeated over a larger batch.
         """
+        if max_length < 1:
+            raise ValueError(f'max_length must be >= 1 (semantic tokens to return, primes included), got {max_length}')
+        if exists(batch_size) and batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
         # a single condition is repeated over the batch (primes may set its size), like a single prime
         conditions = condition_batch_size(text, text_embeds)
         requested = batch_size if exists(batch_size) else (conditions if conditions != 1 else None)
         if exists(prime_wave):
             prime_ids = semantic_ids_from_wave(self.wav2vec, prime_wave, prime_wave_input_sample_hz)
         if exists(prime_ids):
-            prime_ids = prime_ids.long().to(self.device)
+            prime_ids = self._check_ids(prime_ids, 'prime_ids', allow_eos = False).to(self.device)
             if self.unique_consecutive:
                 prime_ids = batch_unique_consecutive(prime_ids, self.pad_id)
             if prime_ids.shape[0] == 1 and exists(requested) and requested > 1:

@@ -114,6 +114,8 @@ class TextTransformer(Checkpointable, nn.Module):
             x, mask = self.tokenize(raw_texts)
         if x.ndim != 2 or x.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
             raise ValueError(f'token ids must be an integer tensor (b, n), got {x.dtype} {tuple(x.shape)}')
+        if x.shape[0] == 0:
+            raise ValueError(f'token ids are an empty batch (shape {tuple(x.shape)}): pass at least one text')
         if x.shape[-1] > self.max_seq_len:
             raise ValueError(f'{x.shape[-1]} tokens exceed max_seq_len={self.max_seq_len}; truncate the ids '
                              'or construct TextTransformer with a larger max_seq_len')
