@@ -124,12 +124,20 @@ class AudioLM(nn.Module):
         requested = batch_size if exists(batch_size) else (conditions if conditions != 1 else None)
         semantic_prime = codec_prime = None
         if exists(prime_wave):
+            if not prime_wave.is_floating_point():
+                raise ValueError(f'prime_wave must be floating-point audio in [-1, 1], got {prime_wave.dtype}: convert '
+                                 'with .float() (and divide int16 PCM by 32768)')
+            if exists(prime_wave_input_sample_hz) and prime_wave_input_sample_hz <= 0:
+                raise ValueError(f'prime_wave_input_sample_hz must be a positive rate, got {prime_wave_input_sample_hz}')
             prime_wave = prime_wave.to(self.device).float()
             if prime_wave.ndim == 1:
                 prime_wave = prime_wave[None]
             if prime_wave.ndim == 3:
+                if prime_wave.shape[1] != 1:
+                    raise ValueError(f'prime_wave must be mono (n,), (b, n) or (b, 1, n), got {tuple(prime_wave.shape)}: '
+                                     'mix the channels down first (e.g. prime_wave.mean(dim = 1))')
                 prime_wave = prime_wave[:, 0]
-            hz = prime_wave_input_sample_hz or self.codec.target_sample_hz
+            hz = prime_wave_input_sample_hz if exists(prime_wave_input_sample_hz) else self.codec.target_sample_hz
             if not exists(self.wav2vec):
                 raise ValueError('priming with audio needs the semantic tokenizer: pass wav2vec= to AudioLM')
             semantic_prime = resample(prime_wave, hz, self.wav2vec.target_sample_hz)

@@ -347,6 +347,8 @@ class SoundStorm(Checkpointable, nn.Module):
         q = self.net.num_effective_quantizers
         if codes.ndim != 3 or codes.shape[-1] != q:
             raise ValueError(f'{name} must be (batch, frames, {q}), got {tuple(codes.shape)}')
+        if codes.shape[0] == 0:
+            raise ValueError(f'{name} is an empty batch (shape {tuple(codes.shape)}): pass at least one sequence')
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.net.codebook_size):
             raise ValueError(f'{name} must lie in [0, {self.net.codebook_size}), got range '
                              f'[{int(codes.min())}, {int(codes.max())}]')
@@ -513,6 +515,8 @@ class SoundStorm(Checkpointable, nn.Module):
         if len(set(batches.values())) > 1:
             raise ValueError(f'batch sizes disagree: {batches}')
         batch = next(iter(batches.values()), 1)
+        if batch < 1:
+            raise ValueError(f'nothing to generate: batch size {batch} ({batches})')
 
         codec_hz = self.codec_frame_hz
         if exists(num_latents):

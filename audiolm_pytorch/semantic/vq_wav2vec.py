@@ -84,8 +84,7 @@ class FairseqVQWav2Vec(WaveInputMixin, nn.Module):
 
     @torch.no_grad()
     def forward(self, wav_input: Tensor, flatten: bool = True, input_sample_hz: int | None = None) -> Tensor:
-        if wav_input.ndim == 1:
-            wav_input = rearrange(wav_input, 'n -> 1 n')
+        wav_input = self.as_wave_batch(wav_input)     # (b, n); clear errors for bad shapes, dtypes, NaN
         device = next(self.model.parameters()).device
         wav_input = wav_input.to(device).float()
         wav_input = self.to_target_rate(wav_input, input_sample_hz)
