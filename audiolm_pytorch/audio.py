@@ -129,6 +129,23 @@ _MAX_SAVE_CHANNELS = 16   # more channels than samples beyond this is a transpos
 
 
 @beartype
+def check_audio_values(wave: Tensor, *, name: str = 'audio') -> Tensor:
+    """The checks every entry point taking raw audio makes (shape rules stay with the caller): a float tensor,
+    at least one row and one sample, no NaN / inf. Returns ``wave``; raises ``ValueError`` saying what to do."""
+    if not torch.is_tensor(wave):
+        raise ValueError(f'{name} must be a waveform tensor, got {type(wave).__name__}')
+    if not wave.is_floating_point():
+        raise ValueError(f'{name} must be floating-point audio in [-1, 1], got dtype {wave.dtype}: convert with '
+                         '.float() (and divide int16 PCM by 32768)')
+    if wave.ndim > 1 and wave.shape[0] == 0:
+        raise ValueError(f'{name} is an empty batch (shape {tuple(wave.shape)}): pass at least one waveform')
+    if wave.numel() == 0:
+        raise ValueError(f'{name} is an empty waveform (shape {tuple(wave.shape)}): pass at least one sample')
+    if not bool(torch.isfinite(wave).all()):
+        raise ValueError(f'{name} contains NaN or infinite samples: clean or drop this input')
+    return wave
+
+
 def save_audio(path: str | os.PathLike, wave: Tensor | np.ndarray, sample_hz: int, subtype: str | None = None) -> Path:
     """Write ``wave`` of shape ``(n,)`` or ``(channels, n)`` (float, nominally in [-1, 1]); the format follows the
     file extension. Values are clipped to [-1, 1] for integer formats."""

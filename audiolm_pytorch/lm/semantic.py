@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audiolm_pytorch.audio import check_audio_values
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
 from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, forgetful_causal_mask,
@@ -116,18 +117,9 @@ def check_token_ids(ids, *, name: str, vocab: int, pad_id: int, slots: int | Non
 
 def check_wave(wave, *, name: str) -> Tensor:
     """Check a raw waveform ``(n,)``, ``(b, n)`` or ``(b, 1, n)`` handed to a tokenizer by a wrapper."""
-    if not torch.is_tensor(wave):
-        raise ValueError(f'{name} must be a waveform tensor (b, n), got {type(wave).__name__}')
-    if not wave.is_floating_point():
-        raise ValueError(f'{name} must be floating-point audio in [-1, 1], got dtype {wave.dtype}: convert with '
-                         '.float() (and divide int16 PCM by 32768)')
-    if not (wave.ndim in (1, 2) or (wave.ndim == 3 and wave.shape[1] == 1)):
+    if torch.is_tensor(wave) and not (wave.ndim in (1, 2) or (wave.ndim == 3 and wave.shape[1] == 1)):
         raise ValueError(f'{name} must be a mono waveform (n,), (b, n) or (b, 1, n), got shape {tuple(wave.shape)}')
-    if wave.numel() == 0:
-        raise ValueError(f'{name} is empty (shape {tuple(wave.shape)}): pass at least one sample per row')
-    if not bool(torch.isfinite(wave).all()):
-        raise ValueError(f'{name} contains NaN or infinite samples: clean or drop this input')
-    return wave
+    return check_audio_values(wave, name = name)
 
 
 def semantic_ids_from_wave(wav2vec, wave: Tensor, input_sample_hz: int | None = None) -> Tensor:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from audiolm_pytorch.audio import stft_magnitude
+from audiolm_pytorch.audio import check_audio_values, stft_magnitude
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.nn.transformer import TransformerLayer
 from audiolm_pytorch.utils import beartype, default
@@ -207,15 +207,7 @@ class AudioSpectrogramTransformer(Checkpointable, nn.Module):
             wav = rearrange(wav, 'b 1 n -> b n')
         if wav.ndim != 2:
             raise ValueError(f'AudioSpectrogramTransformer expects a waveform (b, n) or (b, 1, n), got {tuple(wav.shape)}')
-        if not wav.is_floating_point():
-            raise ValueError(f'expected floating-point audio in [-1, 1], got dtype {wav.dtype}: convert with .float() '
-                             '(and divide int16 PCM by 32768)')
-        if wav.shape[0] == 0:
-            raise ValueError(f'cannot embed an empty batch of waveforms (shape {tuple(wav.shape)})')
-        if wav.shape[-1] == 0:
-            raise ValueError('cannot embed an empty waveform')
-        if not bool(torch.isfinite(wav).all()):
-            raise ValueError('audio contains NaN or infinite samples: clean or drop this input')
+        check_audio_values(wav, name = 'audio to embed')
         if wav.shape[-1] < self.spec_n_fft:
             wav = F.pad(wav, (0, self.spec_n_fft - wav.shape[-1]))   # very short clips: pad with silence
 

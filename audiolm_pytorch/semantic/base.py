@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from einops import rearrange
-import torch
 from torch import Tensor
 
-from audiolm_pytorch.audio import resample
+from audiolm_pytorch.audio import check_audio_values, resample
 from audiolm_pytorch.utils import curtail_to_multiple, exists
 
 
@@ -60,14 +59,7 @@ class WaveInputMixin:
             wave = rearrange(wave, 'n -> 1 n')
         if wave.ndim != 2:
             raise ValueError(f'expected a waveform (b, n), (n,) or (b, 1, n), got shape {tuple(wave.shape)}')
-        if not wave.is_floating_point():
-            raise ValueError(f'expected floating-point audio in [-1, 1], got dtype {wave.dtype}: convert with .float() '
-                             '(and divide int16 PCM by 32768)')
-        if wave.shape[0] == 0:
-            raise ValueError(f'cannot tokenize an empty batch (shape {tuple(wave.shape)})')
-        if not bool(torch.isfinite(wave).all()):
-            raise ValueError('audio contains NaN or infinite samples: clean or drop this input')
-        return wave
+        return check_audio_values(wave, name = 'audio to tokenize')
 
     def lengths_at_target_rate(self, lengths: Tensor, input_sample_hz: int | None) -> Tensor:
         """Valid samples per row ``(b,)`` at ``input_sample_hz`` -> at ``target_sample_hz``."""
