@@ -413,3 +413,12 @@ def test_mulan_trainer_token_ids_of_different_lengths(tmp_path):
     loss, _ = trainer.compute_loss(mulan, Batch((ids, audio), None))
     padded = torch.stack([torch.cat((short, torch.zeros(3, dtype = torch.long))), long])   # the text pad id (0)
     assert torch.allclose(loss, mulan(audio, texts = padded))
+
+
+def test_ast_2d_rotary_angles_survive_a_cast_to_bf16():
+    from audiolm_pytorch.musiclm.ast import AxialRotary2D
+    rotary = AxialRotary2D(dim_head = 32)
+    rows, cols = torch.arange(40)[None], torch.arange(40)[None] * 7
+    cos, sin = rotary(rows, cols)
+    cos16, sin16 = rotary.to(torch.bfloat16)(rows, cols)
+    assert torch.allclose(cos16.float(), cos, atol = 1e-5) and torch.allclose(sin16.float(), sin, atol = 1e-5)

@@ -94,12 +94,15 @@ class AxialRotary2D(nn.Module):
         if dim_head < 4:
             raise ValueError(f'2-D rotary positions need dim_head >= 4, got {dim_head}')
         quarter = dim_head // 4
+        self.theta, self.quarter = theta, quarter
         inv_freq = 1. / (theta ** (torch.arange(quarter).float() / quarter))
         self.register_buffer('inv_freq', inv_freq, persistent = False)
 
     def forward(self, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
         """``rows, cols``: ``(b, n)`` patch coordinates -> ``(cos, sin)`` each ``(b, 1, n, 4 * (dim_head // 4))``."""
-        angles = torch.cat((rows.float()[..., None] * self.inv_freq, cols.float()[..., None] * self.inv_freq), dim = -1)
+        # recomputed in float32: the buffer is cast with the module (bf16 frequencies would misplace patches)
+        inv_freq = 1. / (self.theta ** (torch.arange(self.quarter, device = rows.device).float() / self.quarter))
+        angles = torch.cat((rows.float()[..., None] * inv_freq, cols.float()[..., None] * inv_freq), dim = -1)
         angles = torch.cat((angles, angles), dim = -1)   # layout expected by apply_rotary's rotate_half
         angles = rearrange(angles, 'b n r -> b 1 n r')
         return angles.cos(), angles.sin()

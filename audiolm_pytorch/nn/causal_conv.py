@@ -182,7 +182,7 @@ class Residual(nn.Module):
 class CausalSqueezeExcite(nn.Module):
     """Squeeze-excitation (arXiv 1709.01507) gated by the running mean over time, so it stays causal.
 
-    ``forward(x (b, c, n)) -> (b, c, n)``; the streaming state is the running sum and count.
+    ``forward(x (b, c, n)) -> (b, c, n)``; the streaming state is the running sum and count (float64 accumulators).
     """
 
     def __init__(self, dim: int, reduction_factor: int = 4, dim_minimum: int = 8):
@@ -191,21 +191,31 @@ class CausalSqueezeExcite(nn.Module):
         self.dim = dim
         self.net = nn.Sequential(nn.Conv1d(dim, dim_inner, 1), nn.SiLU(), nn.Conv1d(dim_inner, dim, 1), nn.Sigmoid())
 
+    @staticmethod
+    def _acc_dtype(device) -> torch.dtype:
+        # the running sum / count are accumulated in float64: in float32 the count stops growing at 2 ** 24
+        # frames and small frames added to a large running sum are rounded away (drift on long streams)
+        return torch.float32 if torch.device(device if device is not None else 'cpu').type == 'mps' else torch.float64
+
     def _gate(self, x: Tensor, past_sum: Tensor, past_count: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         n = x.shape[-1]
-        cum_sum = past_sum[..., None] + x.float().cumsum(dim = -1)
-        count = past_count + torch.arange(1, n + 1, device = x.device, dtype = torch.float32)
+        acc = self._acc_dtype(x.device)
+        cum_sum = past_sum.to(acc)[..., None] + x.to(acc).cumsum(dim = -1)
+        count = past_count.to(acc) + torch.arange(1, n + 1, device = x.device, dtype = acc)
         gate = self.net((cum_sum / count).to(x.dtype))
         return x * gate, cum_sum[..., -1], count[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        zeros = torch.zeros(x.shape[0], x.shape[1], device = x.device)
+        acc = self._acc_dtype(x.device)
+        zeros = torch.zeros(x.shape[0], x.shape[1], device = x.device, dtype = acc)
         if x.ndim == 4:                                   # time-major (b, c, 1, n)
-            return self._gate(x.squeeze(2), zeros, torch.zeros((), device = x.device))[0].unsqueeze(2)
-        return self._gate(x, zeros, torch.zeros((), device = x.device))[0]
+            return self._gate(x.squeeze(2), zeros, torch.zeros((), device = x.device, dtype = acc))[0].unsqueeze(2)
+        return self._gate(x, zeros, torch.zeros((), device = x.device, dtype = acc))[0]
 
     def init_state(self, batch_size: int, device = None, dtype = None):
-        return torch.zeros(batch_size, self.dim, device = device), torch.zeros((), device = device)
+        acc = self._acc_dtype(device)
+        return (torch.zeros(batch_size, self.dim, device = device, dtype = acc),
+                torch.zeros((), device = device, dtype = acc))
 
     def forward_stream(self, x: Tensor, state):
         out, past_sum, past_count = self._gate(x, *state)
