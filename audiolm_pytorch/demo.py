@@ -218,8 +218,12 @@ def run_demo(out_dir: str | Path = 'demo_out', minutes: float = 5., *, seed: int
 
     _write_generate_config(out_dir)
     _plot(out_dir / 'demo.png', waves, codec.target_sample_hz, stages, prompt_seconds = PROMPT_SECONDS)
+    # list what was written (demo.txt stands in for demo.png without matplotlib); report.md is written next
+    names = [name for name in OUTPUT_FILES if name == 'report.md' or (out_dir / name).is_file()]
+    if (out_dir / 'demo.txt').is_file() and not (out_dir / 'demo.png').is_file():
+        names.append('demo.txt')
     result = DemoResult(out_dir, stages, _now() - start, budget, _device_name(device),
-                        [str(out_dir / name) for name in OUTPUT_FILES])
+                        [str(out_dir / name) for name in names])
     _write_report(out_dir / 'report.md', result, cfg)
     for scratch in (out_dir / 'data', out_dir / 'train'):
         shutil.rmtree(scratch, ignore_errors = True)
@@ -505,8 +509,8 @@ def _write_report(path: Path, result: DemoResult, cfg: dict):
     lines += ['', 'The models are tiny and trained for minutes on three clips: the generations show that every '
               'stage runs end to end, not what a trained AudioLM sounds like.', '',
               '## Files', '']
-    for name in OUTPUT_FILES:
-        lines.append(f'- `{name}`')
+    for file in result.files:
+        lines.append(f'- `{Path(file).relative_to(result.out_dir).as_posix()}`')
     lines += ['', 'Generate again from the checkpoints: `audiolm generate --audiolm '
               f'{result.out_dir / "audiolm.yaml"} --prime {result.out_dir / "prompt.wav"} --out again.wav`', '',
               '## Configs', '', '```json', json.dumps(cfg, indent = 2), '```', '',

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -73,6 +74,19 @@ class TransformerTrainer(Trainer):
         """Delegates to the wrapper's ``generate`` (see the wrapper for the arguments)."""
         with eval_mode(self.train_wrapper):
             return self.train_wrapper.generate(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def sampling_wrapper(self):
+        """The wrapper with the EMA transformer in place of the online one (when ``use_ema``), for samples."""
+        wrapper, online = self.train_wrapper, self.train_wrapper.transformer
+        if not exists(self.ema_model):
+            yield wrapper
+            return
+        wrapper.transformer = self.ema_model
+        try:
+            yield wrapper
+        finally:
+            wrapper.transformer = online
 
 
 def _rate(module) -> int:
@@ -156,9 +170,10 @@ class CoarseTransformerTrainer(TransformerTrainer):
         if not (exists(self.codec) and exists(self.wav2vec)) or len(batch.waves) < 2:
             return []
         semantic_ids = self.wav2vec(batch.waves[0][:1], flatten = True)
-        frames = min(self.sample_max_time_steps, max(1, batch.waves[1].shape[-1] // self.codec.seq_len_multiple_of))
-        wave = _as_wave(self.train_wrapper.generate(semantic_token_ids = semantic_ids, max_time_steps = frames,
-                                                    reconstruct_wave = True))
+        frames = min(self.sample_max_time_steps, max(1, batch.waves[1].shape[-1] // self.codec.downsample_factor))
+        with self.sampling_wrapper() as wrapper:
+            wave = _as_wave(wrapper.generate(semantic_token_ids = semantic_ids, max_time_steps = frames,
+                                             reconstruct_wave = True))
         rate = _rate(self.codec)
         samples = [Sample('original', batch.waves[1][0], rate)]
         return samples + ([Sample('coarse_generated', wave, rate)] if exists(wave) else [])
@@ -205,9 +220,10 @@ class FineTransformerTrainer(TransformerTrainer):
         if not exists(self.codec):
             return []
         wave = batch.waves[0][:1, :self.sample_max_time_steps * self.codec.seq_len_multiple_of]
-        codes = self.codec.tokenize(wave)
-        coarse = codes[..., :self.transformer.num_coarse_quantizers] if hasattr(self.transformer, 'num_coarse_quantizers') \
-            else codes[..., :self.train_wrapper.num_coarse_quantizers]
-        generated = _as_wave(self.train_wrapper.generate(coarse_token_ids = coarse, reconstruct_wave = True))
+        from audiolm_pytorch.lm.coarse import codec_codes
+        t = self.transformer   # codes are group-major (g q): keep the coarse levels of EVERY group
+        coarse = codec_codes(self.codec, wave, start = 0, stop = t.num_coarse_quantizers, groups = t.rq_groups)
+        with self.sampling_wrapper() as wrapper:
+            generated = _as_wave(wrapper.generate(coarse_token_ids = coarse, reconstruct_wave = True))
         rate = _rate(self.codec)
         return [Sample('original', wave[0], rate)] + ([Sample('fine_generated', generated, rate)] if exists(generated) else [])
