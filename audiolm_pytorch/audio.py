@@ -201,14 +201,18 @@ def resample(wave: Tensor, orig_hz: int, new_hz: int, output_length: int | None 
 
     divisor = math.gcd(orig_hz, new_hz)
     resampler = _resampler(orig_hz // divisor, new_hz // divisor, str(wave.device))
-    return resampler(wave.float(), output_length = output_length).to(wave.dtype)
+    with torch.device('cpu'):   # julius sizes its output with host scalars; keep them there whatever the default
+        out = resampler(wave.float(), output_length = output_length)
+    return out.to(wave.dtype)
 
 
 @lru_cache(maxsize = 32)
 def _resampler(orig: int, new: int, device: str):
     """Building the sinc kernel costs far more than applying it: keep one per (reduced) rate pair and device."""
     import julius
-    return julius.ResampleFrac(orig, new).to(device)
+    with torch.device('cpu'):   # the kernel is built on the host whatever the ambient default device, then moved
+        resampler = julius.ResampleFrac(orig, new)
+    return resampler.to(device)
 
 
 # ----------------------------------------------------------------------------------------------------------

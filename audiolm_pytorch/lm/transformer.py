@@ -125,6 +125,8 @@ class ConditionedDecoder(nn.Module):
         if not exists(text_embeds):
             return null, torch.ones(batch, 1, dtype = torch.bool, device = device)
 
+        text_embeds = text_embeds.to(device)          # conditions made on the CPU work with a model on the GPU
+        text_mask = text_mask.to(device) if exists(text_mask) else None
         if text_embeds.ndim == 2:
             text_embeds = text_embeds[:, None]
         if text_embeds.shape[-1] != self.cond_dim:

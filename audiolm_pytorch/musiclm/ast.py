@@ -177,7 +177,7 @@ class AudioSpectrogramTransformer(Checkpointable, nn.Module):
         """SpecAugment-style training augmentation of ``spec (b, f, t)``."""
         if self.spec_aug_stretch_factor != 1.:
             low, high = sorted((1., self.spec_aug_stretch_factor))
-            rate = low + (high - low) * torch.rand(()).item()
+            rate = low + (high - low) * torch.rand((), device = 'cpu').item()   # host scalar: no device sync
             spec = time_stretch(spec, rate)
         fill = spec.mean(dim = (1, 2), keepdim = True)   # masked bins take the example's mean (log) energy
         if self.spec_aug_freq_mask > 0:

@@ -22,10 +22,10 @@ def byte_tokenize(texts: list[str], max_seq_len: int, pad_id: int = 0) -> Tensor
     """UTF-8 bytes + 1, right-padded with ``pad_id`` and truncated to ``max_seq_len`` -> ``(b, n)`` long."""
     encoded = [list(text.encode('utf-8'))[:max_seq_len] for text in texts]
     length = max(1, max((len(e) for e in encoded), default = 1))
-    ids = torch.full((len(texts), length), pad_id, dtype = torch.long)
+    ids = torch.full((len(texts), length), pad_id, dtype = torch.long, device = 'cpu')   # moved by the caller
     for row, values in enumerate(encoded):
         if values:
-            ids[row, :len(values)] = torch.tensor(values, dtype = torch.long) + 1
+            ids[row, :len(values)] = torch.tensor(values, dtype = torch.long, device = 'cpu') + 1
     return ids
 
 

@@ -355,13 +355,13 @@ class KMeans(nn.Module):
 def _kmeans_plus_plus(x: Tensor, clusters: int, generator: torch.Generator) -> Tensor:
     """k-means++ seeding (Arthur & Vassilvitskii 2007) on ``x`` (n, d)."""
     n = x.shape[0]
-    first = torch.randint(n, (1,), generator = generator).item()
+    first = torch.randint(n, (1,), generator = generator, device = 'cpu').item()
     centroids = [x[first]]
     closest = (x - x[first]).pow(2).sum(-1)
     for _ in range(1, clusters):
         total = closest.sum()
         if total <= 0:  # fewer distinct points than clusters: pick any point
-            index = torch.randint(n, (1,), generator = generator).item()
+            index = torch.randint(n, (1,), generator = generator, device = 'cpu').item()
         else:
             probs = (closest / total).double().cpu()
             index = torch.multinomial(probs, 1, generator = generator).item()
@@ -397,7 +397,7 @@ def minibatch_kmeans(
 
     generator = torch.Generator().manual_seed(seed)
     init_size = min(n, default(init_size, max(3 * clusters, 3 * min(batch_size, n))))
-    init_index = torch.randperm(n, generator = generator)[:init_size].to(device)
+    init_index = torch.randperm(n, generator = generator, device = 'cpu')[:init_size].to(device)
     centroids = _kmeans_plus_plus(x[init_index], clusters, generator)
 
     counts = torch.zeros(clusters, device = device)
@@ -406,7 +406,7 @@ def minibatch_kmeans(
     kmeans = KMeans(centroids)
 
     for step in range(steps):
-        index = torch.randint(n, (batch_size,), generator = generator).to(device)
+        index = torch.randint(n, (batch_size,), generator = generator, device = 'cpu').to(device)
         batch = x[index]
         labels = kmeans.distances(batch).argmin(-1)
         batch_counts = torch.bincount(labels, minlength = clusters).float()
@@ -420,7 +420,8 @@ def minibatch_kmeans(
         if step % 10 == 9 or step == steps - 1:
             starved = counts < 1e-3 * counts.max()
             if starved.any() and step < steps - 1:
-                picks = torch.randint(batch_size, (int(starved.sum()),), generator = generator).to(device)
+                picks = torch.randint(batch_size, (int(starved.sum()),), generator = generator,
+                                      device = 'cpu').to(device)
                 kmeans.centroids[starved] = batch[picks]
                 counts[starved] = counts[~starved].min() if (~starved).any() else 1.
 
@@ -479,8 +480,8 @@ def collect_features(
             rest = feats[take:]
             if rest.shape[0]:
                 # frame number i (0-based) replaces a random slot with probability max_frames / (i + 1)
-                index = torch.arange(seen + take, seen + feats.shape[0]) + 1
-                slots = (torch.rand(rest.shape[0], generator = generator) * index).long()
+                index = torch.arange(seen + take, seen + feats.shape[0], device = 'cpu') + 1
+                slots = (torch.rand(rest.shape[0], generator = generator, device = 'cpu') * index).long()
                 keep = slots < max_frames
                 reservoir[slots[keep]] = rest[keep]
             seen += feats.shape[0]

@@ -138,7 +138,8 @@ class SpectralKmeansTokenizer(WaveInputMixin, Checkpointable, nn.Module):
             frames = self._log_mel(self._prepare(data, input_sample_hz))
             frames = rearrange(frames, 'b t m -> (b t) m').cpu()
             if frames.shape[0] > max_frames:
-                frames = frames[torch.randperm(frames.shape[0], generator = torch.Generator().manual_seed(seed))[:max_frames]]
+                frames = frames[torch.randperm(frames.shape[0], generator = torch.Generator().manual_seed(seed),
+                                               device = 'cpu')[:max_frames]]
         else:
             files = list_audio_files(data)
             frames = collect_features(self._log_mel, files, sample_hz = self.target_sample_hz, device = device,

@@ -66,7 +66,8 @@ class StreamBatchSampler:
         if not self.shuffle:
             return index
         if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(self.num_items, generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch))}
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)   # host-side, any default device
+            self._perms = {epoch: torch.randperm(self.num_items, generator = generator, device = 'cpu')}
         return int(self._perms[epoch][index])
 
     def __iter__(self):
