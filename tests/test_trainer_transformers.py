@@ -132,3 +132,20 @@ def test_established_notebook_flow(tmp_path, monkeypatch):
     generated = audiolm(batch_size = 1, max_length = 8)
     waves = generated if isinstance(generated, list) else list(generated)
     assert len(waves) == 1 and waves[0].numel() > 0 and torch.isfinite(waves[0]).all()
+
+
+def test_whole_files_padded_in_a_batch_are_warned_about(tmp_path, caplog):
+    import logging
+    from audiolm_pytorch import FineTransformerTrainer
+    codec = tiny_soundstream().eval()
+    _, _, fine = stages(spectral_tokenizer())
+    common = dict(folder = sixteen_k_folder(tmp_path), num_train_steps = 1, results_folder = tmp_path / 'r',
+                  progress_bar = False)
+    with caplog.at_level(logging.WARNING, logger = 'audiolm_pytorch.trainers.transformers'):
+        FineTransformerTrainer(fine, codec, batch_size = 2, **common)
+    assert 'zero-padded' in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger = 'audiolm_pytorch.trainers.transformers'):
+        FineTransformerTrainer(fine, codec, batch_size = 2, data_max_length = 3200, force_clear_prev_results = True,
+                               **common)
+    assert 'zero-padded' not in caplog.text

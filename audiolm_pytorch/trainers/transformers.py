@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
 import torch
@@ -11,6 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import beartype, eval_mode, exists
+
+logger = logging.getLogger(__name__)
 
 
 def _as_wave(output) -> torch.Tensor | None:
@@ -58,6 +61,10 @@ class TransformerTrainer(Trainer):
     def make_dataset(self, folder) -> Dataset:
         from audiolm_pytorch.data import SoundDataset
         rates, multiples = self.data_sample_rates(self.train_wrapper), self.data_multiples()
+        if not exists(self.data_max_length) and self.batch_size > 1:
+            logger.warning('data_max_length is not set: whole files of different lengths are zero-padded to the longest '
+                           'in each batch, and the stage trains on that padding as silence; set data_max_length or '
+                           'data_max_length_seconds (random crops) to avoid it')
         if len(rates) == 1:
             rates, multiples = rates[0], multiples[0]
         return SoundDataset(folder, target_sample_hz = rates, max_length = self.data_max_length,
