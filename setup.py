@@ -29,10 +29,11 @@ setup(
         'numpy',
         'julius>=0.2.7',
         'pyyaml',
+        'matplotlib',   # `audiolm demo` (the README's first command) draws its spectrogram + loss-curve PNG
     ],
     extras_require = {
         'test': ['pytest', 'scipy', 'matplotlib', 'scikit-learn', 'joblib', 'nbclient', 'nbformat', 'ipykernel', 'tensorboard'],
-        'plot': ['matplotlib'],
+        'plot': ['matplotlib'],   # kept for old install commands: matplotlib is an install requirement now
         'kmeans': ['scikit-learn', 'joblib'],
         'wandb': ['wandb'],
         'eval': ['pesq', 'pystoi'],

@@ -218,17 +218,16 @@ def run_demo(out_dir: str | Path = 'demo_out', minutes: float = 5., *, seed: int
 
     _write_generate_config(out_dir)
     _plot(out_dir / 'demo.png', waves, codec.target_sample_hz, stages, prompt_seconds = PROMPT_SECONDS)
-    # list what was written (demo.txt stands in for demo.png without matplotlib); report.md is written next
+    # list what was written; report.md is written next
     names = [name for name in OUTPUT_FILES if name == 'report.md' or (out_dir / name).is_file()]
-    if (out_dir / 'demo.txt').is_file() and not (out_dir / 'demo.png').is_file():
-        names.append('demo.txt')
     result = DemoResult(out_dir, stages, _now() - start, budget, _device_name(device),
                         [str(out_dir / name) for name in names])
     _write_report(out_dir / 'report.md', result, cfg)
     for scratch in (out_dir / 'data', out_dir / 'train'):
         shutil.rmtree(scratch, ignore_errors = True)
-    log(f'done in {result.total_seconds:.1f} s (budget {budget:.0f} s): see {out_dir / "report.md"} and '
-        f'{out_dir / "demo.png"}')
+    pictures = [path for path in result.files if path.endswith('.png')]
+    log(f'done in {result.total_seconds:.1f} s (budget {budget:.0f} s): see {out_dir / "report.md"}'
+        + ''.join(f' and {path}' for path in pictures))
     return result
 
 
@@ -448,9 +447,9 @@ def _spectrogram(wave, sample_hz: int):
 def _plot(path: Path, waves, sample_hz: int, stages, prompt_seconds: float):
     try:
         from matplotlib.figure import Figure   # no pyplot: no global backend or figure state is touched
-    except ImportError:  # matplotlib is optional: write a note instead of failing the whole demo
-        path.with_suffix('.txt').write_text('install matplotlib (pip install "audiolm-pytorch[plot]") for demo.png\n')
-        return
+    except ImportError as error:   # an install requirement: only a broken environment lacks it
+        raise ImportError('audiolm demo draws demo.png with matplotlib, an install requirement of audiolm-pytorch: '
+                          'reinstall the package (pip install -e .) or pip install matplotlib') from error
     curves = [(stage.name, key, curve) for stage in stages for key, curve in stage.losses.items()
               if stage.name != 'tokenizer' and key != 'discriminator']
     fig = Figure(figsize = (10, 9))

