@@ -32,7 +32,8 @@ setup(
         'matplotlib',   # `audiolm demo` (the README's first command) draws its spectrogram + loss-curve PNG
     ],
     extras_require = {
-        'test': ['pytest', 'scipy', 'matplotlib', 'scikit-learn', 'joblib', 'nbclient', 'nbformat', 'ipykernel', 'tensorboard'],
+        'test': ['pytest', 'scipy', 'matplotlib', 'scikit-learn', 'joblib', 'nbclient', 'nbformat', 'ipykernel', 'tensorboard',
+                 'ruff'],
         'plot': ['matplotlib'],   # kept for old install commands: matplotlib is an install requirement now
         'kmeans': ['scikit-learn', 'joblib'],
         'wandb': ['wandb'],

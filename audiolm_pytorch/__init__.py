@@ -23,7 +23,7 @@ _PUBLIC_NAMES = {
     # semantic tokenizers
     'HubertWithKmeans': 'semantic.hubert_kmeans', 'W2VBertWithKmeans': 'semantic.hubert_kmeans',
     'FairseqVQWav2Vec': 'semantic.vq_wav2vec', 'SpectralKmeansTokenizer': 'semantic.spectral',
-    'fit_kmeans': 'semantic.kmeans',
+    'fit_kmeans': 'semantic.kmeans_fit',
     # language models
     'SemanticTransformer': 'lm.semantic', 'SemanticTransformerWrapper': 'lm.semantic',
     'CoarseTransformer': 'lm.coarse', 'CoarseTransformerWrapper': 'lm.coarse',

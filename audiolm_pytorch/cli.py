@@ -178,7 +178,7 @@ def _device(name: str | None):
 
 
 def _input_files(inputs) -> list[Path]:
-    from audiolm_pytorch.semantic.kmeans import list_audio_files
+    from audiolm_pytorch.data import list_audio_files
     files = []
     for item in inputs:
         path = Path(item)
@@ -378,7 +378,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_fit_kmeans(args) -> int:
-    from audiolm_pytorch.semantic.kmeans import fit_kmeans
+    from audiolm_pytorch.semantic.kmeans_fit import fit_kmeans
     tokenizer = args.tokenizer
     if tokenizer != 'spectral' and not Path(tokenizer).exists():
         raise FileNotFoundError(f'tokenizer not found: {tokenizer} (pass "spectral", a fairseq .pt or a '

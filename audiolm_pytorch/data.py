@@ -58,6 +58,22 @@ def find_audio_files(folder: str | os.PathLike, exts: Sequence[str] = AUDIO_EXTE
     return sorted(p for p in Path(folder).rglob('*') if p.is_file() and p.suffix.lower().lstrip('.') in wanted)
 
 
+def list_audio_files(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Audio files under a folder (``find_audio_files``), one file, or an explicit list of files (kept as given).
+    A missing path raises ``FileNotFoundError``, a folder without audio ``ValueError``."""
+    if not isinstance(data, (str, os.PathLike)):
+        return [Path(p) for p in data]
+    root = Path(data)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f'audio folder not found: {root}')
+    files = find_audio_files(root)
+    if not files:
+        raise ValueError(f'no audio files ({", ".join(AUDIO_EXTENSIONS)}) found under {root}')
+    return files
+
+
 # ----------------------------------------------------------------------------------------------------------
 # shared loading logic
 # ----------------------------------------------------------------------------------------------------------

@@ -610,8 +610,3 @@ class SoundStorm(Checkpointable, nn.Module):
         if exists(seconds):
             wave = wave[:, :round(seconds * codec.target_sample_hz)]
         return wave
-
-
-# the pipeline lives in its own module; re-exported so ``from audiolm_pytorch.soundstorm import SemanticToAudio``
-# keeps working (soundstorm_pipeline imports SoundStorm for annotations only, so there is no import cycle)
-from audiolm_pytorch.soundstorm_pipeline import SemanticToAudio  # noqa: E402

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from audiolm_pytorch.lm.transformer import condition_batch_size
+from audiolm_pytorch.soundstorm import SoundStorm
 from audiolm_pytorch.utils import exists
-
-if TYPE_CHECKING:  # annotation only: importing soundstorm here at run time would be circular (it re-exports us)
-    from audiolm_pytorch.soundstorm import SoundStorm
 
 
 class SemanticToAudio(nn.Module):

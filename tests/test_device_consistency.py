@@ -17,7 +17,7 @@ from audiolm_pytorch import (AudioLM, AudioSpectrogramTransformer, CoarseTransfo
                              MusicLM, SemanticTransformer, SemanticTransformerWrapper, SoundStorm, SoundStream,
                              TextTransformer)
 from audiolm_pytorch.audio import MelSpectrogram, resample
-from audiolm_pytorch.soundstorm import SemanticToAudio
+from audiolm_pytorch.soundstorm_pipeline import SemanticToAudio
 
 ASSETS = Path(__file__).parent / 'assets'
 LM = dict(dim = 32, depth = 1, heads = 2, dim_head = 16)

@@ -175,7 +175,8 @@ def test_kmeans_of_another_layer_or_transposed_is_refused(tmp_path):
 def test_fit_kmeans_on_a_module_records_its_layer(tmp_path):
     pytest.importorskip('transformers')
     from audiolm_pytorch import HubertWithKmeans
-    from audiolm_pytorch.semantic.kmeans import KMeansFileError, fit_kmeans
+    from audiolm_pytorch.semantic.kmeans import KMeansFileError
+    from audiolm_pytorch.semantic.kmeans_fit import fit_kmeans
     ckpt = ASSETS / 'fairseq_hubert_tiny' / 'tiny_hubert.pt'
     extractor = HubertWithKmeans(ckpt, None, output_layer = 1)
     result = fit_kmeans(extractor, data = [ASSETS / 'speech_0_16k.wav'], clusters = 4, out = tmp_path / 'km.safetensors',

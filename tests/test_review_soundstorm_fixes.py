@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from test_soundstorm import StubCodec, StubSemantic, tiny_soundstorm
-from audiolm_pytorch.soundstorm import SemanticToAudio
+from audiolm_pytorch.soundstorm_pipeline import SemanticToAudio
 
 
 def spy_on_net(model):
@@ -86,7 +86,7 @@ def test_decoding_reveals_per_schedule_and_never_changes_decided_tokens():
     masked_counts, previous = [], None
     for codes, _ in calls:
         seq = codes.view(2, n, g, q)
-        if exists_prev := previous is not None:
+        if previous is not None:
             decided = previous != model.net.mask_id
             assert torch.equal(seq[decided], previous[decided])      # decided tokens never change
         masked_counts.append([(seq[i][mask[i]] == model.net.mask_id).sum(dim = (0, 1)).tolist() for i in range(2)])

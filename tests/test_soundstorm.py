@@ -5,7 +5,7 @@ from torch import nn
 from audiolm_pytorch import ConformerWrapper, SoundStorm
 from audiolm_pytorch.codecs.base import Codec
 from audiolm_pytorch.semantic.base import SemanticTokenizer
-from audiolm_pytorch.soundstorm import SemanticToAudio
+from audiolm_pytorch.soundstorm_pipeline import SemanticToAudio
 
 TINY_CONFORMER = dict(dim = 32, depth = 1, dim_head = 8, heads = 4, conv_kernel_size = 5)
 

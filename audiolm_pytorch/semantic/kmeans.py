@@ -1,4 +1,5 @@
-"""k-means for semantic tokens: apply centroids in torch, read them from the formats users hold, fit new ones.
+"""k-means for semantic tokens: apply centroids in torch, read them from the formats users hold, the mini-batch
+algorithm and the feature sampling it runs on (the pipeline fitting a tokenizer's features lives in ``kmeans_fit``).
 
 Formats read by ``load_kmeans_centroids`` / ``KMeans.from_file``:
 
@@ -21,8 +22,7 @@ import json
 import math
 import os
 import pickle
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from audiolm_pytorch.audio import AudioDecodeError, load_audio
+from audiolm_pytorch.data import list_audio_files  # re-exported (its former home); listed in __all__
 from audiolm_pytorch.utils import beartype, default, exists
 from audiolm_pytorch.version import __version__
 
 __all__ = ['KMeans', 'KMeansFileError', 'load_kmeans_centroids', 'read_sklearn_kmeans_pickle', 'minibatch_kmeans',
-           'fit_kmeans', 'FitKMeansResult', 'collect_features', 'list_audio_files']
+           'collect_features', 'list_audio_files']
 
 PICKLE_SUFFIXES = ('.bin', '.joblib', '.pkl', '.pickle')
 KMEANS_FORMAT = 'audiolm_pytorch.kmeans'
@@ -433,22 +435,6 @@ def minibatch_kmeans(
     return kmeans.centroids.cpu(), inertia / max(total, 1)
 
 
-def list_audio_files(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """Audio files under a folder (recursive, sorted) or an explicit list of files."""
-    from audiolm_pytorch.audio import AUDIO_EXTENSIONS
-    if isinstance(data, (str, os.PathLike)):
-        root = Path(data)
-        if root.is_file():
-            return [root]
-        if not root.is_dir():
-            raise FileNotFoundError(f'audio folder not found: {root}')
-        files = sorted(p for p in root.rglob('*') if p.is_file() and p.suffix.lower().lstrip('.') in AUDIO_EXTENSIONS)
-        if not files:
-            raise ValueError(f'no audio files ({", ".join(AUDIO_EXTENSIONS)}) found under {root}')
-        return files
-    return [Path(p) for p in data]
-
-
 @torch.no_grad()
 def collect_features(
     extract: Callable[[Tensor], Tensor], files: Iterable[Path], *, sample_hz: int, device: torch.device,
@@ -457,7 +443,6 @@ def collect_features(
     """Run ``extract(wave (1, n) on device) -> (1, frames, d)`` over every file (in segments of at most
     ``segment_seconds``) and return up to ``max_frames`` frames ``(n, d)`` on CPU: all of them, or a uniform
     random sample (reservoir sampling, so memory stays bounded however much audio there is)."""
-    from audiolm_pytorch.audio import AudioDecodeError, load_audio
     segment = int(segment_seconds * sample_hz)
     generator = torch.Generator().manual_seed(seed)
     reservoir, filled, seen = None, 0, 0
@@ -488,88 +473,3 @@ def collect_features(
     if not filled:
         raise ValueError('no features could be extracted: are the audio files readable and longer than 100 ms?')
     return reservoir[:filled]
-
-
-@dataclass
-class FitKMeansResult:
-    centroids: Tensor      # (clusters, dim)
-    inertia: float         # mean squared distance of a frame to its centroid
-    num_frames: int
-    path: Path | None      # the saved file, when ``out`` was given
-    config: dict
-
-
-def _resolve_tokenizer(tokenizer, output_layer: int):
-    """A module with ``extract_features(wave, ...) -> (b, frames, d)`` and ``target_sample_hz``."""
-    if isinstance(tokenizer, nn.Module) or hasattr(tokenizer, 'extract_features'):
-        if not hasattr(tokenizer, 'extract_features'):
-            raise TypeError(f'{type(tokenizer).__name__} has no extract_features(wave) method to fit k-means on')
-        source = {'tokenizer': type(tokenizer).__name__}
-        if isinstance(getattr(tokenizer, 'output_layer', None), int):   # checked when the centroids are loaded
-            source['output_layer'] = tokenizer.output_layer
-        return tokenizer, source
-    from audiolm_pytorch.semantic.hubert_kmeans import feature_extractor_from_path
-    extractor = feature_extractor_from_path(tokenizer, output_layer = output_layer)
-    return extractor, {'tokenizer': str(tokenizer), 'output_layer': output_layer}
-
-
-@beartype
-def fit_kmeans(
-    tokenizer: str | os.PathLike | nn.Module,
-    *,
-    data: str | os.PathLike | Sequence[str | os.PathLike],
-    clusters: int,
-    out: str | os.PathLike | None = None,
-    output_layer: int = 9,
-    max_files: int | None = None,
-    max_frames: int = 1_000_000,
-    segment_seconds: int | float = 30.,
-    batch_size: int = 10_000,
-    epochs: int | float = 20.,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-) -> FitKMeansResult:
-    """Learn k-means centroids over the features of any tokenizer for a folder of audio; save as safetensors.
-
-    This is what ``audiolm fit-kmeans --tokenizer T --data DIR --clusters K --out FILE`` runs.
-
-    Args:
-        tokenizer: a ``transformers`` model directory (HuBERT, wav2vec 2.0, w2v-BERT 2.0), a fairseq HuBERT /
-            wav2vec 2.0 ``.pt`` (features of layer ``output_layer``), the string ``'spectral'`` (fits a
-            ``SpectralKmeansTokenizer`` and saves the whole tokenizer), or a module with
-            ``extract_features(wave (b, n)) -> (b, frames, d)`` and ``target_sample_hz``.
-        data: a folder (searched recursively), one file, or a list of files.
-        clusters: number of centroids (``codebook_size`` of the resulting tokenizer).
-        out: ``.safetensors`` path to write (config in its metadata and in a ``.json`` beside it).
-        max_frames: frames kept for fitting (random subset when the data yields more).
-        device: where features are computed and k-means runs (default: CUDA when available).
-
-    Returns:
-        ``FitKMeansResult(centroids, inertia, num_frames, path, config)``.
-    """
-    if clusters < 2:
-        raise ValueError(f'clusters must be >= 2, got {clusters}')
-    device = torch.device(default(device, 'cuda' if torch.cuda.is_available() else 'cpu'))
-    files = list_audio_files(data)[:max_files]
-
-    if isinstance(tokenizer, str) and tokenizer == 'spectral':
-        from audiolm_pytorch.semantic.spectral import SpectralKmeansTokenizer
-        spectral = SpectralKmeansTokenizer(codebook_size = clusters).to(device)
-        inertia, num_frames = spectral.fit(files, max_frames = max_frames, batch_size = batch_size, epochs = epochs,
-                                           seed = seed, segment_seconds = segment_seconds)
-        path = spectral.save(out) if exists(out) else None
-        return FitKMeansResult(spectral.kmeans.centroids.cpu(), inertia, num_frames, path,
-                               {'tokenizer': 'spectral', **spectral.config})
-
-    extractor, source = _resolve_tokenizer(tokenizer, output_layer)
-    extractor = extractor.to(device)
-    sample_hz = int(extractor.target_sample_hz)
-    features = collect_features(lambda wave: extractor.extract_features(wave), files, sample_hz = sample_hz,
-                                device = device, max_frames = max_frames, segment_seconds = segment_seconds,
-                                seed = seed)
-    centroids, inertia = minibatch_kmeans(features, clusters = clusters, batch_size = batch_size, epochs = epochs,
-                                          seed = seed, device = device)
-    config = {**source, 'clusters': clusters, 'dim': centroids.shape[1], 'num_frames': features.shape[0],
-              'num_files': len(files), 'inertia': inertia, 'sample_hz': sample_hz, 'seed': seed}
-    path = KMeans(centroids).save(out, config) if exists(out) else None
-    return FitKMeansResult(centroids, inertia, features.shape[0], path, config)

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from audiolm_pytorch.audio import MelSpectrogram
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.semantic.base import WaveInputMixin
-from audiolm_pytorch.semantic.kmeans import KMeans, collect_features, list_audio_files, minibatch_kmeans
+from audiolm_pytorch.data import list_audio_files
+from audiolm_pytorch.semantic.kmeans import KMeans, collect_features, minibatch_kmeans
 from audiolm_pytorch.utils import beartype, exists
 
 __all__ = ['SpectralKmeansTokenizer']
