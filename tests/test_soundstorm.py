@@ -183,13 +183,32 @@ def test_grouped_quantizers_and_linear_schedule():
     assert out.shape == (3, 10, 4) and out.min() >= 0 and out.max() < 16
 
 
-def test_classifier_free_guidance_runs_and_matters():
-    model = tiny_soundstorm(num_semantic_token_ids = 10, cond_drop_prob = 0.2)
-    semantic = torch.randint(0, 10, (1, 12))
-    kwargs = dict(steps = 2, start_temperature = 0.)
-    plain = model.generate(cond_semantic_token_ids = semantic, **kwargs)
-    guided = model.generate(cond_semantic_token_ids = semantic, cond_scale = 8., **kwargs)
-    assert guided.shape == plain.shape and not torch.equal(guided, plain)
+def test_classifier_free_guidance_extrapolates_from_the_unconditional_logits(monkeypatch):
+    """Guided logits are ``u + s (c - u)`` (arXiv 2207.12598). The network is replaced by one whose logits are read
+    off its condition, so greedy decoding must pick ``argmax(u + s (c - u))`` at every frame and level.
+    Checked against: guidance returning the unconditional logits, or the conditional ones, fails."""
+    model = tiny_soundstorm(num_semantic_token_ids = 10, cond_drop_prob = 0.2).eval()
+    c = model.net.codebook_size
+
+    def logits_from_condition(codes, *, mask = None, cond = None, quantizers = None):
+        k = len(quantizers)
+        return cond[..., :c][:, :, None].expand(codes.shape[0], codes.shape[1], k, c)
+
+    monkeypatch.setattr(model.net, 'forward', logits_from_condition)
+    semantic = torch.randint(0, 10, (2, 12))
+    frames = semantic.shape[1]
+    conditional = model.embed_semantic(model.align_semantic(semantic, frames), 2, frames)[..., :c]
+    unconditional = model.embed_semantic(None, 2, frames)[..., :c]
+    scale = 3.
+    guided = unconditional + (conditional - unconditional) * scale
+    # the check can tell the three apart
+    assert (guided.argmax(-1) != conditional.argmax(-1)).any() and (guided.argmax(-1) != unconditional.argmax(-1)).any()
+
+    kwargs = dict(cond_semantic_token_ids = semantic, steps = 2, start_temperature = 0.)
+    out = model.generate(cond_scale = scale, **kwargs)
+    expected = guided.argmax(-1)[..., None].expand(-1, -1, model.net.num_quantizers)
+    assert torch.equal(out, expected)
+    assert torch.equal(model.generate(cond_scale = 1., **kwargs), conditional.argmax(-1)[..., None].expand_as(out))
 
 
 def test_wav2vec_conditioning_and_checkpoint(tmp_path):
