@@ -4,11 +4,10 @@ import math
 
 import pytest
 import torch
+import transformers
 
 from audiolm_pytorch import DacWrapper, EncodecWrapper, MimiWrapper
 from audiolm_pytorch.codecs.base import Codec
-
-transformers = pytest.importorskip('transformers')
 
 
 def tiny_encodec_config():

@@ -341,7 +341,6 @@ def test_spectral_and_hubert_tokenizers_and_audio_helpers():
                spectral(wave, flatten = False)]
     assert_cpu(ids)
 
-    pytest.importorskip('transformers')
     root = ASSETS / 'fairseq_hubert_tiny'
     hubert = HubertWithKmeans(root / 'tiny_hubert.pt', root / 'tiny_hubert_L2_km16.bin', output_layer = 2)
     with stray_factories_on_meta(), torch.no_grad():

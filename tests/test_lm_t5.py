@@ -7,6 +7,8 @@ same ``transformers`` loading code as a downloaded ``google/t5-v1_1-base`` would
 
 import pytest
 import torch
+import tokenizers
+import transformers
 
 from audiolm_pytorch.audiolm import AudioLM
 from audiolm_pytorch.lm.coarse import CoarseTransformer, CoarseTransformerWrapper
@@ -15,8 +17,6 @@ from audiolm_pytorch.lm.semantic import SemanticTransformer, SemanticTransformer
 from test_lm_coarse_fine import StubCodec
 from test_lm_semantic import StubSemanticTokenizer
 
-transformers = pytest.importorskip('transformers')
-tokenizers = pytest.importorskip('tokenizers')
 
 TINY = dict(dim = 32, depth = 1, heads = 2, dim_head = 16)
 T5_DIM = 24

@@ -3,7 +3,6 @@
 Import behaviour is measured in fresh subprocesses so that other tests' imports cannot hide anything.
 """
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -59,9 +58,7 @@ warn, showwarning, root_level = warnings.warn, warnings.showwarning, logging.get
 import audiolm_pytorch
 resolved, errors = {}, {}
 for name, module in audiolm_pytorch._PUBLIC_NAMES.items():
-    if importlib.util.find_spec(f'audiolm_pytorch.{module}') is None:
-        continue                                  # module not written yet
-    try:
+    try:                                          # every public name's module exists and imports
         from audiolm_pytorch import audiolm_pytorch as compat
         resolved[name] = getattr(compat, name) is getattr(audiolm_pytorch, name)
     except Exception as error:
@@ -91,7 +88,7 @@ def test_import_is_fast_and_has_no_side_effects():
 
 def test_public_names_resolve_without_side_effects():
     report = run_python(_IMPORT_NAMES)
-    assert report['errors'] == {}                    # every public name whose module exists imports
+    assert report['errors'] == {}                    # every public name imports
     assert report['heavy'] == []                     # no torchaudio, no fairseq, even with every module loaded
     assert report['calls'] == [] and report['patched'] == []   # no module of ours touches warnings / logging
     # the compatibility module `audiolm_pytorch.audiolm_pytorch` re-exports the very same objects
@@ -102,9 +99,6 @@ def test_public_names_resolve_without_side_effects():
 
 
 def test_seed_style_compat_import():
-    spec = importlib.util.find_spec('audiolm_pytorch.codecs.soundstream')
-    if spec is None:
-        pytest.skip('SoundStream module not written yet')
     from audiolm_pytorch.audiolm_pytorch import SoundStream
     assert SoundStream is audiolm_pytorch.SoundStream
 

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import transformers
 
 from audiolm_pytorch import EncodecWrapper, SoundStream
 from audiolm_pytorch.audio import load_audio
-
-transformers = pytest.importorskip('transformers')
 
 TINY = dict(codebook_size = 32, rq_num_quantizers = 3, channels = 4, channel_mults = (2, 4), strides = (2, 4),
             codebook_dim = 16, attn_window_size = 12, attn_heads = 2, attn_dim_head = 8, attn_depth = 1,
@@ -61,12 +60,16 @@ def test_pretrained_codes_are_usable_in_training():
     # codes feed embeddings of transformers being trained: they must not be inference-mode tensors
     codec = EncodecWrapper(config = tiny_encodec_config(), bandwidth = 20.0)
     codes = codec.tokenize(torch.randn(2, 800) * 0.1)
+    assert not codes.is_inference() and codes.dtype == torch.long
     embedding = torch.nn.Embedding(codec.codebook_size, 4)
     embedding(codes).sum().backward()
-    assert embedding.weight.grad is not None
+    assert embedding.weight.grad is not None and embedding.weight.grad.abs().sum() > 0
     codes[:, 0] = 0                                                # in-place masking works too
     audio = codec.decode_from_codebook_indices(codes)
-    (audio * torch.ones(1, requires_grad = True)).sum().backward()
+    assert not audio.is_inference()
+    gain = torch.ones(1, requires_grad = True)
+    (audio * gain).sum().backward()                                # decoded audio can feed a loss
+    assert gain.grad is not None and torch.isfinite(gain.grad).all() and gain.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize('kwargs', [dict(chunk_length_s = 0.05, overlap = 0.1), dict(normalize = True)])

@@ -158,7 +158,6 @@ def test_decode_refuses_codes_written_by_another_codec(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------------------
 
 def test_kmeans_of_another_layer_or_transposed_is_refused(tmp_path):
-    pytest.importorskip('transformers')
     from audiolm_pytorch import HubertWithKmeans
     from audiolm_pytorch.semantic.kmeans import KMeans, KMeansFileError
     ckpt = ASSETS / 'fairseq_hubert_tiny' / 'tiny_hubert.pt'                 # 64-dim features, 2 layers
@@ -173,7 +172,6 @@ def test_kmeans_of_another_layer_or_transposed_is_refused(tmp_path):
 
 
 def test_fit_kmeans_on_a_module_records_its_layer(tmp_path):
-    pytest.importorskip('transformers')
     from audiolm_pytorch import HubertWithKmeans
     from audiolm_pytorch.semantic.kmeans import KMeansFileError
     from audiolm_pytorch.semantic.kmeans_fit import fit_kmeans

@@ -195,7 +195,6 @@ def test_pipeline_alignment_respects_an_asked_length():
 
 
 def test_pipeline_prime_wave_with_rates_from_the_semantic_transformer():
-    pytest.importorskip('audiolm_pytorch.lm.semantic')
     from audiolm_pytorch import SemanticTransformer, SemanticTransformerWrapper
     torch.manual_seed(0)
     semantic = SemanticTransformerWrapper(

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 
 from audiolm_pytorch import HubertWithKmeans
 from audiolm_pytorch.audio import resample
@@ -22,7 +23,6 @@ from audiolm_pytorch.semantic.fairseq_checkpoint import (
 )
 from audiolm_pytorch.semantic.kmeans import KMeans, KMeansFileError
 
-transformers = pytest.importorskip('transformers')
 
 ASSETS = Path(__file__).parent / 'assets'
 

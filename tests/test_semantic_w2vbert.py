@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 
 from audiolm_pytorch import HubertWithKmeans, W2VBertWithKmeans
 from audiolm_pytorch.semantic.base import SemanticTokenizer
 from audiolm_pytorch.semantic.hubert_kmeans import KaldiFbank
 from audiolm_pytorch.semantic.kmeans import KMeans, KMeansFileError
-
-transformers = pytest.importorskip('transformers')
 
 
 @pytest.fixture(scope = 'module')

@@ -1,9 +1,7 @@
 """Semantic / coarse / fine trainers on real clips, and the established notebook flow end to end."""
 
-import importlib.util
 from pathlib import Path
 
-import pytest
 import torch
 
 from test_trainer_soundstream import ASSETS, sixteen_k_folder, tiny_soundstream
@@ -88,13 +86,6 @@ def test_text_audio_dataset_any_order_routes_text(tmp_path):
         assert seen and isinstance(seen[0], list) and seen[0][0].startswith('clip ')
 
 
-def _missing_modules():
-    names = ['audiolm_pytorch.audiolm', 'audiolm_pytorch.lm.semantic', 'audiolm_pytorch.lm.coarse',
-             'audiolm_pytorch.lm.fine', 'audiolm_pytorch.codecs.soundstream', 'audiolm_pytorch.semantic.spectral']
-    return [n for n in names if importlib.util.find_spec(n) is None]
-
-
-@pytest.mark.skipif(bool(_missing_modules()), reason = f'notebook flow needs {_missing_modules()}')
 def test_established_notebook_flow(tmp_path, monkeypatch):
     """44.1 kHz wavs in nested folders -> SoundStream 9 steps -> load soundstream.8.pt -> three trainers -> AudioLM."""
     from audiolm_pytorch import (AudioLM, CoarseTransformerTrainer, FineTransformerTrainer, SemanticTransformerTrainer,
