@@ -10,7 +10,8 @@ A checkpoint is a ``torch.save`` dict that loads with ``torch.load(weights_only=
     }
 
 or a ``.safetensors`` file holding the weights with ``kind`` / ``config`` / ``version`` in its metadata.
-Writes are atomic (temp file in the same folder, fsync, rename), so a crash never leaves half a file.
+Writes are atomic (temp file in the same folder, fsync, rename, fsync of the folder), so a crash never leaves half
+a file.
 Files written by the established ``audiolm-pytorch`` (``{'model', 'config': <pickled bytes>, ...}``) are read
 too: their weights load, their pickled config is never unpickled.
 """
@@ -65,15 +66,32 @@ def _file_mode_for(path: Path) -> int:
         return 0o666 & ~_current_umask()
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path``."""
+def fsync_directory(directory: str | os.PathLike):
+    """Make a rename inside ``directory`` durable: without it a power cut after ``os.replace`` can bring back the
+    old directory entry (or none). Platforms that cannot open a directory (Windows) skip it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(f)`` on a temp file beside ``path`` (same folder, so the rename stays on one file system),
+    fsync it, rename it over ``path`` and fsync the folder. A crash (even SIGKILL) at any point leaves either the
+    old file or the new one at ``path``, never a partial file; a failed write removes its temp file."""
     path = Path(path)
     path.parent.mkdir(parents = True, exist_ok = True)
     fd, tmp_name = tempfile.mkstemp(prefix = f'.{path.name}.', suffix = '.tmp', dir = path.parent)
     try:
         os.chmod(tmp_name, _file_mode_for(path))
         with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
@@ -81,11 +99,17 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
         if os.path.exists(tmp_name):
             os.remove(tmp_name)
         raise
+    fsync_directory(path.parent)
     return path
 
 
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path`` (``atomic_write``)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
 def _save_safetensors(state_dict: dict, metadata: dict, path: Path):
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     tensors, seen = {}, set()
     for key, tensor in state_dict.items():
         tensor = tensor.detach().cpu().contiguous()
@@ -93,17 +117,8 @@ def _save_safetensors(state_dict: dict, metadata: dict, path: Path):
             tensor = tensor.clone()
         seen.add(tensor.data_ptr())
         tensors[key] = tensor
-    path.parent.mkdir(parents = True, exist_ok = True)
-    fd, tmp_name = tempfile.mkstemp(prefix = f'.{path.name}.', suffix = '.tmp', dir = path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata = metadata)
-        os.chmod(tmp_name, _file_mode_for(path))
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
+    payload = save(tensors, metadata = metadata)
+    atomic_write(path, lambda f: f.write(payload))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

@@ -254,6 +254,103 @@ def test_atomic_save_leaves_no_temp_file_and_keeps_the_old_checkpoint(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['model.pt']
 
 
+_KILLED_WRITER = r"""
+import os, sys, time
+from pathlib import Path
+import torch
+from torch import nn
+from audiolm_pytorch.checkpoint import Checkpointable
+
+class KillToy(Checkpointable, nn.Module):
+    def __init__(self, *, dim):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(dim))
+
+where, path, marker = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+model = KillToy(dim = 200_000)
+model.save(path)                                   # the previous checkpoint: all ones
+with torch.no_grad():
+    model.w.fill_(2.)
+
+def hang():
+    marker.write_text('writing')
+    time.sleep(600)                                # killed here by the test
+
+if where == 'during_data':                         # half of the new file written, then stuck
+    real_save = torch.save
+    def slow_save(obj, f, *args, **kwargs):
+        import io
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        data = buffer.getvalue()
+        f.write(data[:len(data) // 2])
+        f.flush()
+        hang()
+    torch.save = slow_save
+else:                                              # all data written, stuck before the rename
+    os.fsync = lambda fd: hang()
+model.save(path)
+"""
+
+
+@pytest.mark.parametrize('suffix, where', [('.pt', 'during_data'), ('.pt', 'before_rename'),
+                                           ('.safetensors', 'before_rename')])
+def test_process_killed_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, suffix, where):
+    """SIGKILL while a checkpoint is being written: the path still holds the previous checkpoint, whole.
+    Checked against: writing straight to the path (no temp file + rename) fails every case."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    path, marker = tmp_path / f'model{suffix}', tmp_path / 'marker'
+    env = dict(os.environ, OMP_NUM_THREADS = '1')
+    child = subprocess.Popen([sys.executable, '-c', _KILLED_WRITER, where, str(path), str(marker)], env = env,
+                             stdout = subprocess.PIPE, stderr = subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, child.communicate()[1].decode()[-2000:]
+            assert time.monotonic() < deadline, 'the writer never reached the injected stall'
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout = 60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    pkg = read_checkpoint(path)
+    assert pkg['kind'] == 'KillToy' and torch.equal(pkg['model']['w'], torch.ones(200_000))
+    leftovers = [p for p in tmp_path.iterdir() if p.name.endswith('.tmp')]
+    assert len(leftovers) == 1                   # the interrupted write: a temp file, never the checkpoint itself
+
+
+@pytest.mark.parametrize('suffix', ['.pt', '.safetensors'])
+def test_checkpoint_writes_fsync_the_file_then_the_folder(tmp_path, monkeypatch, suffix):
+    """Checked against: the safetensors path without fsync (as before) and a rename without the folder fsync."""
+    import stat
+    real_fsync, synced = os.fsync, []
+
+    def spy(fd):
+        synced.append('folder' if stat.S_ISDIR(os.fstat(fd).st_mode) else 'file')
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, 'fsync', spy)
+    CkptToy(dim = 2).save(tmp_path / f'model{suffix}')
+    assert synced == ['file', 'folder']
+
+
+def test_kmeans_files_are_written_atomically(tmp_path, monkeypatch):
+    import stat
+    from audiolm_pytorch.semantic.kmeans import KMeans
+    real_fsync, synced = os.fsync, []
+    monkeypatch.setattr(os, 'fsync', lambda fd: (synced.append(stat.S_ISDIR(os.fstat(fd).st_mode)), real_fsync(fd))[1])
+    KMeans(torch.randn(4, 3)).save(tmp_path / 'km.safetensors')
+    assert synced == [False, True]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['km.json', 'km.safetensors']
+
+
 def test_corrupt_checkpoints_raise_value_error(tmp_path):
     good = CkptToy(dim = 2).save(tmp_path / 'good.pt')
     data = good.read_bytes()

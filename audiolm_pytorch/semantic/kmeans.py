@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from audiolm_pytorch.audio import AudioDecodeError, load_audio
+from audiolm_pytorch.checkpoint import atomic_write
 from audiolm_pytorch.data import list_audio_files  # re-exported (its former home); listed in __all__
 from audiolm_pytorch.utils import beartype, default, exists
 from audiolm_pytorch.version import __version__
@@ -334,17 +335,15 @@ class KMeans(nn.Module):
 
     def save(self, path: str | os.PathLike, config: dict | None = None) -> Path:
         """Write ``centroids`` as safetensors with a JSON config in the metadata (and a ``.json`` beside it)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
         path = Path(path)
         if path.suffix != '.safetensors':
             raise ValueError(f'k-means files are saved as .safetensors, got {path}')
         config = {**self.config, **default(config, {}), 'clusters': self.codebook_size, 'dim': self.dim,
                   'format': KMEANS_FORMAT, 'version': __version__}
-        path.parent.mkdir(parents = True, exist_ok = True)
-        tmp = path.with_name(f'.{path.name}.tmp')
-        save_file({'centroids': self.centroids.detach().cpu().contiguous()}, str(tmp),
-                  metadata = {'format': KMEANS_FORMAT, 'config': json.dumps(config)})
-        os.replace(tmp, path)
+        payload = save({'centroids': self.centroids.detach().cpu().contiguous()},
+                       metadata = {'format': KMEANS_FORMAT, 'config': json.dumps(config)})
+        atomic_write(path, lambda f: f.write(payload))
         path.with_suffix('.json').write_text(json.dumps(config, indent = 2))
         self.config = config
         return path
