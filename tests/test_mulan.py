@@ -422,3 +422,30 @@ def test_ast_2d_rotary_angles_survive_a_cast_to_bf16():
     cos, sin = rotary(rows, cols)
     cos16, sin16 = rotary.to(torch.bfloat16)(rows, cols)
     assert torch.allclose(cos16.float(), cos, atol = 1e-5) and torch.allclose(sin16.float(), sin, atol = 1e-5)
+
+
+def test_trainer_resumed_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    """Exact resume: steps 2-3 of a run loaded from its step-1 checkpoint give the same losses, weights and
+    optimizer state as the run that never stopped (patch dropout and SpecAugment draw from the restored RNG, the
+    data order continues). Checked against: ``load(restore_rng=False)`` in the resumed trainer fails on the losses."""
+    from audiolm_pytorch import MuLaNTrainer
+
+    def build(results):
+        torch.manual_seed(0)
+        return MuLaNTrainer(tiny_mulan(), PairedDataset(), num_train_steps = 4, batch_size = 2, lr = 1e-3,
+                            save_model_every = 1, save_results_every = 100, valid_frac = 0.25, results_folder = results,
+                            progress_bar = False, force_clear_prev_results = True)
+
+    a = build(tmp_path / 'a')
+    losses = [a.train_step()['loss'] for _ in range(4)]
+    assert len(set(losses)) == 4
+    b = build(tmp_path / 'b')
+    b.load(tmp_path / 'a' / 'mulan.1.pt')
+    assert b.steps == 2
+    assert [b.train_step()['loss'] for _ in range(2)] == losses[2:]
+    state_a, state_b = a.model.state_dict(), b.model.state_dict()
+    assert state_a.keys() == state_b.keys() and all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    for phase_a, phase_b in zip(a._phases, b._phases, strict = True):
+        opt_a, opt_b = phase_a.optimizer.state_dict()['state'], phase_b.optimizer.state_dict()['state']
+        assert opt_a.keys() == opt_b.keys() and opt_a
+        assert all(torch.equal(opt_a[i][key], opt_b[i][key]) for i in opt_a for key in opt_a[i])
