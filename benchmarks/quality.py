@@ -49,6 +49,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -252,13 +253,14 @@ def _worker_command(args, side: str, mode: str, work: Path):
     return reference_shim.reference_command(Path(__file__).resolve(), *argv, venv = args.reference_venv), env
 
 
-def train_side(args, side: str, mode: str) -> dict:
-    """Run one worker to the end; returns its evaluation records (reconstructions on disk) and run info."""
+def train_side(args, side: str, mode: str, on_point) -> dict:
+    """Run one worker to the end, calling ``on_point(record)`` for each evaluation point as it arrives (so a run
+    stopped early still leaves its scored points in the results); returns the run info."""
     work = Path(tempfile.mkdtemp(prefix = f'codec-quality-{side}-{mode}-'))
     command, env = _worker_command(args, side, mode, work)
-    print(f'[{side}/{mode}] training ({args.steps or "-"} steps, {args.seconds or "-"} s budget)', flush = True)
+    print(f'[{side}/{mode}] training ({args.steps or "-"} steps, {args.seconds or "-"} s budget) in {work}', flush = True)
     started = time.perf_counter()
-    records, done = [], None
+    last, done = None, None
     process = subprocess.Popen(command, env = env, cwd = work, stdout = subprocess.PIPE, text = True)
     for line in process.stdout:
         if not line.startswith('@@'):
@@ -267,26 +269,25 @@ def train_side(args, side: str, mode: str) -> dict:
         if record.get('done'):
             done = record
             continue
-        records.append(record)
-        print(f"[{side}/{mode}] step {record['step']:5d}  train {record['train_seconds']:7.1f} s  "
-              f"loss {record['loss'].get('loss', float('nan')):.3f}", flush = True)
+        last = on_point(record)
     if process.wait() != 0 or done is None:
         raise RuntimeError(f'{side}/{mode} worker failed (exit {process.returncode}); command: {" ".join(command)}')
-    return dict(records = records, total_seconds = round(time.perf_counter() - started, 1), **done)
+    _save_reconstructions(last['npz'], Path(args.out) / 'reconstructions' / f'{side}_{mode}')
+    return dict(last = last, total_seconds = round(time.perf_counter() - started, 1), **done)
 
 
-def score_side(args, side: str, mode: str, trained: dict, heldout: dict, metrics, run_id: str) -> list[dict]:
-    """Score every evaluation point of one run with the shared metric code (in this process)."""
-    points = []
-    for record in trained['records']:
-        scored = score(record['npz'], heldout, trained.get('codebook_size') or args.codebook_size, metrics,
-                       perceptual = not args.no_perceptual)
-        points.append(dict(kind = 'eval', run = run_id, tag = args.tag, side = side, mode = mode,
-                           step = record['step'], train_seconds = round(record['train_seconds'], 2),
-                           cpu_seconds = round(record['cpu_seconds'], 2),
-                           eval_seconds = round(record['eval_seconds'], 2), loss = record['loss'], **scored))
-    _save_reconstructions(trained['records'][-1]['npz'], Path(args.out) / 'reconstructions' / f'{side}_{mode}')
-    return points
+def score_point(args, side: str, mode: str, record: dict, heldout: dict, metrics, run_id: str) -> dict:
+    """One evaluation point scored with the shared metric code (in this process)."""
+    scored = score(record['npz'], heldout, args.codebook_size, metrics, perceptual = not args.no_perceptual)
+    point = dict(kind = 'eval', run = run_id, tag = args.tag, side = side, mode = mode, step = record['step'],
+                 train_seconds = round(record['train_seconds'], 2), cpu_seconds = round(record['cpu_seconds'], 2),
+                 eval_seconds = round(record['eval_seconds'], 2), loss = record['loss'], npz = record['npz'],
+                 **scored)
+    extra = f" PESQ {scored['pesq']:.2f}" if 'pesq' in scored else ''
+    print(f"[{side}/{mode}] step {point['step']:5d}  train {point['train_seconds']:7.1f} s (cpu "
+          f"{point['cpu_seconds']:6.1f})  log-mel L1 {scored['log_mel_l1']:.3f}  SI-SDR {scored['si_sdr']:6.2f} dB  "
+          f"MR-STFT {scored['mr_stft']:.3f}{extra}  min used {scored['min_used']:.2f}", flush = True)
+    return point
 
 
 def _save_reconstructions(npz_path: str, folder: Path):
@@ -412,38 +413,46 @@ def main(argv = None):
     args.out.mkdir(parents = True, exist_ok = True)
     run_id = time.strftime('%Y%m%dT%H%M%S')
     lines = []
+    lock = threading.Lock()
     with open(args.out / 'quality.jsonl', 'a') as results:
+        def write(line):
+            with lock:
+                results.write(json.dumps(line) + '\n')
+                results.flush()
+                lines.append(line)
+
+        def run(side, mode):
+            def on_point(record):
+                point = score_point(args, side, mode, record, heldout, metrics, run_id)
+                write(point)
+                return point
+            info = train_side(args, side, mode, on_point)
+            point = info['last']
+            write(dict(kind = 'run', run = run_id, tag = args.tag, side = side, mode = mode, steps = info['steps'],
+                       train_seconds = point['train_seconds'], cpu_seconds = point['cpu_seconds'],
+                       total_seconds = info['total_seconds'],
+                       final = {k: v for k, v in point.items() if k not in ('kind', 'run', 'tag', 'side', 'mode')},
+                       parameters = info['parameters'], library = info['library'], torch = info['torch'],
+                       model_kwargs = {**SMALL_CONFIG, **json.loads(args.ours_kwargs if side == 'ours'
+                                                                    else args.reference_kwargs)},
+                       trainer_kwargs = json.loads(args.trainer_kwargs) if mode == 'trainer' else None,
+                       lr = args.lr if mode == 'generator' else None, batch = args.batch,
+                       crop_seconds = args.crop_seconds, seed = args.seed, threads = args.threads,
+                       parallel = bool(args.parallel and len(sides) > 1), command = ' '.join(sys.argv)))
+
         for mode in modes:
             if args.parallel and len(sides) > 1:
                 from concurrent.futures import ThreadPoolExecutor
                 with ThreadPoolExecutor(len(sides)) as pool:
-                    trained = dict(zip(sides, pool.map(lambda side: train_side(args, side, mode), sides)))
+                    for future in [pool.submit(run, side, mode) for side in sides]:
+                        future.result()
             else:
-                trained = {side: train_side(args, side, mode) for side in sides}
-            for side in sides:
-                run = trained[side]
-                points = score_side(args, side, mode, run, heldout, metrics, run_id)
-                summary = dict(kind = 'run', run = run_id, tag = args.tag, side = side, mode = mode,
-                               steps = run['steps'], train_seconds = points[-1]['train_seconds'],
-                               cpu_seconds = points[-1]['cpu_seconds'], total_seconds = run['total_seconds'],
-                               final = {k: v for k, v in points[-1].items()
-                                        if k not in ('kind', 'run', 'tag', 'side', 'mode')},
-                               parameters = run['parameters'], library = run['library'], torch = run['torch'],
-                               model_kwargs = {**SMALL_CONFIG, **json.loads(args.ours_kwargs if side == 'ours'
-                                                                            else args.reference_kwargs)},
-                               trainer_kwargs = json.loads(args.trainer_kwargs) if mode == 'trainer' else None,
-                               lr = args.lr if mode == 'generator' else None, batch = args.batch,
-                               crop_seconds = args.crop_seconds, seed = args.seed, threads = args.threads,
-                               parallel = bool(args.parallel and len(sides) > 1), command = ' '.join(sys.argv))
-                for line in (*points, summary):
-                    results.write(json.dumps(line) + '\n')
-                    lines.append(line)
-                results.flush()
+                for side in sides:
+                    run(side, mode)
             comparison = compare(load_runs(lines), mode)
             if comparison:
                 comparison.update(run = run_id, tag = args.tag)
-                results.write(json.dumps(comparison) + '\n')
-                results.flush()
+                write(comparison)
     summarize(lines, args.out / 'curves.png')
 
 
