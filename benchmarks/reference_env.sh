@@ -20,25 +20,33 @@ fi
 PIP="$VENV/bin/python -m pip"
 
 $PIP install --quiet torch==2.11.0 torchaudio==2.11.0
-$PIP install --quiet --no-deps $REF_PACKAGES
-
-# every requirement the reference packages declare, minus fairseq (cannot build here) and the packages above
-REQS=$("$VENV/bin/python" - <<'PYEOF'
-import re
-from importlib.metadata import requires
-skip = {'fairseq', 'torch', 'torchaudio', 'audiolm-pytorch', 'soundstorm-pytorch', 'musiclm-pytorch'}
+# The reference packages (and spear-tts-pytorch, which soundstorm needs and which itself requires audiolm-pytorch)
+# are installed with --no-deps *after* their own requirements, so pip's resolver never sees audiolm-pytorch's
+# fairseq requirement.
+WHEELS=$(mktemp -d)
+trap 'rm -rf "$WHEELS"' EXIT
+$PIP download --quiet --no-deps --dest "$WHEELS" $REF_PACKAGES spear-tts-pytorch
+REQS=$(cd "$WHEELS" && "$VENV/bin/python" - <<'PYEOF'
+import glob, re, zipfile
+from email.parser import Parser
+skip = {'fairseq', 'torch', 'torchaudio', 'audiolm-pytorch', 'soundstorm-pytorch', 'musiclm-pytorch', 'spear-tts-pytorch'}
 out = set()
-for dist in ('audiolm-pytorch', 'soundstorm-pytorch', 'musiclm-pytorch'):
-    for req in requires(dist) or ():
+for wheel in glob.glob('*.whl'):
+    with zipfile.ZipFile(wheel) as z:
+        meta = Parser().parsestr(z.read(next(n for n in z.namelist() if n.endswith('.dist-info/METADATA'))).decode())
+    for req in meta.get_all('Requires-Dist') or ():
         if 'extra ==' in req:
             continue
-        name = re.split(r'[<>=!~;\[ ]', req, maxsplit = 1)[0].strip().lower().replace('_', '-')
+        req = req.split(';')[0].replace(' ', '')
+        name = re.split(r'[<>=!~\[(]', req, maxsplit = 1)[0].lower().replace('_', '-')
         if name not in skip:
-            out.add(req.split(';')[0].strip().replace(' ', ''))
+            out.add(req)
 print(' '.join(sorted(out)))
 PYEOF
 )
+echo "reference requirements (fairseq skipped): $REQS"
 # soundfile + numpy for the shim's audio I/O and the shared metric code
-$PIP install --quiet $REQS soundfile numpy
+$PIP install --quiet $REQS soundfile numpy "torch==2.11.0" "torchaudio==2.11.0"
+$PIP install --quiet --no-deps "$WHEELS"/*.whl
 
 "$VENV/bin/python" -c "import torch, torchaudio; print('reference venv ready:', '$VENV', 'torch', torch.__version__)"
