@@ -306,13 +306,15 @@ def at_seconds(points: list, seconds: float, key: str = 'train_seconds') -> dict
 
 
 def compare(runs: dict, mode: str) -> dict | None:
-    """Ours vs the reference at equal steps (each run's last point) and at equal training time: the last point
+    """Ours vs the reference at equal steps (the last step both evaluated) and at equal training time: the last point
     of each within the shorter run's wall-clock seconds, and likewise in process CPU seconds."""
     ours, ref = runs.get(('ours', mode)), runs.get(('reference', mode))
     if not (ours and ref):
         return None
     keys = ('log_mel_l1', 'si_sdr', 'mr_stft', 'pesq', 'stoi', 'min_used')
-    final_o, final_r = ours['points'][-1], ref['points'][-1]
+    common = max({p['step'] for p in ours['points']} & {p['step'] for p in ref['points']})
+    final_o = next(p for p in ours['points'] if p['step'] == common)
+    final_r = next(p for p in ref['points'] if p['step'] == common)
     out = dict(kind = 'comparison', mode = mode, steps = [final_o['step'], final_r['step']],
                equal_steps = {k: [final_o.get(k), final_r.get(k)] for k in keys})
     for name, key in (('equal_seconds', 'train_seconds'), ('equal_cpu_seconds', 'cpu_seconds')):
@@ -481,6 +483,10 @@ def summarize(lines: list[dict], png: Path | None):
               f"{_fmt(p.get('stoi'), 2)} | {_fmt(p['min_used'], 2)} | {p.get('tag', '')} |")
     for mode in MODES:
         c = compare(runs, mode)
+        if c:
+            e = c['equal_steps']
+            print(f"equal steps ({mode}, step {c['steps'][0]}): log-mel L1 {_fmt(e['log_mel_l1'][0])} vs "
+                  f"{_fmt(e['log_mel_l1'][1])}, SI-SDR {_fmt(e['si_sdr'][0], 2)} vs {_fmt(e['si_sdr'][1], 2)} dB")
         for name, what in (('equal_seconds', 'wall-clock'), ('equal_cpu_seconds', 'CPU time')):
             if c:
                 e = c[name]
