@@ -5,6 +5,16 @@ along the way, for this project ("ours") and the reference (audiolm-pytorch 2.4.
                                  [--mode generator,trainer] [--ours-kwargs '{json}'] [--reference-kwargs '{json}']
                                  [--trainer-kwargs '{json}'] [--corpus /work/data/codec_corpus] [--out DIR]
 
+    python benchmarks/quality.py --summarize [RUN_ID ...]    # table + comparisons + curves.png from quality.jsonl
+
+Ablations (one side, a tag per row; the lines of several runs can be merged with --summarize):
+
+    python benchmarks/quality.py --side ours --mode generator --steps 300 --tag mel0.005 \
+        --ours-kwargs '{"multi_spectral_recon_loss_weight": 0.005}'
+
+``--parallel`` trains both sides at once (one process each): on a shared 2-core machine it halves the wall time,
+and both sides then compete for the same cores; compare ``cpu_seconds`` there (the equal-CPU-time comparison).
+
 Corpus: ``scripts/make_codec_corpus.py`` (``train/`` and ``heldout/`` of 16 kHz mono wav). Reference venv:
 ``benchmarks/reference_env.sh`` (``--reference-venv``, default ``/work/venv-ref``).
 
@@ -343,7 +353,7 @@ def plot(path: Path, runs: dict):
             for (side, mode), run in runs.items():
                 pts = [p for p in run['points'] if key in p]
                 if pts:
-                    ax.plot([p[x_key] for p in pts], [p[key] for p in pts], styles[mode], color = colors[side],
+                    ax.plot([p[x_key] for p in pts], [p[key] for p in pts], styles[mode], color = colors.get(side),
                             marker = 'o', markersize = 3, label = f'{side} / {mode}')
             ax.set_title(title, fontsize = 9)
             ax.set_xlabel('step' if x_key == 'step' else 'training seconds', fontsize = 8)
@@ -459,14 +469,27 @@ def main(argv = None):
 
 
 def load_runs(lines: list[dict]) -> dict:
-    """``{(side, mode): {'points': [...], **run summary}}`` from result lines (later runs replace earlier)."""
-    runs = {}
+    """``{(label, mode): {'points': [...], **run summary}}`` from result lines. ``label`` is the side ("ours" /
+    "reference") when each side has one run per mode in ``lines``, else ``"side tag"`` (or ``"side run-id"``), so
+    ablation rows merged by ``--summarize`` stay apart (comparisons need the plain labels)."""
+    groups = {}
     for line in lines:
-        if line.get('kind') == 'eval':
-            runs.setdefault((line['side'], line['mode']), {}).setdefault('points', []).append(line)
-        elif line.get('kind') == 'run':
-            runs.setdefault((line['side'], line['mode']), {}).update(line)
-    return {key: run for key, run in runs.items() if run.get('points')}
+        if line.get('kind') in ('eval', 'run'):
+            key = (line['side'], line['mode'], line.get('run'), line.get('tag', ''))
+            group = groups.setdefault(key, {'points': []})
+            if line['kind'] == 'eval':
+                group['points'].append(line)
+            else:
+                group.update({k: v for k, v in line.items() if k != 'points'})
+    per_side_mode = {}
+    for side, mode, _, _ in groups:
+        per_side_mode[(side, mode)] = per_side_mode.get((side, mode), 0) + 1
+    runs = {}
+    for (side, mode, run, tag), group in groups.items():
+        if group['points']:
+            label = side if per_side_mode[(side, mode)] == 1 else f'{side} {tag or run}'
+            runs[(label, mode)] = group
+    return runs
 
 
 def summarize(lines: list[dict], png: Path | None):
