@@ -36,6 +36,10 @@ ASSETS = Path(__file__).parent / 'assets'
 TRAIN_CLIPS = ('speech_0_16k.wav', 'music_0_16k.wav', 'music_2_16k.wav')
 PROMPT_CLIP = 'speech_1_16k.wav'
 PROMPT_SECONDS = 1.0
+DEFAULT_MINUTES = 5.
+# the held-out prompt's reconstruction with the codec recipe before issue 13 (measured at the default budget on a
+# 2-core CPU; log-mel L1 as in codecs/metrics.py), quoted in report.md for comparison
+RECONSTRUCTION_BEFORE = dict(log_mel_l1 = 1.32)
 MAX_CONTINUATION_SECONDS = 3.0
 
 # share of the budget per stage; the rest (5%) absorbs plots and the report. The codec gets the most: it needs a
@@ -106,6 +110,7 @@ class DemoResult:
     budget_seconds: float
     device: str
     files: list
+    reconstruction: dict = field(default_factory = dict)   # held-out prompt through the codec: log_mel_l1, si_sdr
 
 
 def _now() -> float:
@@ -169,7 +174,7 @@ def _copy_clips(folder: Path, names) -> Path:
     return folder
 
 
-def run_demo(out_dir: str | Path = 'demo_out', minutes: float = 5., *, seed: int = 0, cpu: bool = False,
+def run_demo(out_dir: str | Path = 'demo_out', minutes: float = DEFAULT_MINUTES, *, seed: int = 0, cpu: bool = False,
              progress: bool = True, config: dict | None = None, log: Callable[[str], None] = print) -> DemoResult:
     """Train every stage on the shipped clips within ``minutes`` of wall-clock time, then generate.
 
@@ -213,7 +218,8 @@ def run_demo(out_dir: str | Path = 'demo_out', minutes: float = 5., *, seed: int
     for name in ('semantic', 'coarse', 'fine'):
         transformers[name], stage = _train_transformer(run, name, codec, tokenizer, clock.deadline(BUDGET_SHARES[name]))
         stages.append(stage)
-    waves, stage = _generate(run, codec, tokenizer, transformers, clock.deadline(BUDGET_SHARES['generate']), stages)
+    waves, stage, reconstruction = _generate(run, codec, tokenizer, transformers,
+                                             clock.deadline(BUDGET_SHARES['generate']), stages)
     stages.append(stage)
 
     _write_generate_config(out_dir)
@@ -221,7 +227,7 @@ def run_demo(out_dir: str | Path = 'demo_out', minutes: float = 5., *, seed: int
     # list what was written; report.md is written next
     names = [name for name in OUTPUT_FILES if name == 'report.md' or (out_dir / name).is_file()]
     result = DemoResult(out_dir, stages, _now() - start, budget, _device_name(device),
-                        [str(out_dir / name) for name in names])
+                        [str(out_dir / name) for name in names], reconstruction)
     _write_report(out_dir / 'report.md', result, cfg)
     for scratch in (out_dir / 'data', out_dir / 'train'):
         shutil.rmtree(scratch, ignore_errors = True)
@@ -302,10 +308,12 @@ def _train_transformer(run: _Run, name: str, codec, tokenizer, deadline: float):
 
 def _generate(run: _Run, codec, tokenizer, transformers: dict, deadline: float, stages: list):
     """AudioLM: a continuation of the held-out prompt and an unconditional sample, sized to fit ``deadline``.
-    Also writes the prompt and its codec reconstruction (noting the reconstruction error on the codec stage)."""
+    Also writes the prompt and its codec reconstruction, scored by ``codecs.metrics`` (log-mel L1, SI-SDR; noted
+    on the codec stage and returned)."""
     import torch
     from audiolm_pytorch.audio import load_audio, save_audio
     from audiolm_pytorch.audiolm import AudioLM
+    from audiolm_pytorch.codecs.metrics import log_mel_l1, si_sdr
     start, out_dir, device = _now(), run.out_dir, run.device
     audiolm = AudioLM(wav2vec = tokenizer, codec = codec, semantic_transformer = transformers['semantic'],
                       coarse_transformer = transformers['coarse'], fine_transformer = transformers['fine'])
@@ -318,8 +326,10 @@ def _generate(run: _Run, codec, tokenizer, transformers: dict, deadline: float, 
     with torch.no_grad():
         reconstruction = codec.decode_from_codebook_indices(codec.tokenize(prompt.to(device))).reshape(-1).float().cpu()
     save_audio(out_dir / 'prompt_reconstruction.wav', reconstruction, sample_hz)
-    error = float(abs(_spectrogram(reconstruction, sample_hz) - _spectrogram(prompt[0], sample_hz)).mean())
-    stages[0].notes = f'held-out prompt reconstruction: log-mel L1 {error:.3f} (0 = perfect)'
+    reconstruction_metrics = dict(log_mel_l1 = log_mel_l1(prompt[0], reconstruction, sample_hz),
+                                  si_sdr = si_sdr(prompt[0], reconstruction))
+    stages[0].notes = (f'held-out prompt reconstruction: log-mel L1 {reconstruction_metrics["log_mel_l1"]:.3f} '
+                       f'(0 = perfect), SI-SDR {reconstruction_metrics["si_sdr"]:.2f} dB')
 
     seconds, per_token = _affordable_seconds(audiolm, tokenizer, codec, transformers, deadline - _now())
     prompt_frames, new_frames = prompt.shape[-1] // hop, max(1, round(seconds * sample_hz / hop))
@@ -346,7 +356,7 @@ def _generate(run: _Run, codec, tokenizer, transformers: dict, deadline: float, 
     if retries:
         notes += f'; {len(retries)} more draw(s), longest kept ({"; ".join(retries)})'
     waves = [('prompt', prompt[0]), ('continuation (prompt + generated)', continuation), ('unconditional', unconditional)]
-    return waves, StageResult('generate', _now() - start, 2 + len(retries), {}, notes = notes)
+    return waves, StageResult('generate', _now() - start, 2 + len(retries), {}, notes = notes), reconstruction_metrics
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -490,6 +500,15 @@ def _format_loss(stage: StageResult) -> str:
     return '; '.join(parts) or '-'
 
 
+def _reconstruction_lines(metrics: dict) -> list[str]:
+    if not metrics:
+        return []
+    return [f'- held-out prompt through the codec (tokenize -> decode): log-mel L1 {metrics["log_mel_l1"]:.3f} '
+            f'(0 = perfect), SI-SDR {metrics["si_sdr"]:.2f} dB (higher is better); for comparison, the codec recipe '
+            f'before issue 13 scored log-mel L1 {RECONSTRUCTION_BEFORE["log_mel_l1"]:.2f} at the default '
+            f'{DEFAULT_MINUTES:g}-minute budget on a 2-core CPU. Metrics: `audiolm_pytorch/codecs/metrics.py`']
+
+
 def _write_report(path: Path, result: DemoResult, cfg: dict):
     import torch
     from audiolm_pytorch.version import __version__
@@ -499,6 +518,7 @@ def _write_report(path: Path, result: DemoResult, cfg: dict):
         f'- device: {result.device}',
         f'- budget: {result.budget_seconds:.0f} s; total wall time: {result.total_seconds:.1f} s',
         f'- training clips: {", ".join(TRAIN_CLIPS)}; held-out prompt: first {PROMPT_SECONDS:g} s of {PROMPT_CLIP}',
+        *_reconstruction_lines(result.reconstruction),
         '', '## Stages', '',
         '| stage | steps | seconds | loss (first → mean of last 10% of steps) | notes |',
         '|---|---:|---:|---|---|',

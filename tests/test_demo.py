@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-
 import pytest
+import soundfile as sf
 
 MINUTES = 0.2
 
@@ -53,6 +52,13 @@ def test_demo_writes_every_promised_file(tmp_path):
     assert re.search(r'total wall time: ([\d.]+) s', report)
     assert '"soundstream"' in report and '"model"' in report          # the configs are in the report
 
+    # the held-out prompt's reconstruction quality, recomputed here from the two wavs with the same metric code
+    from audiolm_pytorch.codecs.metrics import log_mel_l1, si_sdr
+    line = re.search(r'^- held-out prompt through the codec.*log-mel L1 ([\d.]+) .*SI-SDR (-?[\d.]+) dB', report, flags = re.M)
+    assert line is not None, report[:2000]
+    assert float(line.group(1)) == pytest.approx(log_mel_l1(prompt, recon, rate), abs = 0.02)   # wavs are 16-bit
+    assert float(line.group(2)) == pytest.approx(si_sdr(prompt, recon), abs = 0.1)
+
     # the written AudioLM config regenerates from the checkpoints (in-process: the entry point itself)
     from audiolm_pytorch.cli import main
     assert main(['generate', '--audiolm', str(out / 'audiolm.yaml'), '--prime', str(out / 'prompt.wav'),
@@ -78,3 +84,19 @@ def test_matplotlib_is_an_install_requirement():
     setup = (Path(__file__).resolve().parent.parent / 'setup.py').read_text()
     requires = setup[setup.index('install_requires'):setup.index('extras_require')]
     assert "'matplotlib'" in requires
+
+
+def test_report_states_the_prompt_reconstruction_quality(tmp_path):
+    from audiolm_pytorch.demo import RECONSTRUCTION_BEFORE, DemoResult, StageResult, _write_report
+    result = DemoResult(tmp_path, [StageResult('soundstream', 1.0, 3)], 2.0, 60., 'cpu', [str(tmp_path / 'report.md')],
+                        reconstruction = dict(log_mel_l1 = 0.8766, si_sdr = -3.21))
+    _write_report(tmp_path / 'report.md', result, cfg = {})
+    report = (tmp_path / 'report.md').read_text()
+    line = next(line for line in report.splitlines() if line.startswith('- held-out prompt through the codec'))
+    assert 'log-mel L1 0.877' in line and 'SI-SDR -3.21 dB' in line
+    assert f'{RECONSTRUCTION_BEFORE["log_mel_l1"]:.2f}' in line                   # next to the figure before issue 13
+
+    # without the measurement (e.g. an older caller) the report has no such line rather than a made-up value
+    result.reconstruction = {}
+    _write_report(tmp_path / 'report.md', result, cfg = {})
+    assert 'held-out prompt through the codec' not in (tmp_path / 'report.md').read_text()
