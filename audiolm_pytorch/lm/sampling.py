@@ -54,15 +54,41 @@ def lengths_from_padding(ids: Tensor, pad_id: int = -1) -> Tensor:
     return torch.where(any_pad, first_pad, torch.full_like(first_pad, ids.shape[1]))
 
 
-def append_eos(ids: Tensor, eos_id: int, pad_id: int = -1) -> Tensor:
+def append_eos(ids: Tensor, eos_id: int, pad_id: int = -1, where: Tensor | None = None) -> Tensor:
     """Put ``eos_id`` at each row's end (its first pad position, or a new last position).
 
     Args:
         ids: ``(b, n)``, right-padded with ``pad_id``. Returns ``(b, n + 1)``.
+        where: optional ``(b,)`` bool: rows where it is False get ``pad_id`` there instead of EOS.
     """
     lengths = lengths_from_padding(ids, pad_id)
     ids = F.pad(ids, (0, 1), value = pad_id)
-    return ids.scatter(1, lengths[:, None], eos_id)
+    if where is None:
+        return ids.scatter(1, lengths[:, None], eos_id)
+    value = torch.where(where.to(ids.device).bool(), eos_id, pad_id)[:, None].to(ids.dtype)
+    return ids.scatter(1, lengths[:, None], value)
+
+
+def file_end_mask(file_end, batch: int, device) -> Tensor:
+    """Normalize a stage's ``file_end`` argument to a ``(batch,)`` bool tensor.
+
+    ``file_end`` is True where a training sequence ends at the real end of its audio file (EOS is then a
+    target after its last real token), False where it is a crop that the file goes on after (no EOS target).
+    ``None`` means True for every row (whole sequences). A bool applies to the whole batch.
+    """
+    if file_end is None or isinstance(file_end, bool):
+        return torch.full((batch,), True if file_end is None else file_end, dtype = torch.bool, device = device)
+    if not torch.is_tensor(file_end):
+        raise ValueError(f'file_end must be a bool, a (b,) bool tensor or None, got {type(file_end).__name__}')
+    if file_end.ndim == 0:
+        file_end = file_end.expand(batch)
+    if file_end.shape != (batch,):
+        raise ValueError(f'file_end must be one flag per sequence, shape ({batch},), got {tuple(file_end.shape)}')
+    if file_end.is_floating_point() or file_end.is_complex() or \
+            (file_end.dtype != torch.bool and bool(((file_end != 0) & (file_end != 1)).any())):
+        raise ValueError(f'file_end must hold booleans (True = the sequence ends at its file\'s end), got '
+                         f'dtype {file_end.dtype}')
+    return file_end.to(device = device, dtype = torch.bool)
 
 
 def mask_after_eos(ids: Tensor, eos_id: int, pad_id: int = -1, include_eos: bool = True) -> Tensor:

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from audiolm_pytorch.audio import check_audio_values
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
-from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, forgetful_causal_mask,
-                                         mask_after_eos, sample_logits)
+from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, file_end_mask, forgetful_causal_mask,
+                                         lengths_from_padding, mask_after_eos, sample_logits)
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, condition_batch_size, resolve_condition,
                                             stage_decoder)
 from audiolm_pytorch.utils import beartype, default, eval_mode, exists
@@ -176,9 +176,14 @@ class SemanticTransformerWrapper(nn.Module):
 
     def forward(self, *, semantic_token_ids: Tensor | None = None, raw_wave: Tensor | None = None,
                 text=None, text_embeds: Tensor | None = None, return_loss: bool = False,
-                input_sample_hz: int | None = None, **kwargs):
+                input_sample_hz: int | None = None, file_end: Tensor | bool | None = None, **kwargs):
         """Args:
-            semantic_token_ids: ``(b, n)`` or raw_wave ``(b, samples)``.
+            semantic_token_ids: ``(b, n)``, right-padded with ``pad_id`` (-1) — padding is never a target and
+                has no effect on the loss or its gradient — or raw_wave ``(b, samples)``.
+            file_end: ``(b,)`` bool (or one bool for the batch): True where the sequence ends at the real end of
+                its file, so EOS is a target after its last real token; False for a crop that its file goes on
+                after (no EOS target: a model trained on random crops must not learn to stop at crop ends).
+                ``None`` = True (whole files). Rows with no real token never get an EOS target.
         Returns the cross-entropy loss (``return_loss``) or logits ``(b, n + 1, vocab)``.
         """
         if not exists(semantic_token_ids):
@@ -198,7 +203,8 @@ class SemanticTransformerWrapper(nn.Module):
         if not return_loss:
             return self.transformer(ids = ids, text_embeds = text_embeds, text_mask = text_mask, **kwargs)
 
-        ids = append_eos(ids, self.eos_id, self.pad_id)
+        ends = file_end_mask(file_end, ids.shape[0], ids.device) & (lengths_from_padding(ids, self.pad_id) > 0)
+        ids = append_eos(ids, self.eos_id, self.pad_id, where = ends)
         inputs, targets = ids[:, :-1], ids
         self_attn_mask = None
         if self.training and self.mask_prob > 0.:
