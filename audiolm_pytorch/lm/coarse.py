@@ -312,7 +312,10 @@ class CoarseTransformerWrapper(nn.Module):
 
         Returns ``(b, T, Q)`` codes (prime frames included, ``T <= max_time_steps``), frames from a row's EOS on
         filled with ``pad_id``; with ``reconstruct_wave`` the coarse-only audio ``(b, T * hop)``, or a list of
-        1-D waves when rows end at different frames.
+        1-D waves when rows end at different frames. A model trained with ``file_end`` (crops without EOS) runs to
+        ``max_time_steps`` unless it predicts the real end of a recording.
+        Sampling defaults (temperature 1.0, filter_thres 0.9, cond_scale 3.0) are audiolm-pytorch's; MusicLM
+        samples this stage at temperature 0.95, which ``AudioLM`` uses (``lm.sampling.STAGE_SAMPLING_DEFAULTS``).
         """
         t = self.transformer
         if max_time_steps < 1:

@@ -227,6 +227,8 @@ class FineTransformerWrapper(nn.Module):
         Returns ``(b, n, Qf)`` fine codes (``pad_id`` on padded frames; generated ones too with
         ``mask_out_generated_fine_tokens``), or with ``reconstruct_wave`` the audio ``(b, n * hop)`` decoded from
         coarse + fine codes (a list of 1-D waves when rows have different lengths).
+        Sampling defaults (temperature 1.0, filter_thres 0.9, cond_scale 3.0) are audiolm-pytorch's; MusicLM
+        samples this stage at temperature 0.4, which ``AudioLM`` uses (``lm.sampling.STAGE_SAMPLING_DEFAULTS``).
         """
         t = self.transformer
         coarse = self._check_codes(coarse_token_ids, 'coarse_token_ids', t.coarse_slots).to(self.device)

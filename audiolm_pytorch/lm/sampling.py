@@ -11,6 +11,45 @@ from torch import Tensor, nn
 
 
 
+# Sampling defaults of the AudioLM pipeline per stage (``AudioLM.forward`` uses them when its ``temperature`` /
+# ``filter_thres`` / ``cond_scale`` are left at None). Sources:
+# - temperature 1.0 / 0.95 / 0.4 (semantic / coarse / fine): MusicLM (Agostinelli et al., arXiv 2301.11325, §4
+#   "Models"): temperature sampling in every stage, 1.0 for semantic modeling, 0.95 and 0.4 for the coarse and
+#   fine acoustic stages, picked there by listening for a trade-off between diversity and temporal consistency.
+#   AudioLM (arXiv 2209.03143) gives no per-stage values; the low fine temperature matters most, as the fine
+#   levels add detail, not content, and noise there is heard as hiss.
+# - filter_thres 0.9 (keep the top 10% of the vocabulary): audiolm-pytorch 2.4.0's default for every stage. The
+#   papers describe untruncated temperature sampling (filter_thres=0); the truncation is kept because small models
+#   trained briefly put noticeable mass on unlikely ids.
+# - cond_scale 3.0 (classifier-free guidance, only with text / MuLaN conditioning): audiolm-pytorch 2.4.0's
+#   default, the guidance scale MusicGen uses (Copet et al., arXiv 2306.05284). AudioLM and MusicLM use no guidance.
+STAGE_SAMPLING_DEFAULTS = {
+    'semantic': dict(temperature = 1.0, filter_thres = 0.9, cond_scale = 3.0),
+    'coarse': dict(temperature = 0.95, filter_thres = 0.9, cond_scale = 3.0),
+    'fine': dict(temperature = 0.4, filter_thres = 0.9, cond_scale = 3.0),
+}
+
+
+def stage_sampling(temperature = None, filter_thres = None, cond_scale = None) -> dict:
+    """``{stage: {temperature, filter_thres, cond_scale}}`` for the semantic, coarse and fine stages. Each argument is
+    None (every stage's default, ``STAGE_SAMPLING_DEFAULTS``), one number for all stages, or a
+    ``(semantic, coarse, fine)`` triple."""
+    stages = tuple(STAGE_SAMPLING_DEFAULTS)
+    out = {stage: dict(values) for stage, values in STAGE_SAMPLING_DEFAULTS.items()}
+    for name, value in (('temperature', temperature), ('filter_thres', filter_thres), ('cond_scale', cond_scale)):
+        if value is None:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = (value,) * len(stages)
+        if not isinstance(value, (tuple, list)) or len(value) != len(stages) or \
+                not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ValueError(f'{name} must be None (each stage\'s default), a number, or one number per stage '
+                             f'(semantic, coarse, fine), got {value!r}')
+        for stage, v in zip(stages, value):
+            out[stage][name] = float(v)
+    return out
+
+
 def top_k_filter(logits: Tensor, filter_thres: float = 0.9) -> Tensor:
     """Keep the top ``ceil((1 - filter_thres) * vocab)`` logits (at least one), set the rest to -inf."""
     vocab = logits.shape[-1]

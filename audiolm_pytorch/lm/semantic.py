@@ -225,6 +225,11 @@ class SemanticTransformerWrapper(nn.Module):
         (the EOS itself is kept only with ``include_eos_in_output``). ``min_new_tokens``: EOS is not sampled before
         this many tokens follow the prime. ``batch_size`` defaults to the number of conditions (texts or
         ``text_embeds``) or primes, else 1; one condition or prime is repeated over a larger batch.
+        Runs to ``max_length`` unless EOS is sampled; a model trained with ``file_end`` (crops without EOS) samples
+        it only where it predicts the real end of a recording.
+        Sampling: ``temperature`` (<= 0: greedy), ``filter_thres`` (keep the top ``1 - filter_thres`` of ids),
+        ``cond_scale`` (classifier-free guidance). The defaults 1.0 / 0.9 / 3.0 are audiolm-pytorch's; 1.0 is also
+        MusicLM's semantic temperature (sources: ``lm.sampling.STAGE_SAMPLING_DEFAULTS``, which ``AudioLM`` uses).
         """
         if max_length < 1:
             raise ValueError(f'max_length must be >= 1 (semantic tokens to return, primes included), got {max_length}')
