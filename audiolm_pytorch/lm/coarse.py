@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
 from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, file_end_mask, forgetful_causal_mask,
-                                         lengths_from_padding, sample_logits)
+                                         init_eos_bias, lengths_from_padding, sample_logits)
 from audiolm_pytorch.lm.semantic import check_token_ids, check_wave, semantic_ids_from_wave
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, aligned_prefix, resolve_condition,
                                             slot_logits, stage_decoder)
@@ -118,6 +118,8 @@ class CoarseTransformer(Checkpointable, GuidanceMixin, nn.Module):
         self.semantic_head = nn.Linear(dim, num_semantic_tokens + 1)
         self.coarse_head_weight = nn.Parameter(torch.randn(self.num_slots, dim, codebook_size + 1) * dim ** -0.5)
         self.coarse_head_bias = nn.Parameter(torch.zeros(self.num_slots, codebook_size + 1))
+        init_eos_bias(self.semantic_head.bias, self.semantic_eos_id, num_semantic_tokens)
+        init_eos_bias(self.coarse_head_bias, self.eos_id, codebook_size)   # EOS is only sampled at slot 0
 
     @property
     def device(self):

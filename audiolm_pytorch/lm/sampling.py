@@ -50,6 +50,20 @@ def stage_sampling(temperature = None, filter_thres = None, cond_scale = None) -
     return out
 
 
+# Initial probability of EOS at every position of an untrained stage. EOS is at most one target per sequence (none
+# at all for crops that do not end their file), so it starts rare instead of at 1 / vocabulary — the
+# prior-probability initialisation of rare classes (Lin et al., focal loss, arXiv 1708.02002 §4.1). An untrained or
+# briefly trained model then does not end its generations at random; the bias is trained like any other.
+EOS_PRIOR = 1e-3
+
+
+@torch.no_grad()
+def init_eos_bias(bias: Tensor, eos_id: int, num_tokens: int, prior: float = EOS_PRIOR):
+    """Set ``bias[..., eos_id]`` so that, with the other biases near zero, EOS starts with probability ~``prior``
+    among ``num_tokens`` other ids."""
+    bias[..., eos_id] = math.log(prior * num_tokens / (1. - prior))
+
+
 def top_k_filter(logits: Tensor, filter_thres: float = 0.9) -> Tensor:
     """Keep the top ``ceil((1 - filter_thres) * vocab)`` logits (at least one), set the rest to -inf."""
     vocab = logits.shape[-1]

@@ -12,7 +12,7 @@ from audiolm_pytorch.audio import check_audio_values
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
 from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, file_end_mask, forgetful_causal_mask,
-                                         lengths_from_padding, mask_after_eos, sample_logits)
+                                         init_eos_bias, lengths_from_padding, mask_after_eos, sample_logits)
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, condition_batch_size, resolve_condition,
                                             stage_decoder)
 from audiolm_pytorch.utils import beartype, default, eval_mode, exists
@@ -47,6 +47,7 @@ class SemanticTransformer(Checkpointable, GuidanceMixin, nn.Module):
             cond_dim = cond_dim, has_condition = has_condition, audio_text_condition = audio_text_condition,
             cond_as_self_attn_prefix = cond_as_self_attn_prefix, cond_drop_prob = cond_drop_prob)
         self.to_logits = nn.Linear(dim, num_semantic_tokens + 1)
+        init_eos_bias(self.to_logits.bias, self.eos_id, num_semantic_tokens)
 
     @property
     def device(self):
