@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 from audiolm_pytorch.audio import load_audio, resample
 from audiolm_pytorch.lm.coarse import CoarseTransformer, CoarseTransformerWrapper
 from audiolm_pytorch.lm.fine import FineTransformer, FineTransformerWrapper
+from audiolm_pytorch.lm.sampling import stage_sampling
 from audiolm_pytorch.lm.semantic import SemanticTransformer, SemanticTransformerWrapper
 from audiolm_pytorch.lm.transformer import condition_batch_size
 from audiolm_pytorch.utils import beartype, default, exists
@@ -100,18 +102,28 @@ class AudioLM(nn.Module):
                 prime_wave: Tensor | None = None, prime_wave_input_sample_hz: int | None = None,
                 prime_wave_path: str | Path | None = None, max_length: int = 2048,
                 return_coarse_generated_wave: bool = False, mask_out_generated_fine_tokens: bool = False,
-                max_coarse_time_steps: int | None = None, cond_scale: float = 3., filter_thres: float = 0.9,
-                temperature: float = 1., use_kv_cache: bool = True):
+                max_coarse_time_steps: int | None = None, cond_scale: float | Sequence[float] | None = None,
+                filter_thres: float | Sequence[float] | None = None,
+                temperature: float | Sequence[float] | None = None, use_kv_cache: bool = True):
         """Generate audio.
 
         Args:
             text / text_embeds: condition for the stages built with ``has_condition``.
             prime_wave: ``(n,)`` or ``(b, n)`` prompt at ``prime_wave_input_sample_hz`` (default: the codec's rate),
-            or ``prime_wave_path`` to an audio file. max_length: semantic tokens (prime included).
+            or ``prime_wave_path`` to an audio file. max_length: semantic tokens (prime included); the semantic
+            stage stops earlier only where it samples EOS (a model trained with ``file_end`` does so only where it
+            predicts the real end of a recording). max_coarse_time_steps: codec frames (prime included); default
+            an upper bound from ``max_length`` (see ``_coarse_steps_for``) — a coarse stage trained on crops never
+            learnt to stop at a crop end, so pass it to get a given duration.
             batch_size: default: one sample per text / ``text_embeds`` row or prime wave, else 1; a single
             condition or prime is repeated over a larger batch.
+            temperature, filter_thres, cond_scale: None = each stage's default (semantic / coarse / fine
+            temperature 1.0 / 0.95 / 0.4 as in MusicLM, top 10% of ids, guidance 3.0; sources in
+            ``lm.sampling.STAGE_SAMPLING_DEFAULTS``), one number for every stage, or a ``(semantic, coarse, fine)``
+            triple.
         Returns audio ``(b, n)`` at the codec's rate, or a list of 1-D waves when lengths differ.
         """
+        sampling = stage_sampling(temperature = temperature, filter_thres = filter_thres, cond_scale = cond_scale)
         if exists(prime_wave_path):
             if exists(prime_wave):
                 raise ValueError('pass prime_wave or prime_wave_path, not both')
@@ -157,12 +169,11 @@ class AudioLM(nn.Module):
                 return dict()
             return dict(text = text, text_embeds = text_embeds)
 
-        sampling = dict(cond_scale = cond_scale, filter_thres = filter_thres, temperature = temperature,
-                        use_kv_cache = use_kv_cache)
         semantic_ids = self.semantic.generate(
             max_length = max_length, batch_size = batch_size, prime_wave = semantic_prime,
             prime_wave_input_sample_hz = self.wav2vec.target_sample_hz if exists(semantic_prime) else None,
-            min_new_tokens = 1, **condition(self.semantic_has_condition or exists(self.semantic.audio_conditioner)), **sampling)
+            min_new_tokens = 1, use_kv_cache = use_kv_cache, **sampling['semantic'],
+            **condition(self.semantic_has_condition or exists(self.semantic.audio_conditioner)))
 
         max_time_steps = max_coarse_time_steps or self._coarse_steps_for(max_length)
         if exists(codec_prime):
@@ -170,7 +181,8 @@ class AudioLM(nn.Module):
             max_time_steps = max(max_time_steps, prime_frames + 1)
         coarse_ids = self.coarse.generate(
             semantic_token_ids = semantic_ids, prime_wave = codec_prime, max_time_steps = max_time_steps,
-            min_new_time_steps = 1, **condition(self.coarse_has_condition or exists(self.coarse.audio_conditioner)), **sampling)
+            min_new_time_steps = 1, use_kv_cache = use_kv_cache, **sampling['coarse'],
+            **condition(self.coarse_has_condition or exists(self.coarse.audio_conditioner)))
 
         if return_coarse_generated_wave:
             from audiolm_pytorch.lm.sampling import lengths_from_padding
@@ -181,4 +193,5 @@ class AudioLM(nn.Module):
         return self.fine.generate(
             coarse_token_ids = coarse_ids, prime_wave = codec_prime, reconstruct_wave = True,
             mask_out_generated_fine_tokens = mask_out_generated_fine_tokens,
-            **condition(self.fine_has_condition or exists(self.fine.audio_conditioner)), **sampling)
+            use_kv_cache = use_kv_cache, **sampling['fine'],
+            **condition(self.fine_has_condition or exists(self.fine.audio_conditioner)))

@@ -81,7 +81,8 @@ def list_audio_files(data: str | os.PathLike | Sequence[str | os.PathLike]) -> l
 class _AudioFiles(Dataset):
     """Loads the audio part of an item: one tensor ``(n,)`` per target rate, cropped / padded / curtailed."""
 
-    def __init__(self, files, target_sample_hz, max_length, seq_len_multiple_of, validate):
+    def __init__(self, files, target_sample_hz, max_length, seq_len_multiple_of, validate, return_file_end = False):
+        self.return_file_end = return_file_end
         self.multiple_rates = isinstance(target_sample_hz, (tuple, list))
         self.target_sample_hz = cast_tuple(target_sample_hz)
         num_rates = len(self.target_sample_hz)
@@ -183,7 +184,16 @@ class _AudioFiles(Dataset):
         raise NoReadableAudioError(f'none of the {num_files} audio files is readable; skipped: {self.skipped[:5]}')
 
     def _load_audio(self, index: int) -> tuple[Tensor, ...]:
-        """One 1-D float tensor per target rate for file ``index`` (all covering the same time segment)."""
+        """One 1-D float tensor per target rate for file ``index`` (all covering the same time segment); with
+        ``return_file_end`` followed by ``num_samples`` (long ``(num_rates,)``: the real, non-padding samples at
+        each rate) and ``file_end`` (bool scalar: the segment reaches the file's last sample)."""
+        waves, num_samples, file_end = self._load_clip(index)
+        if not self.return_file_end:
+            return waves
+        return (*waves, torch.tensor(num_samples, dtype = torch.long), torch.tensor(file_end))
+
+    def _load_clip(self, index: int) -> tuple[tuple[Tensor, ...], list[int], bool]:
+        """``(waves, real samples per rate, whether the segment reaches the end of the file)``."""
         path = self.files[index]
         file_hz, frames = self._info[index]
         rates = self.target_sample_hz
@@ -213,10 +223,18 @@ class _AudioFiles(Dataset):
             start, margin = 0, 0
             wave = load_audio(path, mono = True, max_length = num_read).wave[0]
 
-        outputs = []
+        # the segment holds the file's end when it reaches its last sample (whole files always do), or when the
+        # read came back shorter than asked (header frame counts of compressed files can be approximate)
+        segment_read = wave.shape[-1] - margin
+        file_end = num_read is None or start + segment >= frames or segment_read < segment
+
+        outputs, num_samples = [], []
         for hz, length, multiple in zip(rates, self.max_length, self.seq_len_multiple_of):
             out = resample(wave, file_hz, hz) if hz != file_hz else wave
             out = out[margin * hz // file_hz:]
+            if exists(num_read):   # the crop's own samples (the read includes a resampling margin after it)
+                out = out[:int(math.ceil(segment * hz / file_hz))]
+            real = out.shape[-1]
             if exists(length):
                 out = out[:length]
                 if out.shape[-1] < length:
@@ -227,7 +245,8 @@ class _AudioFiles(Dataset):
                 raise AudioDecodeError(f'too short: {frames} samples at {file_hz} Hz leave nothing at {hz} Hz '
                                        f'after cutting to a multiple of {multiple}')
             outputs.append(out.float().contiguous())
-        return tuple(outputs)
+            num_samples.append(min(real, out.shape[-1]))
+        return tuple(outputs), num_samples, file_end
 
     def _format_audio(self, outputs: tuple[Tensor, ...]):
         return outputs if self.multiple_rates else outputs[0]
@@ -263,8 +282,14 @@ class SoundDataset(_AudioFiles):
             target rate (the other rates get the same duration); a tuple gives one length per rate.
         seq_len_multiple_of: cut every item to a multiple of this (an int, or one value per rate).
         validate: read every file's header up front, so unreadable files are reported (and skipped) at once.
+        return_file_end: also say, per item, how much of it is real audio and whether it ends its file (what
+            the stage trainers need to train EOS only at real ends and never on zero-padding; see below).
 
-    Items: a float tensor ``(n,)`` (``(n_r,)`` per rate for a tuple of rates), mono, in [-1, 1].
+    Items: a float tensor ``(n,)`` (``(n_r,)`` per rate for a tuple of rates), mono, in [-1, 1]. With
+    ``return_file_end`` a tuple ``(*waves, num_samples, file_end)``: ``num_samples`` a long tensor
+    ``(num_rates,)`` of real samples per rate (the rest of each wave is zero-padding of a file shorter than
+    ``max_length``), ``file_end`` a bool scalar tensor, True when the item reaches the file's last sample (a whole
+    file, a short file, or a crop that happens to end there) and False for a crop the file goes on after.
 
     Attributes:
         files: the discovered files; skipped: ``[(path, reason)]`` for every unusable file met so far.
@@ -280,6 +305,7 @@ class SoundDataset(_AudioFiles):
         seq_len_multiple_of: int | tuple[int | None, ...] | list[int | None] | None = None,
         *,
         validate: bool = True,
+        return_file_end: bool = False,
     ):
         folder = Path(folder)
         if not folder.is_dir():
@@ -290,13 +316,14 @@ class SoundDataset(_AudioFiles):
             raise ValueError(f'no audio files with extensions {exts} found under {folder} (searched recursively); '
                              'check the path, or pass exts=[...] for other file types')
         self.folder = folder
-        super().__init__(files, target_sample_hz, max_length, seq_len_multiple_of, validate)
+        super().__init__(files, target_sample_hz, max_length, seq_len_multiple_of, validate, return_file_end)
         if validate and self.num_usable == 0:
             raise ValueError(f'none of the {len(files)} files under {folder} is readable audio; '
                              f'skipped: {self.skipped[:5]}')
 
     def __getitem__(self, index: int):
-        return self._format_audio(self._first_good(index, self._load_audio))
+        item = self._first_good(index, self._load_audio)
+        return item if self.return_file_end else self._format_audio(item)
 
 
 class TextAudioDataset(_AudioFiles):
@@ -308,7 +335,8 @@ class TextAudioDataset(_AudioFiles):
 
     Args:
         manifest: the manifest file.
-        target_sample_hz, max_length, seq_len_multiple_of, validate: as in ``SoundDataset``.
+        target_sample_hz, max_length, seq_len_multiple_of, validate, return_file_end: as in ``SoundDataset``
+            (with ``return_file_end`` the audio fields are followed by ``num_samples`` and ``file_end``).
         text_first: items are ``(text, audio)`` when True, ``(audio, text)`` otherwise. With a tuple of rates the
             audio tensors are flattened into the item: ``(text, wave_rate0, wave_rate1, ...)``.
     """
@@ -323,6 +351,7 @@ class TextAudioDataset(_AudioFiles):
         *,
         text_first: bool = True,
         validate: bool = True,
+        return_file_end: bool = False,
     ):
         manifest = Path(manifest)
         rows = read_manifest(manifest)
@@ -331,7 +360,8 @@ class TextAudioDataset(_AudioFiles):
         self.manifest = manifest
         self.texts = [text for _, text in rows]
         self.text_first = text_first
-        super().__init__([path for path, _ in rows], target_sample_hz, max_length, seq_len_multiple_of, validate)
+        super().__init__([path for path, _ in rows], target_sample_hz, max_length, seq_len_multiple_of, validate,
+                         return_file_end)
         if validate and self.num_usable == 0:
             raise ValueError(f'none of the {len(rows)} files listed in {manifest} is readable audio; '
                              f'skipped: {self.skipped[:5]}')
@@ -466,7 +496,8 @@ def _collate(batch: list, stack) -> tuple:
         if all(isinstance(v, str) for v in field):
             outputs.append(list(field))
         elif all(isinstance(v, Tensor) for v in field):
-            outputs.append(stack(field))
+            # scalars (e.g. file_end flags) stack into (b,); everything else is padded / cropped
+            outputs.append(torch.stack(field) if all(v.ndim == 0 for v in field) else stack(field))
         elif all(isinstance(v, (tuple, list)) for v in field):
             outputs.append(_collate(list(field), stack))   # nested fields, e.g. (text, (wave_16k, wave_24k))
         else:

@@ -72,7 +72,7 @@ DEFAULT_CONFIG = dict(
         model = dict(num_coarse_quantizers = 2, num_fine_quantizers = 2, dim = 64, depth = 2, heads = 4, dim_head = 16),
         trainer = dict(batch_size = 4, data_max_length_seconds = 2.0, lr = 1e-3),
     ),
-    generate = dict(temperature = 0.9, filter_thres = 0.9),
+    generate = dict(),    # AudioLM's per-stage sampling defaults (lm.sampling.STAGE_SAMPLING_DEFAULTS)
 )
 
 # trainer settings the demo always uses: no periodic samples / checkpoints (the demo saves its own), no
@@ -92,6 +92,7 @@ class StageResult:
     steps: int = 0
     losses: dict = field(default_factory = dict)       # curve name -> [(step, value)]
     notes: str = ''
+    extra: dict = field(default_factory = dict)        # stage-specific counts (generate: draws, ended_early)
 
     def summary(self, key: str) -> tuple[float, float] | None:
         """(first, mean of the last 10% of steps) of a loss curve."""
@@ -334,7 +335,8 @@ def _generate(run: _Run, codec, tokenizer, transformers: dict, deadline: float, 
     seconds, per_token = _affordable_seconds(audiolm, tokenizer, codec, transformers, deadline - _now())
     prompt_frames, new_frames = prompt.shape[-1] // hop, max(1, round(seconds * sample_hz / hop))
     semantic_new = max(1, round(seconds * sample_hz / tokenizer.downsample_factor))
-    retries = []
+    retries, draws = [], []
+    semantic_lengths = _record_semantic_lengths(audiolm)
     with torch.no_grad(), _count_bar(2, 'generating', run.progress) as bar:
         # max_length counts semantic ids with the prime's (collapsed by unique_consecutive, as the model sees them)
         prime_len = int(torch.unique_consecutive(tokenizer(prompt.to(device))[0]).numel())
@@ -342,21 +344,30 @@ def _generate(run: _Run, codec, tokenizer, transformers: dict, deadline: float, 
             prime_wave = prompt.to(device), prime_wave_input_sample_hz = sample_hz,
             max_length = prime_len + semantic_new, max_coarse_time_steps = prompt_frames + new_frames,
             **run.cfg['generate']), target_samples = (prompt_frames + new_frames) * hop,
-            min_samples = prompt.shape[-1] + hop, retries = retries, deadline = deadline)
+            target_semantic = prime_len + semantic_new, semantic_lengths = semantic_lengths,
+            min_samples = prompt.shape[-1] + hop, retries = retries, draws = draws, deadline = deadline)
         bar.update(1)
         unconditional = _sample(lambda: audiolm(
             batch_size = 1, max_length = semantic_new, max_coarse_time_steps = new_frames, **run.cfg['generate']),
-            target_samples = new_frames * hop, min_samples = hop, retries = retries, deadline = deadline)
+            target_samples = new_frames * hop, target_semantic = semantic_new, semantic_lengths = semantic_lengths,
+            min_samples = hop, retries = retries, draws = draws, deadline = deadline)
         bar.update(1)
     save_audio(out_dir / 'continuation.wav', continuation, sample_hz)
     save_audio(out_dir / 'unconditional.wav', unconditional, sample_hz)
+    from audiolm_pytorch.lm.sampling import stage_sampling
+    sampling = stage_sampling(**{k: v for k, v in run.cfg['generate'].items()
+                                 if k in ('temperature', 'filter_thres', 'cond_scale')})
+    ended_early = sum(draw == 'ended early' for draw in draws)
     notes = (f'asked for {seconds:.2f} s of new audio per sample ({per_token * 1e3:.1f} ms per token measured); '
              f'got {continuation.numel() / sample_hz:.2f} s continuation (prompt {prompt.shape[-1] / sample_hz:.2f} s '
-             f'included) and {unconditional.numel() / sample_hz:.2f} s unconditional')
+             f'included) and {unconditional.numel() / sample_hz:.2f} s unconditional; {ended_early} of {len(draws)} '
+             f'draw(s) ended early; temperature semantic/coarse/fine '
+             + '/'.join(f'{sampling[stage]["temperature"]:g}' for stage in ('semantic', 'coarse', 'fine')))
     if retries:
         notes += f'; {len(retries)} more draw(s), longest kept ({"; ".join(retries)})'
     waves = [('prompt', prompt[0]), ('continuation (prompt + generated)', continuation), ('unconditional', unconditional)]
-    return waves, StageResult('generate', _now() - start, 2 + len(retries), {}, notes = notes), reconstruction_metrics
+    return waves, StageResult('generate', _now() - start, len(draws), {}, notes = notes,
+                              extra = dict(draws = len(draws), ended_early = ended_early)), reconstruction_metrics
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -389,26 +400,45 @@ def _device_name(device) -> str:
     return f'cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})'
 
 
-def _sample(generate: Callable, *, target_samples: int, min_samples: int, retries: list, deadline: float,
-            attempts: int = 4):
-    """Run ``generate`` until it returns ``target_samples`` samples, keeping the longest draw. A tiny model often
-    samples end-of-sequence early (it was trained on short crops, each ending in EOS); some draws that end before
-    any new frame also fail inside the library. Stops retrying at ``deadline`` once a draw of at least
-    ``min_samples`` exists, and after ``attempts`` draws."""
+def _record_semantic_lengths(audiolm) -> list:
+    """Record the length of every semantic sequence ``audiolm`` generates (the semantic stage ending before its
+    ``max_length`` is an early end even when the coarse stage still fills the requested frames)."""
+    lengths, generate = [], audiolm.semantic.generate
+
+    def recording(*args, **kwargs):
+        ids = generate(*args, **kwargs)
+        lengths.append(int((ids != audiolm.semantic.pad_id).sum(dim = -1).min()) if ids.numel() else 0)
+        return ids
+    audiolm.semantic.generate = recording
+    return lengths
+
+
+def _sample(generate: Callable, *, target_samples: int, target_semantic: int, semantic_lengths: list,
+            min_samples: int, retries: list, draws: list, deadline: float, attempts: int = 4):
+    """Run ``generate`` until it returns ``target_samples`` samples, keeping the longest draw. A draw "ends early"
+    when its semantic ids stop before ``target_semantic`` or its audio before ``target_samples``: the model sampled
+    EOS. The stages are trained on crops with ``file_end``, so EOS is a target only where a crop holds its file's
+    real end; a model trained that way runs to the requested length unless it predicts such an end. Each draw's
+    outcome ('full', 'ended early' or the error) is appended to ``draws``. Stops retrying at ``deadline`` once a
+    draw of at least ``min_samples`` exists, and after ``attempts`` draws."""
     best = None
     for attempt in range(attempts):
         try:
             wave = _first_wave(generate())
         except Exception as error:   # e.g. EOS sampled first: nothing to decode
+            draws.append(f'{type(error).__name__}')
             if attempt == attempts - 1 and best is None:
                 raise
             retries.append(f'{type(error).__name__}: {" ".join(str(error).split())[:100]}')
             continue
+        early = wave.numel() < target_samples or (bool(semantic_lengths) and semantic_lengths[-1] < target_semantic)
+        draws.append('ended early' if early else 'full')
         if best is None or wave.numel() > best.numel():
             best = wave
-        if best.numel() >= target_samples or (best.numel() >= min_samples and _now() >= deadline):
+        if not early or (best.numel() >= min_samples and _now() >= deadline):
             break
-        retries.append(f'ended early ({wave.numel()} samples)')
+        retries.append(f'ended early ({wave.numel()} samples, {semantic_lengths[-1] if semantic_lengths else "?"} '
+                       'semantic ids)')
     return best
 
 
@@ -517,8 +547,15 @@ def _write_report(path: Path, result: DemoResult, cfg: dict):
         f'- library: audiolm_pytorch {__version__}, torch {torch.__version__}, python {platform.python_version()}',
         f'- device: {result.device}',
         f'- budget: {result.budget_seconds:.0f} s; total wall time: {result.total_seconds:.1f} s',
-        f'- training clips: {", ".join(TRAIN_CLIPS)}; held-out prompt: first {PROMPT_SECONDS:g} s of {PROMPT_CLIP}',
+        f'- training clips: {", ".join(TRAIN_CLIPS)} (random crops; EOS trained only where a crop ends its file); '
+        f'held-out prompt: first {PROMPT_SECONDS:g} s of {PROMPT_CLIP}',
         *_reconstruction_lines(result.reconstruction),
+    ]
+    generate = next((stage for stage in result.stages if stage.name == 'generate'), None)
+    if generate is not None and 'draws' in generate.extra:
+        lines.append(f'- generation draws: {generate.extra["draws"]}, ended early (before the requested length): '
+                     f'{generate.extra["ended_early"]}')
+    lines += [
         '', '## Stages', '',
         '| stage | steps | seconds | loss (first → mean of last 10% of steps) | notes |',
         '|---|---:|---:|---|---|',

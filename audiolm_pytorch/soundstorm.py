@@ -23,6 +23,7 @@ from einops import rearrange, reduce
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.lm.sampling import file_end_mask
 from audiolm_pytorch.nn.conformer import Conformer
 from audiolm_pytorch.utils import beartype, default, eval_mode, exists
 
@@ -353,6 +354,23 @@ class SoundStorm(Checkpointable, nn.Module):
             raise ValueError(f'{name} must lie in [0, {self.net.codebook_size}), got range '
                              f'[{int(codes.min())}, {int(codes.max())}]')
 
+    def _trailing_padding(self, codes: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Codes right-padded with -1 (``collate_pad``) -> codes with 0 there and the frame mask without them.
+        -1 anywhere else (not whole frames at the end of a row, outside ``mask``) is an error."""
+        is_pad = codes == -1
+        if exists(mask) and mask.shape == codes.shape[:2]:
+            is_pad = is_pad & mask.to(codes.device).bool()[..., None]
+        if not bool(is_pad.any()):
+            return codes, mask
+        pad_frame = is_pad.all(dim = -1)
+        trailing = pad_frame.flip(1).long().cumprod(dim = 1).flip(1).bool()    # pad frames up to the row's end
+        if bool((is_pad & ~trailing[..., None]).any()):
+            raise ValueError(f'codes hold -1 inside a row: padding must be whole frames at the end of a row '
+                             f'(collate_pad), or pass mask= (True = real frame); real codes lie in '
+                             f'[0, {self.net.codebook_size})')
+        mask = ~trailing if mask is None else (mask.to(codes.device).bool() & ~trailing)
+        return codes.masked_fill(trailing[..., None], 0), mask
+
     def _prepare(self, codes: Tensor, semantic: Tensor | None, mask: Tensor | None):
         """Shared by forward / generate: -> aligned semantic ids or None, frame mask (b, n) bool."""
         batch, num_frames = codes.shape[:2]
@@ -374,16 +392,25 @@ class SoundStorm(Checkpointable, nn.Module):
     # ---- training -----------------------------------------------------------------------------------
 
     def forward(self, x: Tensor, *, cond_semantic_token_ids: Tensor | None = None, mask: Tensor | None = None,
-                return_loss_breakdown: bool = True):
+                return_loss_breakdown: bool = True, file_end: Tensor | bool | None = None):
         """Masked-token loss on one random residual level per sample (paper §3.2).
 
         Args:
-            x: codes ``(b, n, g·q)`` (integers), or raw audio ``(b, n)`` / ``(b, 1, n)`` (floats) with a codec attached.
+            x: codes ``(b, n, g·q)`` (integers; frames holding ``-1`` — ``data.PAD_ID``, what ``collate_pad``
+                writes — are padding), or raw audio ``(b, n)`` / ``(b, 1, n)`` (floats) with a codec attached.
             cond_semantic_token_ids: ``(b, m)`` semantic ids (computed from audio by ``wav2vec`` when absent);
                 aligned to the codec frame rate. mask: ``(b, n)`` bool, True = real frame.
+            file_end: accepted like the stage wrappers' (``(b,)`` bool, a bool or None) and checked; SoundStorm
+                has no EOS (it fills a given number of frames), so it changes nothing.
+
+        Padded frames (``mask`` False, ``-1`` codes, or semantic padding) are never targets: they add nothing
+        to the loss or its gradient, and attention and convolutions do not see them.
 
         Returns ``(loss, SoundStormLoss)`` (only the loss with ``return_loss_breakdown=False``).
         """
+        file_end_mask(file_end, x.shape[0], x.device)   # checked only: no EOS in SoundStorm
+        if not x.is_floating_point() and x.ndim == 3:
+            x, mask = self._trailing_padding(x, mask)
         if x.is_floating_point():
             audio = x
             codes = self.tokenize(audio)

@@ -137,3 +137,44 @@ def test_coarse_bound_leaves_room_for_deduplicated_semantic_tokens():
     assert audiolm._coarse_steps_for(20) >= 2 * 20 * frames_per_token
     audiolm.semantic.unique_consecutive = False
     assert audiolm._coarse_steps_for(20) == round(20 * frames_per_token)
+
+
+def test_sampling_defaults_per_stage_and_overrides(monkeypatch):
+    # None -> each stage's documented default (MusicLM temperatures 1.0 / 0.95 / 0.4); a number -> every stage;
+    # a triple -> one value per stage; anything else is a clear error
+    from audiolm_pytorch.lm.sampling import STAGE_SAMPLING_DEFAULTS
+    audiolm = build(StubCodec(), StubSemanticTokenizer())
+    seen = {}
+    for stage in ('semantic', 'coarse', 'fine'):
+        wrapper = getattr(audiolm, stage)
+        original = wrapper.generate
+
+        def spy(*args, _stage = stage, _original = original, **kwargs):
+            seen[_stage] = {k: kwargs[k] for k in ('temperature', 'filter_thres', 'cond_scale')}
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(wrapper, 'generate', spy)
+
+    audiolm(batch_size = 1, max_length = 4, max_coarse_time_steps = 3)
+    assert seen == STAGE_SAMPLING_DEFAULTS
+    assert [seen[s]['temperature'] for s in ('semantic', 'coarse', 'fine')] == [1.0, 0.95, 0.4]
+    audiolm(batch_size = 1, max_length = 4, max_coarse_time_steps = 3, temperature = 0.7, cond_scale = 1.)
+    assert all(v['temperature'] == 0.7 and v['cond_scale'] == 1. and v['filter_thres'] == 0.9 for v in seen.values())
+    audiolm(batch_size = 1, max_length = 4, max_coarse_time_steps = 3, filter_thres = (0., 0.5, 0.9))
+    assert [seen[s]['filter_thres'] for s in ('semantic', 'coarse', 'fine')] == [0., 0.5, 0.9]
+    for bad in ((1., 2.), 'hot', True):
+        with pytest.raises(ValueError, match = 'temperature'):
+            audiolm(batch_size = 1, max_length = 4, temperature = bad)
+
+
+def test_generation_from_a_model_that_never_ends_reaches_the_requested_length():
+    # stages whose EOS is never likely (trained on crops with file_end=False) give exactly the requested length
+    codec, wav2vec = StubCodec(), StubSemanticTokenizer()
+    audiolm = build(codec, wav2vec)
+    with torch.no_grad():
+        audiolm.semantic.transformer.to_logits.bias[audiolm.semantic.transformer.eos_id] = -1e4
+        audiolm.coarse.transformer.coarse_head_bias[0, audiolm.coarse.transformer.eos_id] = -1e4
+    out = audiolm(batch_size = 3, max_length = 7, max_coarse_time_steps = 9)
+    assert torch.is_tensor(out) and out.shape == (3, 9 * codec.downsample_factor)
+    prime = torch.randn(1, 8 * codec.downsample_factor)
+    out = audiolm(prime_wave = prime, max_length = 12, max_coarse_time_steps = 14)
+    assert out.shape == (1, 14 * codec.downsample_factor)

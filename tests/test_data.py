@@ -388,3 +388,42 @@ def test_collate_pads_ids_and_codes_along_time_with_an_impossible_id():
     assert mask.tolist() == [[True, True, False, False], [True] * 4]
     (stereo,) = collate_pad([torch.ones(2, 3), torch.ones(2, 5)])       # audio (c, n): zeros along time
     assert stereo.shape == (2, 2, 5) and (stereo[0, :, 3:] == 0).all()
+
+
+def test_return_file_end_says_what_is_real_and_where_files_end(tmp_path, assets_dir):
+    from audiolm_pytorch.audio import save_audio
+    full = load_audio(assets_dir / 'speech_2_16k.wav').wave[0]
+    n = full.shape[0]
+    save_audio(tmp_path / 'clip.wav', full[None], 16000)
+    # default items are unchanged: a bare tensor
+    assert torch.is_tensor(SoundDataset(tmp_path, 16000, max_length = 5000)[0])
+
+    # a crop inside the file: not its end, every sample real
+    ends = set()
+    ds = SoundDataset(tmp_path, 16000, max_length = n - 1, return_file_end = True)
+    for seed in range(12):                      # two possible starts: 0 (file goes on) and 1 (ends the file)
+        torch.manual_seed(seed)
+        wave, num_samples, file_end = ds[0]
+        assert wave.shape == (n - 1,) and num_samples.tolist() == [n - 1] and file_end.dtype == torch.bool
+        assert bool(file_end) == torch.equal(wave, full[1:])       # the file's end is in the crop exactly then
+        ends.add(bool(file_end))
+    assert ends == {True, False}
+
+    # a short file, zero-padded: it ends, and only its own samples are real (at every rate)
+    wave_16k, wave_24k, num_samples, file_end = SoundDataset(tmp_path, (16000, 24000), max_length = 3 * n,
+                                                             return_file_end = True)[0]
+    assert bool(file_end) and num_samples.tolist() == [n, n * 3 // 2]
+    assert wave_16k.shape == (2 * n,) and (wave_16k[n:] == 0).all() and (wave_16k[:n] != 0).any()
+    assert wave_24k.shape == (3 * n,) and (wave_24k[n * 3 // 2:] == 0).all()
+    # whole files end; collate_pad stacks the flags and the counts, so a batch says it for every row
+    whole = SoundDataset(tmp_path, 16000, seq_len_multiple_of = 320, return_file_end = True)
+    waves, num_samples, file_end = collate_pad([whole[0], SoundDataset(tmp_path, 16000, max_length = 4000,
+                                                                       return_file_end = True)[0]])
+    assert waves.shape == (2, n // 320 * 320) and num_samples.tolist() == [[n // 320 * 320], [4000]]
+    assert file_end.tolist() == [True, False]
+
+    # text-audio pairs carry the same fields after the audio
+    (tmp_path / 'm.csv').write_text('path,text\nclip.wav,hello\n')
+    text, wave, num_samples, file_end = TextAudioDataset(tmp_path / 'm.csv', 16000, max_length = 4000,
+                                                         return_file_end = True)[0]
+    assert text == 'hello' and wave.shape == (4000,) and num_samples.tolist() == [4000] and not bool(file_end)

@@ -40,7 +40,7 @@ def test_demo_writes_every_promised_file(tmp_path):
     assert len(recon) == len(prompt)
     continuation, _ = sf.read(str(out / 'continuation.wav'))
     # the continuation starts with the prompt's frames (decoded by the codec) and adds at least one frame
-    assert len(continuation) > len(prompt) and len(continuation) % 320 == 0    # the demo resamples early-EOS draws
+    assert len(continuation) > len(prompt) and len(continuation) % 320 == 0
     unconditional, _ = sf.read(str(out / 'unconditional.wav'))
     assert len(unconditional) > 0 and np.isfinite(unconditional).all()
     assert (out / 'demo.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
@@ -49,6 +49,14 @@ def test_demo_writes_every_promised_file(tmp_path):
     for stage in ('soundstream', 'tokenizer', 'semantic', 'coarse', 'fine', 'generate'):
         row = re.search(rf'^\| {stage} \| (\d+) \| ([\d.]+) \|', report, flags = re.M)
         assert row is not None and int(row.group(1)) >= 1, stage
+    # the stages train on crops with file_end (no EOS at crop ends) and EOS starts rare: every draw reaches the
+    # requested length, and the report says how many draws there were and how many ended early
+    draws = re.search(r'^- generation draws: (\d+), ended early \(before the requested length\): (\d+)$', report,
+                      flags = re.M)
+    assert draws is not None and int(draws.group(1)) >= 2 and int(draws.group(2)) == 0, report[:1500]
+    generate_row = re.search(r'^\| generate \| (\d+) \|.*\b(\d+) of (\d+) draw\(s\) ended early', report, flags = re.M)
+    assert generate_row is not None and generate_row.group(2) == '0' and generate_row.group(3) == draws.group(1)
+    assert len(continuation) == len(prompt) + len(unconditional)     # both asked the same new length, and got it
     assert re.search(r'total wall time: ([\d.]+) s', report)
     assert '"soundstream"' in report and '"model"' in report          # the configs are in the report
 

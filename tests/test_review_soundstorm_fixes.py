@@ -142,8 +142,18 @@ def test_forward_accepts_pad_codes_at_padded_frames():
     torch.manual_seed(1)
     loss_padded, _ = model(padded, mask = mask)
     assert torch.equal(loss, loss_padded)
+    # without the mask, whole -1 frames at a row's end are padding (collate_pad's PAD_ID) ...
+    torch.manual_seed(1)
+    assert torch.equal(model(padded)[0], loss)
+    # ... but -1 inside a row (a hole, or part of a frame) is still an invalid code
+    hole = codes.clone()
+    hole[1, 3] = model.pad_id
     with pytest.raises(ValueError, match = r'\[0, 16\)'):
-        model(padded)   # without the mask, -1 is still an invalid code
+        model(hole)
+    partial = codes.clone()
+    partial[1, 9, 0] = model.pad_id
+    with pytest.raises(ValueError, match = r'\[0, 16\)'):
+        model(partial)
 
 
 class SemanticWrapperStub:

@@ -125,18 +125,41 @@ def test_established_notebook_flow(tmp_path, monkeypatch):
     assert len(waves) == 1 and waves[0].numel() > 0 and torch.isfinite(waves[0]).all()
 
 
-def test_whole_files_padded_in_a_batch_are_warned_about(tmp_path, caplog):
-    import logging
-    from audiolm_pytorch import FineTransformerTrainer
-    codec = tiny_soundstream().eval()
-    _, _, fine = stages(spectral_tokenizer())
-    common = dict(folder = sixteen_k_folder(tmp_path), num_train_steps = 1, results_folder = tmp_path / 'r',
-                  progress_bar = False)
-    with caplog.at_level(logging.WARNING, logger = 'audiolm_pytorch.trainers.transformers'):
-        FineTransformerTrainer(fine, codec, batch_size = 2, **common)
-    assert 'zero-padded' in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger = 'audiolm_pytorch.trainers.transformers'):
-        FineTransformerTrainer(fine, codec, batch_size = 2, data_max_length = 3200, force_clear_prev_results = True,
-                               **common)
-    assert 'zero-padded' not in caplog.text
+def _short_and_long_folder(tmp_path):
+    """One 0.3 s clip (shorter than the crop: zero-padded) and one 2.5 s clip (cropped)."""
+    from audiolm_pytorch.audio import load_audio, save_audio
+    folder = tmp_path / 'audio'
+    save_audio(folder / 'short.wav', load_audio(ASSETS / 'speech_0_16k.wav', 16000, max_length = 4800).wave, 16000)
+    save_audio(folder / 'long.wav', load_audio(ASSETS / 'music_0_16k.wav', 16000).wave, 16000)
+    return folder
+
+
+def test_stage_trainers_pass_file_end_and_pad_past_real_samples(tmp_path):
+    # a clip shorter than the crop is zero-padded: its frames past the real audio become -1 (never a target) and
+    # its file_end is True (EOS after its last real frame); a crop of a longer file has file_end False
+    from audiolm_pytorch import CoarseTransformerTrainer, FineTransformerTrainer, SemanticTransformerTrainer
+    torch.manual_seed(0)
+    codec, wav2vec = tiny_soundstream().eval(), spectral_tokenizer()
+    semantic, coarse, fine = stages(wav2vec)
+    common = dict(folder = _short_and_long_folder(tmp_path), batch_size = 2, data_max_length = 16000, valid_frac = 0.,
+                  num_train_steps = 1, progress_bar = False)
+    trainers = dict(semantic = SemanticTransformerTrainer(semantic, wav2vec, results_folder = tmp_path / 's', **common),
+                    coarse = CoarseTransformerTrainer(coarse, codec, wav2vec, results_folder = tmp_path / 'c', **common),
+                    fine = FineTransformerTrainer(fine, codec, results_folder = tmp_path / 'f', **common))
+    short_frames = dict(semantic = 4800 // wav2vec.downsample_factor, codec = 4800 // codec.downsample_factor)
+    for name, trainer in trainers.items():
+        batch = trainer.next_batch()
+        inputs = trainer.wrapper_inputs(batch)
+        short = int(inputs['raw_wave'].abs().sum(dim = -1).argmin())      # the zero-padded row
+        assert inputs['file_end'].tolist() == [i == short for i in range(2)], name
+        checks = dict(semantic = [('semantic_token_ids', 'semantic')],
+                      coarse = [('semantic_token_ids', 'semantic'), ('coarse_token_ids', 'codec')],
+                      fine = [('token_ids', 'codec')])[name]
+        for key, rate in checks:
+            ids = inputs[key]
+            real = (ids != -1).reshape(2, ids.shape[1], -1).all(dim = -1)
+            assert real[short].sum() == short_frames[rate] and real[short, :short_frames[rate]].all(), (name, key)
+            assert real[1 - short].all(), (name, key)
+        loss = trainer.train_wrapper(**inputs, return_loss = True)
+        assert torch.isfinite(loss)
+        trainer.train_step()

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
-from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, forgetful_causal_mask,
-                                         lengths_from_padding, sample_logits)
+from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, file_end_mask, forgetful_causal_mask,
+                                         init_eos_bias, lengths_from_padding, sample_logits)
 from audiolm_pytorch.lm.semantic import check_token_ids, check_wave, semantic_ids_from_wave
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, aligned_prefix, resolve_condition,
                                             slot_logits, stage_decoder)
@@ -118,6 +118,8 @@ class CoarseTransformer(Checkpointable, GuidanceMixin, nn.Module):
         self.semantic_head = nn.Linear(dim, num_semantic_tokens + 1)
         self.coarse_head_weight = nn.Parameter(torch.randn(self.num_slots, dim, codebook_size + 1) * dim ** -0.5)
         self.coarse_head_bias = nn.Parameter(torch.zeros(self.num_slots, codebook_size + 1))
+        init_eos_bias(self.semantic_head.bias, self.semantic_eos_id, num_semantic_tokens)
+        init_eos_bias(self.coarse_head_bias, self.eos_id, codebook_size)   # EOS is only sampled at slot 0
 
     @property
     def device(self):
@@ -233,9 +235,16 @@ class CoarseTransformerWrapper(nn.Module):
 
     def forward(self, *, semantic_token_ids: Tensor | None = None, raw_wave: Tensor | None = None,
                 raw_wave_for_codec: Tensor | None = None, text=None, text_embeds: Tensor | None = None,
-                coarse_token_ids: Tensor | None = None, return_loss: bool = False, **kwargs):
-        """Args: semantic_token_ids ``(b, s)``, coarse_token_ids ``(b, n, Q)``, or raw_wave ``(b, samples)``
+                coarse_token_ids: Tensor | None = None, return_loss: bool = False,
+                file_end: Tensor | bool | None = None, **kwargs):
+        """Args: semantic_token_ids ``(b, s)``, coarse_token_ids ``(b, n, Q)`` (both right-padded with ``pad_id``,
+        -1: padding is never a target and has no effect on the loss or its gradient), or raw_wave ``(b, samples)``
         (at the semantic tokenizer's rate; ``raw_wave_for_codec`` at the codec's, defaulting to ``raw_wave``).
+        file_end: ``(b,)`` bool (or one bool): True where the clip ends at the real end of its file, so the
+        semantic EOS (after the last semantic id) and the coarse EOS (after the last real frame) are targets;
+        False for a crop that its file goes on after — no EOS target, so a model trained on random crops does
+        not learn to stop at crop ends (the semantic EOS still closes the semantic prefix as an input, as in
+        generation). ``None`` = True (whole files).
         Returns the loss (``return_loss``) or ``(semantic_logits, coarse_logits)``."""
         t = self.transformer
         if not exists(semantic_token_ids):
@@ -267,12 +276,18 @@ class CoarseTransformerWrapper(nn.Module):
             return t(semantic_token_ids = semantic, coarse_token_ids = coarse, text_embeds = text_embeds,
                      text_mask = text_mask, **kwargs)
 
-        # targets: flat coarse codes with EOS at the first padded frame (slot 0)
+        # targets: flat coarse codes with EOS at the first padded frame (slot 0) where the clip ends its file
         lengths = lengths_from_padding(coarse, self.pad_id)
+        ends = file_end_mask(file_end, coarse.shape[0], coarse.device) & (lengths > 0)
         flat = F.pad(rearrange(coarse, 'b n q -> b (n q)'), (0, t.num_slots), value = self.pad_id)
-        flat = flat.scatter(1, (lengths * t.num_slots)[:, None], t.eos_id)
+        flat = flat.scatter(1, (lengths * t.num_slots)[:, None], torch.where(ends, t.eos_id, self.pad_id)[:, None])
         m = coarse.shape[1] * t.num_slots
         inputs, targets = flat[:, :m], flat[:, :m + 1]
+        # the semantic EOS stays in the prefix (it closes it, as in generation) but is a target only at a file end
+        is_sem_eos = semantic == t.semantic_eos_id
+        sem_ends = file_end_mask(file_end, semantic.shape[0], semantic.device) & \
+            ((semantic != self.pad_id) & ~is_sem_eos).any(dim = -1)
+        sem_targets = semantic.masked_fill(is_sem_eos & ~sem_ends[:, None], self.pad_id)
 
         self_attn_mask = None
         if self.training and self.mask_prob > 0.:
@@ -281,10 +296,10 @@ class CoarseTransformerWrapper(nn.Module):
             semantic_token_ids = semantic, coarse_token_ids = inputs, text_embeds = text_embeds,
             text_mask = text_mask, self_attn_mask = self_attn_mask, **kwargs)
 
-        sem_loss = F.cross_entropy(semantic_logits.transpose(1, 2), semantic, ignore_index = self.pad_id, reduction = 'sum')
+        sem_loss = F.cross_entropy(semantic_logits.transpose(1, 2), sem_targets, ignore_index = self.pad_id, reduction = 'sum')
         coarse_loss = F.cross_entropy(coarse_logits.transpose(1, 2), targets, ignore_index = self.pad_id, reduction = 'sum')
         w = self.semantic_cross_entropy_loss_weight
-        num_sem, num_coarse = (semantic != self.pad_id).sum(), (targets != self.pad_id).sum()
+        num_sem, num_coarse = (sem_targets != self.pad_id).sum(), (targets != self.pad_id).sum()
         return (sem_loss * w + coarse_loss) / (num_sem * w + num_coarse).clamp(min = 1)
 
     @torch.no_grad()
@@ -299,7 +314,10 @@ class CoarseTransformerWrapper(nn.Module):
 
         Returns ``(b, T, Q)`` codes (prime frames included, ``T <= max_time_steps``), frames from a row's EOS on
         filled with ``pad_id``; with ``reconstruct_wave`` the coarse-only audio ``(b, T * hop)``, or a list of
-        1-D waves when rows end at different frames.
+        1-D waves when rows end at different frames. A model trained with ``file_end`` (crops without EOS) runs to
+        ``max_time_steps`` unless it predicts the real end of a recording.
+        Sampling defaults (temperature 1.0, filter_thres 0.9, cond_scale 3.0) are audiolm-pytorch's; MusicLM
+        samples this stage at temperature 0.95, which ``AudioLM`` uses (``lm.sampling.STAGE_SAMPLING_DEFAULTS``).
         """
         t = self.transformer
         if max_time_steps < 1:

@@ -17,7 +17,7 @@ from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.lm.coarse import check_codec, codec_codes, flat_code_prime, waves_from_codes
 from audiolm_pytorch.lm.semantic import check_token_ids
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
-from audiolm_pytorch.lm.sampling import forgetful_causal_mask, lengths_from_padding, sample_logits
+from audiolm_pytorch.lm.sampling import file_end_mask, forgetful_causal_mask, lengths_from_padding, sample_logits
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, aligned_prefix, resolve_condition,
                                             slot_logits, stage_decoder)
 from audiolm_pytorch.utils import beartype, eval_mode, exists
@@ -156,9 +156,13 @@ class FineTransformerWrapper(nn.Module):
 
     def forward(self, *, raw_wave: Tensor | None = None, token_ids: Tensor | None = None,
                 coarse_token_ids: Tensor | None = None, fine_token_ids: Tensor | None = None, text=None,
-                text_embeds: Tensor | None = None, return_loss: bool = False, **kwargs):
+                text_embeds: Tensor | None = None, return_loss: bool = False,
+                file_end: Tensor | bool | None = None, **kwargs):
         """Args: ``raw_wave (b, samples)`` at the codec's rate, or ``token_ids (b, n, Q)`` (all codec levels), or
-        ``coarse_token_ids (b, n, Qc)`` + ``fine_token_ids (b, n, Qf)``.
+        ``coarse_token_ids (b, n, Qc)`` + ``fine_token_ids (b, n, Qf)``. Frames padded with ``pad_id`` (-1, at
+        any level) are never targets and have no effect on the loss or its gradient.
+        file_end: accepted like the other stages' (``(b,)`` bool, a bool or None) and checked; the fine stage
+        has no EOS (it fills exactly the frames of its coarse codes), so it changes nothing.
         Returns the loss (``return_loss``) or ``(coarse_logits, fine_logits)``."""
         t = self.transformer
         if not exists(coarse_token_ids) or not exists(fine_token_ids):
@@ -181,6 +185,7 @@ class FineTransformerWrapper(nn.Module):
             fine_token_ids = rearrange(grouped[..., qc:qc + qf], 'b n g q -> b n (g q)')
         coarse = self._check_codes(coarse_token_ids, 'coarse_token_ids', t.coarse_slots)
         fine = self._check_codes(fine_token_ids, 'fine_token_ids', t.fine_slots)
+        file_end_mask(file_end, coarse.shape[0], coarse.device)   # checked only: no EOS in the fine stage
         if coarse.shape[:2] != fine.shape[:2]:
             raise ValueError(f'expected coarse (b, n, {t.coarse_slots}) and fine (b, n, {t.fine_slots}) codes with the '
                              f'same batch and frames, got {tuple(coarse.shape)} and {tuple(fine.shape)}')
@@ -222,6 +227,8 @@ class FineTransformerWrapper(nn.Module):
         Returns ``(b, n, Qf)`` fine codes (``pad_id`` on padded frames; generated ones too with
         ``mask_out_generated_fine_tokens``), or with ``reconstruct_wave`` the audio ``(b, n * hop)`` decoded from
         coarse + fine codes (a list of 1-D waves when rows have different lengths).
+        Sampling defaults (temperature 1.0, filter_thres 0.9, cond_scale 3.0) are audiolm-pytorch's; MusicLM
+        samples this stage at temperature 0.4, which ``AudioLM`` uses (``lm.sampling.STAGE_SAMPLING_DEFAULTS``).
         """
         t = self.transformer
         coarse = self._check_codes(coarse_token_ids, 'coarse_token_ids', t.coarse_slots).to(self.device)

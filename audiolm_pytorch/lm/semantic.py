@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from audiolm_pytorch.audio import check_audio_values
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
-from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, forgetful_causal_mask,
-                                         mask_after_eos, sample_logits)
+from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, file_end_mask, forgetful_causal_mask,
+                                         init_eos_bias, lengths_from_padding, mask_after_eos, sample_logits)
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, condition_batch_size, resolve_condition,
                                             stage_decoder)
 from audiolm_pytorch.utils import beartype, default, eval_mode, exists
@@ -47,6 +47,7 @@ class SemanticTransformer(Checkpointable, GuidanceMixin, nn.Module):
             cond_dim = cond_dim, has_condition = has_condition, audio_text_condition = audio_text_condition,
             cond_as_self_attn_prefix = cond_as_self_attn_prefix, cond_drop_prob = cond_drop_prob)
         self.to_logits = nn.Linear(dim, num_semantic_tokens + 1)
+        init_eos_bias(self.to_logits.bias, self.eos_id, num_semantic_tokens)
 
     @property
     def device(self):
@@ -176,9 +177,14 @@ class SemanticTransformerWrapper(nn.Module):
 
     def forward(self, *, semantic_token_ids: Tensor | None = None, raw_wave: Tensor | None = None,
                 text=None, text_embeds: Tensor | None = None, return_loss: bool = False,
-                input_sample_hz: int | None = None, **kwargs):
+                input_sample_hz: int | None = None, file_end: Tensor | bool | None = None, **kwargs):
         """Args:
-            semantic_token_ids: ``(b, n)`` or raw_wave ``(b, samples)``.
+            semantic_token_ids: ``(b, n)``, right-padded with ``pad_id`` (-1) — padding is never a target and
+                has no effect on the loss or its gradient — or raw_wave ``(b, samples)``.
+            file_end: ``(b,)`` bool (or one bool for the batch): True where the sequence ends at the real end of
+                its file, so EOS is a target after its last real token; False for a crop that its file goes on
+                after (no EOS target: a model trained on random crops must not learn to stop at crop ends).
+                ``None`` = True (whole files). Rows with no real token never get an EOS target.
         Returns the cross-entropy loss (``return_loss``) or logits ``(b, n + 1, vocab)``.
         """
         if not exists(semantic_token_ids):
@@ -198,7 +204,8 @@ class SemanticTransformerWrapper(nn.Module):
         if not return_loss:
             return self.transformer(ids = ids, text_embeds = text_embeds, text_mask = text_mask, **kwargs)
 
-        ids = append_eos(ids, self.eos_id, self.pad_id)
+        ends = file_end_mask(file_end, ids.shape[0], ids.device) & (lengths_from_padding(ids, self.pad_id) > 0)
+        ids = append_eos(ids, self.eos_id, self.pad_id, where = ends)
         inputs, targets = ids[:, :-1], ids
         self_attn_mask = None
         if self.training and self.mask_prob > 0.:
@@ -219,6 +226,11 @@ class SemanticTransformerWrapper(nn.Module):
         (the EOS itself is kept only with ``include_eos_in_output``). ``min_new_tokens``: EOS is not sampled before
         this many tokens follow the prime. ``batch_size`` defaults to the number of conditions (texts or
         ``text_embeds``) or primes, else 1; one condition or prime is repeated over a larger batch.
+        Runs to ``max_length`` unless EOS is sampled; a model trained with ``file_end`` (crops without EOS) samples
+        it only where it predicts the real end of a recording.
+        Sampling: ``temperature`` (<= 0: greedy), ``filter_thres`` (keep the top ``1 - filter_thres`` of ids),
+        ``cond_scale`` (classifier-free guidance). The defaults 1.0 / 0.9 / 3.0 are audiolm-pytorch's; 1.0 is also
+        MusicLM's semantic temperature (sources: ``lm.sampling.STAGE_SAMPLING_DEFAULTS``, which ``AudioLM`` uses).
         """
         if max_length < 1:
             raise ValueError(f'max_length must be >= 1 (semantic tokens to return, primes included), got {max_length}')

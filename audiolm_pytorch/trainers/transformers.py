@@ -26,9 +26,35 @@ def _as_wave(output) -> torch.Tensor | None:
     return wave if wave.numel() > 0 else None
 
 
+def split_clip_info(batch: Batch) -> tuple[tuple, torch.Tensor | None, torch.Tensor | None]:
+    """``(waves, num_samples (b, rates) | None, file_end (b,) | None)`` from a batch of a dataset built with
+    ``return_file_end=True`` (its last two fields); other datasets give ``(waves, None, None)``."""
+    tensors = batch.waves
+    if len(tensors) >= 3 and tensors[-1].dtype == torch.bool and tensors[-1].ndim == 1 \
+            and not tensors[-2].is_floating_point() and tensors[-2].ndim == 2:
+        return tensors[:-2], tensors[-2], tensors[-1]
+    return tensors, None, None
+
+
+def pad_past_frames(ids: torch.Tensor, num_samples: torch.Tensor | None, downsample_factor: int) -> torch.Tensor:
+    """Set the frames of ``ids (b, n[, q])`` that are not wholly inside each row's ``num_samples`` real samples
+    to -1 (``data.PAD_ID``): zero-padding of a short file is then never trained on (as silence, then EOS)."""
+    if num_samples is None:
+        return ids
+    frames = num_samples.to(ids.device) // downsample_factor
+    past = torch.arange(ids.shape[1], device = ids.device)[None] >= frames[:, None]
+    return ids.masked_fill(past[..., None] if ids.ndim == 3 else past, -1)
+
+
 class TransformerTrainer(Trainer):
     """Shared part of the three stage trainers: the wrapper runs forward (DDP wraps it; the frozen tokenizers
     inside are ignored by DDP), the transformer is optimized, saved and (optionally) averaged.
+
+    With ``folder=`` the clips come from ``SoundDataset(return_file_end=True)``: the trainer tokenizes them, marks
+    the frames past each clip's real samples as padding (-1, never a target) and passes ``file_end``, so EOS is a
+    target only where a clip reaches its file's end — a random crop teaches no stop at its boundary. A
+    ``dataset=`` whose items end with the same ``(num_samples, file_end)`` fields gets the same treatment; other
+    datasets train as before (every clip a whole sequence ending in EOS).
 
     Args (besides :class:`~audiolm_pytorch.trainers.base.Trainer`'s):
         data_max_length / data_max_length_seconds: random crop length of training clips (an int counts samples
@@ -61,14 +87,11 @@ class TransformerTrainer(Trainer):
     def make_dataset(self, folder) -> Dataset:
         from audiolm_pytorch.data import SoundDataset
         rates, multiples = self.data_sample_rates(self.train_wrapper), self.data_multiples()
-        if not exists(self.data_max_length) and self.batch_size > 1:
-            logger.warning('data_max_length is not set: whole files of different lengths are zero-padded to the longest '
-                           'in each batch, and the stage trains on that padding as silence; set data_max_length or '
-                           'data_max_length_seconds (random crops) to avoid it')
         if len(rates) == 1:
             rates, multiples = rates[0], multiples[0]
+        # items say how much of each clip is real audio and whether it ends its file (see the class docstring)
         return SoundDataset(folder, target_sample_hz = rates, max_length = self.data_max_length,
-                            seq_len_multiple_of = multiples)
+                            seq_len_multiple_of = multiples, return_file_end = True)
 
     def phases(self) -> list[Phase]:
         return [Phase('loss', [p for p in self.transformer.parameters() if p.requires_grad], self.max_grad_norm)]
@@ -131,7 +154,13 @@ class SemanticTransformerTrainer(TransformerTrainer):
         return (self.wav2vec.seq_len_multiple_of,)
 
     def wrapper_inputs(self, batch: Batch) -> dict:
-        return dict(raw_wave = batch.waves[0])
+        from audiolm_pytorch.lm.semantic import semantic_ids_from_wave
+        waves, num_samples, file_end = split_clip_info(batch)
+        if num_samples is None:
+            return dict(raw_wave = waves[0])
+        ids = semantic_ids_from_wave(self.wav2vec, waves[0])
+        ids = pad_past_frames(ids, num_samples[:, 0], self.wav2vec.downsample_factor)
+        return dict(semantic_token_ids = ids, raw_wave = waves[0], file_end = file_end)
 
 
 class CoarseTransformerTrainer(TransformerTrainer):
@@ -169,8 +198,19 @@ class CoarseTransformerTrainer(TransformerTrainer):
         return (self.wav2vec.seq_len_multiple_of, self.codec.seq_len_multiple_of)
 
     def wrapper_inputs(self, batch: Batch) -> dict:
-        waves = batch.waves
-        return dict(raw_wave = waves[0], raw_wave_for_codec = waves[1] if len(waves) > 1 else None)
+        waves, num_samples, file_end = split_clip_info(batch)
+        inputs = dict(raw_wave = waves[0], raw_wave_for_codec = waves[1] if len(waves) > 1 else None)
+        if num_samples is None:
+            return inputs
+        from audiolm_pytorch.lm.coarse import codec_codes
+        from audiolm_pytorch.lm.semantic import semantic_ids_from_wave
+        t, codec_index = self.transformer, min(1, len(waves) - 1)
+        semantic = semantic_ids_from_wave(self.wav2vec, waves[0])
+        coarse = codec_codes(self.codec, waves[codec_index], start = 0, stop = t.num_coarse_quantizers,
+                             groups = t.rq_groups)
+        return dict(inputs, file_end = file_end,
+                    semantic_token_ids = pad_past_frames(semantic, num_samples[:, 0], self.wav2vec.downsample_factor),
+                    coarse_token_ids = pad_past_frames(coarse, num_samples[:, codec_index], self.codec.downsample_factor))
 
     @torch.no_grad()
     def make_samples(self, batch: Batch) -> list[Sample]:
@@ -220,7 +260,14 @@ class FineTransformerTrainer(TransformerTrainer):
         return (self.codec.seq_len_multiple_of,)
 
     def wrapper_inputs(self, batch: Batch) -> dict:
-        return dict(raw_wave = batch.waves[0])
+        waves, num_samples, file_end = split_clip_info(batch)
+        if num_samples is None:
+            return dict(raw_wave = waves[0])
+        from audiolm_pytorch.lm.coarse import codec_codes
+        codes = codec_codes(self.codec, waves[0], start = 0, stop = self.codec.num_quantizers,
+                            groups = self.transformer.rq_groups)
+        return dict(raw_wave = waves[0], file_end = file_end,
+                    token_ids = pad_past_frames(codes, num_samples[:, 0], self.codec.downsample_factor))
 
     @torch.no_grad()
     def make_samples(self, batch: Batch) -> list[Sample]:
