@@ -255,3 +255,24 @@ class TokenDataset(Dataset):
             other_stop = min(other_start + self._window(other), n)
             spans.append((other_start, other_stop, reaches_end))
         return spans
+
+
+def check_tokens_fit(dataset: TokenDataset, *, model: str, num_semantic_tokens: int | None = None,
+                     codebook_size: int | None = None, rq_groups: int | None = None, wav2vec = None,
+                     codec = None) -> None:
+    """Raise a clear ValueError when the tokens of ``dataset`` cannot train ``model`` (a stage name for messages):
+    codebook sizes and RVQ groups must match the transformer's, and a tokenizer / codec given alongside must be
+    the one that wrote the tokens."""
+    where = dataset.root
+    check_identity(dataset.semantic_identity, wav2vec, role = 'semantic tokenizer', where = where)
+    check_identity(dataset.codec_identity, codec, role = 'codec', where = where)
+    sem, cod = dataset.semantic_identity, dataset.codec_identity
+    if exists(num_semantic_tokens) and dataset.with_semantic and sem['codebook_size'] != num_semantic_tokens:
+        raise ValueError(f'the semantic ids in {where} come from a tokenizer with codebook_size={sem["codebook_size"]} '
+                         f'({sem["cls"]}) but the {model} has {num_semantic_tokens} semantic tokens: they must match')
+    if exists(codebook_size) and dataset.stage != 'semantic' and cod['codebook_size'] != codebook_size:
+        raise ValueError(f'the codes in {where} come from a codec with codebook_size={cod["codebook_size"]} '
+                         f'({cod["cls"]}) but the {model} has codebook_size={codebook_size}: they must match')
+    if exists(rq_groups) and dataset.stage != 'semantic' and cod['rq_groups'] != rq_groups:
+        raise ValueError(f'the codes in {where} have rq_groups={cod["rq_groups"]} but the {model} has '
+                         f'rq_groups={rq_groups}: they must match')
