@@ -6,6 +6,8 @@ Subcommands::
     audiolm demo [--out DIR] [--minutes N]              train every stage on the shipped clips, then generate
     audiolm train soundstream|semantic|coarse|fine --data DIR [--config FILE] [--set key=value ...] [--results DIR]
     audiolm tokenize --codec CODEC IN... --out DIR [--format npy|safetensors] [--num-quantizers K]
+    audiolm prepare IN... --out DIR [--wav2vec TOK] [--codec CODEC] [--config FILE] [--shard-size N]
+                                                        token shards for training (``audiolm_pytorch.tokens``)
     audiolm decode --codec CODEC CODES out.wav          codes written by ``tokenize`` back to audio
     audiolm reconstruct --codec CODEC in.wav out.wav [--num-quantizers K]
     audiolm generate --audiolm CONFIG [--prime in.wav] [--text "..."] --out out.wav [--max-length N]
@@ -427,6 +429,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def add_prepare_parser(add) -> None:
+    """The ``prepare`` subcommand's arguments (``add(name, help, epilog=...)`` makes a subparser)."""
+    p = add('prepare', 'tokenize an audio corpus once into token shards (semantic ids + codec codes) for training',
+            epilog = 'The stage trainers read the shards with tokens=OUT (no tokenizer or codec loaded). Resumable: '
+                     'rerun the same command\nafter an interruption. Several processes: accelerate launch -m '
+                     'audiolm_pytorch.cli prepare ... (disjoint shards per process).\n'
+                     'example: audiolm prepare wavs/ --out tokens/ --wav2vec tok.pt --codec soundstream.pt')
+    p.add_argument('inputs', nargs = '+', metavar = 'IN', help = 'audio files or folders (searched recursively)')
+    p.add_argument('--out', required = True, help = 'token folder (created, or resumed)')
+    p.add_argument('--codec', default = None, help = 'codec: SoundStream checkpoint or transformers EnCodec / DAC / Mimi directory')
+    p.add_argument('--wav2vec', default = None, help = 'semantic tokenizer: SpectralKmeansTokenizer checkpoint '
+                   '(HuBERT / w2v-BERT: a wav2vec: section in --config)')
+    p.add_argument('--config', default = None, help = 'YAML / JSON file with codec: / wav2vec: sections (as in train)')
+    p.add_argument('--set', dest = 'overrides', nargs = '+', default = [], metavar = 'KEY=VALUE',
+                   help = 'dotted overrides, e.g. wav2vec.output_layer=9')
+    p.add_argument('--shard-size', type = int, default = 256, help = 'input files per shard (default: 256)')
+    p.add_argument('--device', default = None, help = 'torch device (default: cuda when available, else cpu)')
+    p.add_argument('--no-progress', action = 'store_true', help = 'hide the progress bar')
+    p.set_defaults(handler = cmd_prepare)
+
+
+def cmd_prepare(args) -> int:
+    from audiolm_pytorch.tokens_writer import cmd_prepare as run   # the logic lives beside the format
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from audiolm_pytorch.version import __version__
     common = argparse.ArgumentParser(add_help = False)
@@ -489,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-progress', action = 'store_true', help = 'hide the progress bar')
     add_device(p)
     p.set_defaults(handler = cmd_tokenize)
+
+    add_prepare_parser(add)
 
     p = add('decode', 'decode codes written by `audiolm tokenize` back to audio')
     p.add_argument('--codec', required = True, help = codec_help)

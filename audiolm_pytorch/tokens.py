@@ -247,13 +247,17 @@ class TokenDataset(Dataset):
             grid = grid * step // math.gcd(grid, step)
         if grid > min(_MAX_GRID, window):
             grid = 1                                 # incommensurate rates: the other stream's start is rounded down
-        start = int(torch.randint(0, (length - window) // grid + 1, (), device = 'cpu')) * grid
+        # starts on the grid, plus the clip's last window when the grid misses it: every clip end is reachable
+        on_grid = (length - window) // grid + 1
+        draw = int(torch.randint(0, on_grid + int((length - window) % grid != 0), (), device = 'cpu'))
+        start = draw * grid if draw < on_grid else length - window
         reaches_end = start + window >= length
         spans = [(start, start + window, reaches_end)]
         for (_, other), n in zip(streams[1:], lengths[1:]):
-            other_start = min(int(start * other / rate), n)
-            other_stop = min(other_start + self._window(other), n)
-            spans.append((other_start, other_stop, reaches_end))
+            other_window = self._window(other)
+            # at the end both streams end with the file; elsewhere the other starts at the same time
+            other_start = max(0, n - other_window) if reaches_end else min(int(start * other / rate), n)
+            spans.append((other_start, min(other_start + other_window, n), reaches_end))
         return spans
 
 

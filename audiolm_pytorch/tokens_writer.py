@@ -226,3 +226,24 @@ def _check_resumable(stored: dict, wanted: dict, out: Path, wav2vec, codec) -> N
         if stored.get(key) != wanted.get(key):
             raise ValueError(f'{out} holds tokens of other {what} ({key} {stored.get(key)!r} vs {wanted.get(key)!r}): '
                              'resume with the same inputs and shard size, or write to a new folder')
+
+
+def cmd_prepare(args) -> int:
+    """``audiolm prepare``: load the tokenizers named on the command line / in ``--config`` and write shards."""
+    from audiolm_pytorch.cli_config import ConfigError, load_codec, load_config, load_semantic_tokenizer
+    config = load_config(args.config, args.overrides)
+    codec_spec = args.codec if exists(args.codec) else config.get('codec')
+    wav2vec_spec = args.wav2vec if exists(args.wav2vec) else config.get('wav2vec')
+    if not exists(codec_spec) and not exists(wav2vec_spec):
+        raise ConfigError('pass --codec and / or --wav2vec (or codec: / wav2vec: sections in --config)')
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    codec = load_codec(codec_spec).to(device) if exists(codec_spec) else None
+    wav2vec = load_semantic_tokenizer(wav2vec_spec).to(device) if exists(wav2vec_spec) else None
+    result = prepare_tokens(args.inputs, args.out, wav2vec = wav2vec, codec = codec, shard_size = args.shard_size,
+                            device = device, progress = not args.no_progress)
+    if int(os.environ.get('RANK', '0')) == 0:
+        done = sum((Path(args.out) / name).is_dir() for name in result['shards'])
+        print(f'{args.out}: {done}/{len(result["shards"])} shards of {result["num_files"]} files '
+              f'({result["written"]} written by this process)')
+    return 0
+

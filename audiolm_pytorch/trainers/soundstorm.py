@@ -134,8 +134,17 @@ class SoundStormTrainer(Trainer):
         """Token batches: ``(codes, [semantic,] file_end)`` as yielded by a SoundStorm ``TokenDataset``."""
         codes, *rest = batch.waves
         fields = dict(codes = codes, file_end = rest[-1])
+        model = self.soundstorm
         if len(rest) == 2:
-            fields['semantic'] = rest[0]
+            semantic = rest[0]
+            if not (exists(model.semantic_frame_hz) and exists(model.codec_frame_hz)):
+                # a model built without the rates would align by the lengths of each (cropped, padded) batch:
+                # align here with the corpus' exact rates instead
+                from audiolm_pytorch.tokens import frame_rate
+                data = self.token_data
+                ratio = float(frame_rate(data.semantic_identity) / frame_rate(data.codec_identity))
+                semantic = model.align_semantic(semantic, codes.shape[1], semantic_per_frame = ratio)
+            fields['semantic'] = semantic
         return fields
 
     def compute_loss(self, module: nn.Module, batch: Batch):
