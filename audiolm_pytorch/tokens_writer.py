@@ -61,9 +61,15 @@ def _process_group(num_processes, process_index):
     """``(rank, world size, barrier)``: explicit values, else Accelerate's state under a multi-process launch."""
     if exists(num_processes) or exists(process_index):
         return int(process_index or 0), int(num_processes or 1), lambda: None
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1:
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    if world > 1:
         from accelerate import PartialState
-        state = PartialState()
+        # without a GPU, Accelerate only forms the (gloo) process group when asked for the CPU
+        cpu = os.environ.get('ACCELERATE_USE_CPU', '').lower() in ('1', 'true', 'yes') or not torch.cuda.is_available()
+        state = PartialState(cpu = cpu)
+        if state.num_processes != world:
+            raise RuntimeError(f'WORLD_SIZE={world} but Accelerate formed {state.num_processes} process(es): every '
+                               'process would tokenize every shard; check the launch configuration')
         return state.process_index, state.num_processes, state.wait_for_everyone
     return 0, 1, lambda: None
 
@@ -122,8 +128,9 @@ class _Tokenizer:
 def _write_shard(out: Path, name: str, items: list, tokenize: _Tokenizer, dtypes: dict) -> int:
     """Tokenize ``items`` ([(clip id, path)]) into ``out/name`` (temp folder + rename). Returns the clip count."""
     from audiolm_pytorch.data import SkippedAudioWarning
+    for stale in out.glob(f'.tmp-{name}-*'):   # left by a killed run (a shard belongs to one process per run)
+        shutil.rmtree(stale, ignore_errors = True)
     tmp = out / f'.tmp-{name}-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors = True)
     tmp.mkdir()
     arrays = {key: [] for key in dtypes}
     offsets = dict.fromkeys(dtypes, 0)
@@ -148,7 +155,12 @@ def _write_shard(out: Path, name: str, items: list, tokenize: _Tokenizer, dtypes
         array = np.concatenate(parts) if parts else np.zeros((0, *width), dtype = dtypes[key])
         np.save(tmp / f'{key}.npy', np.ascontiguousarray(array), allow_pickle = False)
     _write_json(tmp / 'index.json', dict(clips = clips, skipped = skipped))
-    os.replace(tmp, out / name)                # atomic: the shard exists whole or not at all
+    try:
+        os.replace(tmp, out / name)            # atomic: the shard exists whole or not at all
+    except OSError:
+        if not (out / name / 'index.json').is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors = True)   # another process finished the same shard first
     return len(clips)
 
 

@@ -317,3 +317,36 @@ def test_loss_from_shards_equals_loss_from_audio(stage, shards, corpus, tokenize
     from_audio = make(audio_model, folder = audio, results_folder = tmp_path / 'b', **tokenizer_kwargs, **common)
     assert from_tokens.train_module is not from_audio.train_module
     assert _losses(from_tokens) == pytest.approx(_losses(from_audio), rel = 1e-5)
+
+
+LAUNCHED_SCRIPT = '''
+import sys
+from audiolm_pytorch.tokens_writer import prepare_tokens
+from audiolm_pytorch.semantic.spectral import SpectralKmeansTokenizer
+from audiolm_pytorch.codecs.soundstream import SoundStream
+result = prepare_tokens([sys.argv[1]], sys.argv[2], shard_size = 2, progress = False,
+                        wav2vec = SpectralKmeansTokenizer.init_and_load_from(sys.argv[3]).eval(),
+                        codec = SoundStream.init_and_load_from(sys.argv[4]).eval())
+print('wrote', result['written'])
+'''
+
+
+@pytest.mark.multiprocess
+def test_accelerate_launch_two_processes_write_the_shards_of_one(shards, corpus, tokenizers, tmp_path):
+    launcher = Path(sys.executable).with_name('accelerate')
+    if not launcher.exists():
+        pytest.skip('the accelerate launcher is not installed')
+    tokenizers[0].save(tmp_path / 'tok.pt')
+    tokenizers[1].save(tmp_path / 'codec.pt')
+    script = tmp_path / 'launched.py'
+    script.write_text(LAUNCHED_SCRIPT)
+    out = tmp_path / 'two'
+    # as tests/test_trainer_multiprocess.py: the torchrun launcher with ACCELERATE_USE_CPU = two gloo processes
+    env = dict(os.environ, OMP_NUM_THREADS = '1', ACCELERATE_USE_CPU = '1', PYTHONPATH = str(Path(__file__).parent.parent))
+    cmd = [str(launcher), 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision',
+           'no', '--dynamo_backend', 'no', '--main_process_port', str(29600 + os.getpid() % 1000), str(script),
+           str(corpus), str(out), str(tmp_path / 'tok.pt'), str(tmp_path / 'codec.pt')]
+    proc = subprocess.run(cmd, env = env, capture_output = True, text = True, timeout = 300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(proc.stdout.split('\n')[-3:]) == ['', 'wrote 2', 'wrote 2']     # each rank wrote its two shards
+    assert folder_bytes(out) == folder_bytes(shards)
