@@ -176,11 +176,15 @@ class TokenDataset(Dataset):
         if self.stage == 'semantic':
             return None
         groups, available = self.codec_identity['rq_groups'], self.codec_identity['num_quantizers']
-        needed = {'coarse': num_coarse, 'fine': (num_coarse or 0) + (num_fine or 0) if exists(num_coarse) and exists(num_fine) else None,
-                  'soundstorm': num_all if exists(num_all) else available}[self.stage]
-        if not exists(needed):
+        if self.stage == 'soundstorm':
+            needed = num_all if exists(num_all) else available
+        elif self.stage == 'coarse' and exists(num_coarse):
+            needed = num_coarse
+        elif self.stage == 'fine' and exists(num_coarse) and exists(num_fine):
+            needed = num_coarse + num_fine
+        else:
             raise ValueError(f'the {self.stage} stage needs num_coarse_quantizers' +
-                             (' and num_fine_quantizers' if self.stage == 'fine' else ''))
+                             (' and num_fine_quantizers' if self.stage == 'fine' else '') + ' (codec levels it reads)')
         if needed > available:
             raise ValueError(f'the {self.stage} stage needs {needed} codec levels per group but the tokens hold '
                              f'{available} (codec {self.codec_identity["cls"]})')

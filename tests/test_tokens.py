@@ -266,6 +266,12 @@ def test_prepare_command(corpus, tokenizers, tmp_path, capsys):
     assert '2/2 shards of 7 files (2 written' in capsys.readouterr().out
     assert main(args) == 0 and '(0 written' in capsys.readouterr().out       # finished: nothing redone
     assert main(['prepare', str(corpus), '--out', str(tmp_path / 'x')]) == 2  # no tokenizer: usage error
+    # `audiolm train` on the token folder: no tokenizer or codec in the config, sizes read from tokens.json
+    for stage in ('semantic', 'coarse', 'fine'):
+        assert main(['train', stage, '--data', str(out), '--results', str(tmp_path / stage), '--cpu', '--no-progress',
+                     '--set', 'trainer.num_train_steps=2', 'trainer.batch_size=2', 'trainer.save_model_every=1',
+                     'trainer.data_max_length_seconds=0.2', 'model.dim=32', 'model.depth=1']) == 0, stage
+        assert (tmp_path / stage / f'{stage}.transformer.1.pt').is_file()
 
 
 # ------------------------------------------------------------------------------------------------------------
