@@ -6,6 +6,8 @@ Subcommands::
     audiolm demo [--out DIR] [--minutes N]              train every stage on the shipped clips, then generate
     audiolm train soundstream|semantic|coarse|fine --data DIR [--config FILE] [--set key=value ...] [--results DIR]
     audiolm tokenize --codec CODEC IN... --out DIR [--format npy|safetensors] [--num-quantizers K]
+    audiolm prepare IN... --out DIR [--wav2vec TOK] [--codec CODEC] [--config FILE] [--shard-size N]
+                                                        token shards for training (``audiolm_pytorch.tokens``)
     audiolm decode --codec CODEC CODES out.wav          codes written by ``tokenize`` back to audio
     audiolm reconstruct --codec CODEC in.wav out.wav [--num-quantizers K]
     audiolm generate --audiolm CONFIG [--prime in.wav] [--text "..."] --out out.wav [--max-length N]
@@ -106,10 +108,15 @@ def build_trainer(stage: str, config: dict, *, data: str, results: str | None, c
     trainer_cfg = {**TRAINER_DEFAULTS[stage], **(config.get('trainer') or {})}
     if 'data_max_length' in (config.get('trainer') or {}):
         trainer_cfg.pop('data_max_length_seconds', None)
-    for key in ('folder', 'dataset', 'train_dataloader'):
+    for key in ('folder', 'dataset', 'train_dataloader', 'tokens'):
         if key in trainer_cfg:
             raise ConfigError(f'trainer.{key} cannot be set in a config: the data comes from --data')
-    trainer_cfg.update(folder = data, progress_bar = progress)
+    # a token folder written by `audiolm prepare` trains with no tokenizer or codec loaded
+    manifest = None
+    if stage != 'soundstream' and (Path(data) / 'tokens.json').is_file():
+        from audiolm_pytorch.tokens import read_manifest
+        manifest = read_manifest(data)
+    trainer_cfg.update(progress_bar = progress, **(dict(tokens = data) if manifest else dict(folder = data)))
     if results is not None:
         trainer_cfg['results_folder'] = results
     trainer_cfg.setdefault('force_clear_prev_results', False)
@@ -118,8 +125,20 @@ def build_trainer(stage: str, config: dict, *, data: str, results: str | None, c
 
     def need(section):
         if config.get(section) is None:
+            if manifest is not None:
+                return None
             raise ConfigError(f'train {stage} needs a {section}: section in --config (or --set {section}=PATH)')
         return load_codec(config[section]) if section == 'codec' else load_semantic_tokenizer(config[section])
+
+    def sizes(section, module):   # codebook sizes / levels: from the module, else from the token folder
+        if module is not None:
+            return module
+        from types import SimpleNamespace
+        identity = manifest.get('semantic' if section == 'wav2vec' else 'codec')
+        if identity is None:
+            raise ConfigError(f'train {stage} needs {section} tokens, but {data} holds none: `audiolm prepare` it '
+                              f'with --{section}')
+        return SimpleNamespace(**identity)
 
     if stage == 'soundstream':
         from audiolm_pytorch.codecs.soundstream import SoundStream
@@ -131,23 +150,24 @@ def build_trainer(stage: str, config: dict, *, data: str, results: str | None, c
     if stage == 'semantic':
         from audiolm_pytorch.lm.semantic import SemanticTransformer
         wav2vec = need('wav2vec')
-        model_cfg.setdefault('num_semantic_tokens', wav2vec.codebook_size)
+        model_cfg.setdefault('num_semantic_tokens', sizes('wav2vec', wav2vec).codebook_size)
         model = construct(SemanticTransformer, model_cfg, 'model (SemanticTransformer)')
         return construct(tt.SemanticTransformerTrainer, trainer_cfg, 'trainer', (model, wav2vec))
 
     codec = need('codec')
-    model_cfg.setdefault('codebook_size', codec.codebook_size)
-    model_cfg.setdefault('rq_groups', getattr(codec, 'rq_groups', 1))
-    model_cfg.setdefault('num_coarse_quantizers', min(3, max(1, codec.num_quantizers - 1)))
+    levels = sizes('codec', codec)
+    model_cfg.setdefault('codebook_size', levels.codebook_size)
+    model_cfg.setdefault('rq_groups', getattr(levels, 'rq_groups', 1))
+    model_cfg.setdefault('num_coarse_quantizers', min(3, max(1, levels.num_quantizers - 1)))
     if stage == 'coarse':
         from audiolm_pytorch.lm.coarse import CoarseTransformer
         wav2vec = need('wav2vec')
-        model_cfg.setdefault('num_semantic_tokens', wav2vec.codebook_size)
+        model_cfg.setdefault('num_semantic_tokens', sizes('wav2vec', wav2vec).codebook_size)
         model = construct(CoarseTransformer, model_cfg, 'model (CoarseTransformer)')
         return construct(tt.CoarseTransformerTrainer, trainer_cfg, 'trainer', (model, codec, wav2vec))
 
     from audiolm_pytorch.lm.fine import FineTransformer
-    model_cfg.setdefault('num_fine_quantizers', max(1, codec.num_quantizers - model_cfg['num_coarse_quantizers']))
+    model_cfg.setdefault('num_fine_quantizers', max(1, levels.num_quantizers - model_cfg['num_coarse_quantizers']))
     model = construct(FineTransformer, model_cfg, 'model (FineTransformer)')
     return construct(tt.FineTransformerTrainer, trainer_cfg, 'trainer', (model, codec))
 
@@ -427,6 +447,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def add_prepare_parser(add) -> None:
+    """The ``prepare`` subcommand's arguments (``add(name, help, epilog=...)`` makes a subparser)."""
+    p = add('prepare', 'tokenize an audio corpus once into token shards (semantic ids + codec codes) for training',
+            epilog = 'The stage trainers read the shards with tokens=OUT (no tokenizer or codec loaded). Resumable: '
+                     'rerun the same command\nafter an interruption. Several processes: accelerate launch -m '
+                     'audiolm_pytorch.cli prepare ... (disjoint shards per process).\n'
+                     'example: audiolm prepare wavs/ --out tokens/ --wav2vec tok.pt --codec soundstream.pt')
+    p.add_argument('inputs', nargs = '+', metavar = 'IN', help = 'audio files or folders (searched recursively)')
+    p.add_argument('--out', required = True, help = 'token folder (created, or resumed)')
+    p.add_argument('--codec', default = None, help = 'codec: SoundStream checkpoint or transformers EnCodec / DAC / Mimi directory')
+    p.add_argument('--wav2vec', default = None, help = 'semantic tokenizer: SpectralKmeansTokenizer checkpoint '
+                   '(HuBERT / w2v-BERT: a wav2vec: section in --config)')
+    p.add_argument('--config', default = None, help = 'YAML / JSON file with codec: / wav2vec: sections (as in train)')
+    p.add_argument('--set', dest = 'overrides', nargs = '+', default = [], metavar = 'KEY=VALUE',
+                   help = 'dotted overrides, e.g. wav2vec.output_layer=9')
+    p.add_argument('--shard-size', type = int, default = 256, help = 'input files per shard (default: 256)')
+    p.add_argument('--device', default = None, help = 'torch device (default: cuda when available, else cpu)')
+    p.add_argument('--no-progress', action = 'store_true', help = 'hide the progress bar')
+    p.set_defaults(handler = cmd_prepare)
+
+
+def cmd_prepare(args) -> int:
+    from audiolm_pytorch.tokens_writer import cmd_prepare as run   # the logic lives beside the format
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from audiolm_pytorch.version import __version__
     common = argparse.ArgumentParser(add_help = False)
@@ -468,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
                      'several GPUs: accelerate launch -m audiolm_pytorch.cli train coarse --data wavs/ --config '
                      'coarse.yaml')
     p.add_argument('stage', choices = STAGES, help = 'which model to train')
-    p.add_argument('--data', required = True, help = 'folder of audio files (searched recursively)')
+    p.add_argument('--data', required = True, help = 'folder of audio files (searched recursively), or a token '
+                   'folder written by `audiolm prepare` (semantic / coarse / fine: no tokenizer or codec needed)')
     p.add_argument('--config', default = None, help = 'YAML / JSON config file')
     p.add_argument('--set', dest = 'overrides', nargs = '+', default = [], metavar = 'KEY=VALUE',
                    help = 'dotted overrides, e.g. trainer.num_train_steps=100 model.dim=256')
@@ -489,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-progress', action = 'store_true', help = 'hide the progress bar')
     add_device(p)
     p.set_defaults(handler = cmd_tokenize)
+
+    add_prepare_parser(add)
 
     p = add('decode', 'decode codes written by `audiolm tokenize` back to audio')
     p.add_argument('--codec', required = True, help = codec_help)

@@ -47,6 +47,8 @@ SKIP = {
         'needs the hubert_base_ls960 checkpoint and its k-means file',
     'from audiolm_pytorch import SemanticTransformerTrainer, CoarseTransformerTrainer, FineTransformerTrainer':
         'needs an audio folder at /path/to/audio/files and runs 1,000,000 steps (trainer tests cover it)',
+    'from audiolm_pytorch import SemanticTransformerTrainer':
+        'needs an audio folder at /path/to/audio/files and runs 1,000,000 steps (tests/test_tokens.py covers it)',
     'musiclm = MusicLM(audio_lm = audiolm, mulan_embed_quantizer = quantizer)':
         'needs the three transformers trained with audio_text_condition = True (as the README says) and '
         'generates 4 samples of 2048 semantic tokens (tests/test_musiclm.py covers MusicLM)',

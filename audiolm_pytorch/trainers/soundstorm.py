@@ -55,6 +55,9 @@ class SoundStormTrainer(Trainer):
         num_warmup_steps: linear learning-rate warmup (alias of ``warmup_steps``).
         data_max_length / data_max_length_seconds: random crop of audio files read from ``folder``.
         num_sample_steps: decoding steps of the sample generated at each ``save_results_every``.
+        tokens: a token folder written by ``audiolm prepare`` (or a SoundStorm ``TokenDataset``): train on its codes
+            (and semantic ids, when the model is conditioned on them) with no codec or tokenizer loaded; crops of
+            ``data_max_length`` / ``data_max_length_seconds`` are taken in token space.
 
     Checkpoints: ``results_folder/soundstorm.{step}.pt`` (``SoundStorm.init_and_load_from`` reads them);
     samples (with a codec attached): the original clip's codes decoded, and a generation from its semantic
@@ -72,12 +75,26 @@ class SoundStormTrainer(Trainer):
         lr: float = 3e-4, grad_accum_every: int = 1, wd: float = 0., max_grad_norm: float | None = 0.5,
         valid_frac: float = 0.05, random_split_seed: int = 42, save_results_every: int = 100,
         save_model_every: int = 1000, results_folder: str | Path = './results', accelerate_kwargs: dict | None = None,
-        force_clear_prev_results: bool | None = None, num_sample_steps: int | None = None, **kwargs,
+        force_clear_prev_results: bool | None = None, num_sample_steps: int | None = None,
+        tokens: str | Path | Dataset | None = None, **kwargs,
     ):
+        from audiolm_pytorch.tokens import TokenDataset
+        from audiolm_pytorch.trainers.transformers import accepts_file_end, token_dataset
         if exists(data_max_length) and exists(data_max_length_seconds):
             raise ValueError('pass data_max_length (samples) or data_max_length_seconds, not both')
         self.soundstorm = model
         codec = model.soundstream
+        if exists(tokens):
+            dataset = token_dataset(tokens, stage = 'soundstorm', data_max_length = data_max_length,
+                                    data_max_length_seconds = data_max_length_seconds,
+                                    given = dict(folder = folder, dataset = dataset, train_dataloader = train_dataloader),
+                                    num_quantizers = model.net.num_quantizers,
+                                    with_semantic = exists(model.semantic_token_emb))
+            data_max_length = data_max_length_seconds = None
+        self.token_data = dataset if isinstance(dataset, TokenDataset) else None
+        if exists(self.token_data):
+            self._check_tokens(self.token_data)
+        self._pass_file_end = accepts_file_end(model)
         if exists(data_max_length_seconds):
             if not exists(codec):
                 raise ValueError('data_max_length_seconds needs a codec attached to the model (soundstream=)')
@@ -97,15 +114,49 @@ class SoundStormTrainer(Trainer):
         return SoundDataset(folder, target_sample_hz = codec.target_sample_hz, max_length = self.data_max_length,
                             seq_len_multiple_of = getattr(codec, 'seq_len_multiple_of', None))
 
+    def _check_tokens(self, dataset):
+        from audiolm_pytorch.tokens import check_tokens_fit, frame_rate
+        model, net = self.soundstorm, self.soundstorm.net
+        if exists(model.semantic_token_emb) != dataset.with_semantic:
+            raise ValueError('the SoundStorm ' + ('is conditioned on semantic ids but the TokenDataset yields none'
+                             if exists(model.semantic_token_emb) else 'has no semantic embedding (num_semantic_token_ids=) '
+                             'but the TokenDataset yields semantic ids: build it with with_semantic=False'))
+        check_tokens_fit(dataset, model = 'SoundStorm', wav2vec = model.wav2vec, codec = model.soundstream,
+                         num_semantic_tokens = model.num_semantic_token_ids, codebook_size = net.codebook_size,
+                         rq_groups = net.grouped_quantizers)
+        if dataset.with_semantic and exists(model.semantic_frame_hz) and exists(model.codec_frame_hz):
+            ratio = frame_rate(dataset.semantic_identity) / frame_rate(dataset.codec_identity)
+            if abs(float(ratio) - model.semantic_frame_hz / model.codec_frame_hz) > 1e-6:
+                raise ValueError(f'the tokens have {float(ratio):.4f} semantic ids per codec frame but the SoundStorm '
+                                 f'was built for {model.semantic_frame_hz / model.codec_frame_hz:.4f} (its rates)')
+
+    def _token_fields(self, batch: Batch) -> dict:
+        """Token batches: ``(codes, [semantic,] file_end)`` as yielded by a SoundStorm ``TokenDataset``."""
+        codes, *rest = batch.waves
+        fields = dict(codes = codes, file_end = rest[-1])
+        model = self.soundstorm
+        if len(rest) == 2:
+            semantic = rest[0]
+            if not (exists(model.semantic_frame_hz) and exists(model.codec_frame_hz)):
+                # a model built without the rates would align by the lengths of each (cropped, padded) batch:
+                # align here with the corpus' exact rates instead
+                from audiolm_pytorch.tokens import frame_rate
+                data = self.token_data
+                ratio = float(frame_rate(data.semantic_identity) / frame_rate(data.codec_identity))
+                semantic = model.align_semantic(semantic, codes.shape[1], semantic_per_frame = ratio)
+            fields['semantic'] = semantic
+        return fields
+
     def compute_loss(self, module: nn.Module, batch: Batch):
-        fields = split_fields(batch.waves)
+        fields = self._token_fields(batch) if exists(self.token_data) else split_fields(batch.waves)
         inputs = fields.get('codes', fields.get('audio'))
         mask, semantic = fields.get('mask'), fields.get('semantic')
         if 'codes' in fields and not exists(mask) and bool((inputs < 0).any()):
             mask = (inputs >= 0).all(dim = -1)       # codes of different lengths, padded with -1 by collate_pad
         if exists(semantic):                          # collate_pad's -1 is the model's semantic padding
             semantic = semantic.masked_fill(semantic < 0, self.soundstorm.semantic_pad_id)
-        loss, breakdown = module(inputs, cond_semantic_token_ids = semantic, mask = mask)
+        extra = dict(file_end = fields['file_end']) if 'file_end' in fields and self._pass_file_end else {}
+        loss, breakdown = module(inputs, cond_semantic_token_ids = semantic, mask = mask, **extra)
         return loss, dict(accuracy = breakdown.accuracy)
 
     @torch.no_grad()
@@ -114,12 +165,17 @@ class SoundStormTrainer(Trainer):
         codec = model.soundstream
         if not exists(codec):
             return []
-        fields = split_fields(batch.waves)
+        fields = self._token_fields(batch) if exists(self.token_data) else split_fields(batch.waves)
         codes = model.tokenize(fields['audio'][:1]) if 'audio' in fields else fields['codes'][:1]
         semantic = fields.get('semantic')
         if not exists(semantic) and 'audio' in fields and exists(model.wav2vec):
             semantic = model.semantic_tokens_from_audio(fields['audio'][:1])
         semantic = semantic[:1] if exists(semantic) and exists(model.semantic_token_emb) else None
+        if exists(self.token_data):          # token crops of short clips end in -1 padding: keep the real frames
+            codes = codes[:, :int((codes[0] >= 0).all(dim = -1).sum())]
+            semantic = semantic[:, :int((semantic[0] >= 0).sum())] if exists(semantic) else None
+            if codes.shape[1] == 0:
+                return []
         sample_hz = codec.target_sample_hz
         generated = model.generate(codes.shape[1], cond_semantic_token_ids = semantic, batch_size = 1,
                                    steps = default(self.num_sample_steps, model.steps))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from pathlib import Path
 
 import torch
+from einops import rearrange
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -46,6 +48,33 @@ def pad_past_frames(ids: torch.Tensor, num_samples: torch.Tensor | None, downsam
     return ids.masked_fill(past[..., None] if ids.ndim == 3 else past, -1)
 
 
+def accepts_file_end(module: nn.Module) -> bool:
+    """Whether ``module.forward`` takes ``file_end`` (the EOS-target flag of each sequence)."""
+    return 'file_end' in inspect.signature(module.forward).parameters
+
+
+def token_dataset(tokens, *, stage: str, data_max_length, data_max_length_seconds, given: dict, **levels):
+    """The :class:`~audiolm_pytorch.tokens.TokenDataset` that ``tokens=`` (a token folder or a dataset) means for
+    ``stage``; ``data_max_length`` (samples at the highest tokenizer rate the stage reads) or
+    ``data_max_length_seconds`` sets its crop. ``given``: the other data arguments, which must be unset."""
+    from audiolm_pytorch.tokens import TokenDataset, read_manifest
+    clash = [name for name, value in given.items() if exists(value)]
+    if clash:
+        raise ValueError(f'pass tokens= or {clash[0]}=, not both (tokens= is the whole training data)')
+    if isinstance(tokens, TokenDataset):
+        if tokens.stage != stage:
+            raise ValueError(f'the TokenDataset was built for the {tokens.stage} stage, not {stage}')
+        return tokens
+    seconds = data_max_length_seconds
+    if exists(data_max_length):
+        manifest = read_manifest(tokens)
+        streams = [manifest.get('semantic') if stage == 'semantic' else manifest.get('codec')]
+        if stage == 'coarse':
+            streams.append(manifest.get('semantic'))
+        seconds = data_max_length / max(s['sample_hz'] for s in streams if exists(s))
+    return TokenDataset(tokens, stage = stage, max_seconds = seconds, **levels)
+
+
 class TransformerTrainer(Trainer):
     """Shared part of the three stage trainers: the wrapper runs forward (DDP wraps it; the frozen tokenizers
     inside are ignored by DDP), the transformer is optimized, saved and (optionally) averaged.
@@ -59,20 +88,48 @@ class TransformerTrainer(Trainer):
     Args (besides :class:`~audiolm_pytorch.trainers.base.Trainer`'s):
         data_max_length / data_max_length_seconds: random crop length of training clips (an int counts samples
             at the highest rate the stage reads).
+        tokens: a token folder written by ``audiolm prepare`` (or a ``TokenDataset`` for this stage): train from
+            pre-computed tokens, cropped in token space; no tokenizer or codec is needed (one given is checked
+            against the tokens' identity).
         sample_max_time_steps: length (in codec frames) of the short generation written with the results.
     """
 
+    token_stage = ''
 
     def __init__(self, transformer: nn.Module, wrapper: nn.Module, *, data_max_length: int | None = None,
-                 data_max_length_seconds: float | None = None, sample_max_time_steps: int = 64, lr: float = 3e-4,
-                 grad_accum_every: int = 1, **kwargs):
+                 data_max_length_seconds: float | None = None, tokens = None, sample_max_time_steps: int = 64,
+                 lr: float = 3e-4, grad_accum_every: int = 1, **kwargs):
+        from audiolm_pytorch.tokens import TokenDataset
         if exists(data_max_length) and exists(data_max_length_seconds):
             raise ValueError('pass data_max_length (samples) or data_max_length_seconds, not both')
-        if exists(data_max_length_seconds):
-            data_max_length = int(data_max_length_seconds * max(self.data_sample_rates(wrapper)))
         self.transformer, self.train_wrapper = transformer, wrapper
+        if exists(tokens):
+            given = {name: kwargs.get(name) for name in ('folder', 'dataset', 'train_dataloader')}
+            kwargs['dataset'] = token_dataset(tokens, stage = self.token_stage, data_max_length = data_max_length,
+                                              data_max_length_seconds = data_max_length_seconds, given = given,
+                                              **self.token_levels())
+        self.token_data = kwargs.get('dataset') if isinstance(kwargs.get('dataset'), TokenDataset) else None
+        if exists(self.token_data):
+            self.check_tokens(self.token_data)
+        elif exists(data_max_length_seconds):
+            data_max_length = int(data_max_length_seconds * max(self.data_sample_rates(wrapper)))
         self.data_max_length, self.sample_max_time_steps = data_max_length, sample_max_time_steps
+        self._pass_file_end = accepts_file_end(wrapper)
         super().__init__(transformer, train_module = wrapper, lr = lr, grad_accum_every = grad_accum_every, **kwargs)
+
+    # token shards: which codec levels the stage reads, and the checks of the tokens against the transformer
+    def token_levels(self) -> dict:
+        return {}
+
+    def check_tokens(self, dataset) -> None:
+        raise NotImplementedError
+
+    def token_inputs(self, batch: Batch) -> dict:
+        raise NotImplementedError
+
+    def with_file_end(self, inputs: dict, file_end) -> dict:
+        """``inputs`` plus ``file_end`` when the wrapper takes it."""
+        return dict(inputs, file_end = file_end) if self._pass_file_end else inputs
 
     # subclasses: which rates the dataset yields and how a batch becomes wrapper keyword arguments
     def data_sample_rates(self, wrapper) -> tuple[int, ...]:
@@ -97,7 +154,8 @@ class TransformerTrainer(Trainer):
         return [Phase('loss', [p for p in self.transformer.parameters() if p.requires_grad], self.max_grad_norm)]
 
     def compute_loss(self, module: nn.Module, batch: Batch):
-        return module(**self.wrapper_inputs(batch), text = batch.texts, return_loss = True), {}
+        inputs = self.token_inputs(batch) if exists(self.token_data) else self.wrapper_inputs(batch)
+        return module(**inputs, text = batch.texts, return_loss = True), {}
 
     @torch.no_grad()
     def generate(self, *args, **kwargs):
@@ -138,12 +196,24 @@ class SemanticTransformerTrainer(TransformerTrainer):
                  train_dataloader: DataLoader | None = None, val_dataloader: DataLoader | None = None,
                  lr: float = 3e-4, grad_accum_every: int = 1, wd: float = 0., max_grad_norm: float | None = 0.5,
                  valid_frac: float = 0.05, save_results_every: int = 100, save_model_every: int = 1000,
-                 results_folder: str | Path = './results', accelerate_kwargs: dict | None = None, **kwargs):
+                 results_folder: str | Path = './results', accelerate_kwargs: dict | None = None,
+                 tokens: str | Path | Dataset | None = None, **kwargs):
         from audiolm_pytorch.lm.semantic import SemanticTransformerWrapper
         self.wav2vec = wav2vec
         wrapper = SemanticTransformerWrapper(transformer = transformer, wav2vec = wav2vec, audio_conditioner = audio_conditioner)
-        super().__init__(transformer, wrapper, data_max_length = data_max_length,
+        super().__init__(transformer, wrapper, data_max_length = data_max_length, tokens = tokens,
                          data_max_length_seconds = data_max_length_seconds, **trainer_kwargs(locals()), **kwargs)
+
+    token_stage = 'semantic'
+
+    def check_tokens(self, dataset):
+        from audiolm_pytorch.tokens import check_tokens_fit
+        check_tokens_fit(dataset, model = 'SemanticTransformer', wav2vec = self.wav2vec,
+                         num_semantic_tokens = self.transformer.num_semantic_tokens)
+
+    def token_inputs(self, batch: Batch) -> dict:
+        ids, file_end = batch.waves
+        return self.with_file_end(dict(semantic_token_ids = ids), file_end)
 
     def data_sample_rates(self, wrapper):
         if not exists(wrapper.wav2vec):
@@ -180,14 +250,30 @@ class CoarseTransformerTrainer(TransformerTrainer):
                  lr: float = 3e-4, grad_accum_every: int = 1, wd: float = 0., max_grad_norm: float | None = 0.5,
                  valid_frac: float = 0.05, save_results_every: int = 100, save_model_every: int = 1000,
                  results_folder: str | Path = './results', accelerate_kwargs: dict | None = None,
-                 soundstream = None, **kwargs):
+                 soundstream = None, tokens: str | Path | Dataset | None = None, **kwargs):
         from audiolm_pytorch.lm.coarse import CoarseTransformerWrapper
         codec = codec if exists(codec) else soundstream
         self.codec, self.wav2vec = codec, wav2vec
         wrapper = CoarseTransformerWrapper(transformer = transformer, codec = codec, wav2vec = wav2vec,
                                            audio_conditioner = audio_conditioner)
-        super().__init__(transformer, wrapper, data_max_length = data_max_length,
+        super().__init__(transformer, wrapper, data_max_length = data_max_length, tokens = tokens,
                          data_max_length_seconds = data_max_length_seconds, **trainer_kwargs(locals()), **kwargs)
+
+    token_stage = 'coarse'
+
+    def token_levels(self):
+        return dict(num_coarse_quantizers = self.transformer.num_coarse_quantizers)
+
+    def check_tokens(self, dataset):
+        from audiolm_pytorch.tokens import check_tokens_fit
+        t = self.transformer
+        check_tokens_fit(dataset, model = 'CoarseTransformer', wav2vec = self.wav2vec, codec = self.codec,
+                         num_semantic_tokens = t.num_semantic_tokens, codebook_size = t.codebook_size,
+                         rq_groups = t.rq_groups)
+
+    def token_inputs(self, batch: Batch) -> dict:
+        semantic, coarse, file_end = batch.waves
+        return self.with_file_end(dict(semantic_token_ids = semantic, coarse_token_ids = coarse), file_end)
 
     def data_sample_rates(self, wrapper):
         if not (exists(wrapper.wav2vec) and exists(wrapper.codec)):
@@ -214,6 +300,8 @@ class CoarseTransformerTrainer(TransformerTrainer):
 
     @torch.no_grad()
     def make_samples(self, batch: Batch) -> list[Sample]:
+        if exists(self.token_data):
+            return self._token_samples(batch)
         if not (exists(self.codec) and exists(self.wav2vec)) or len(batch.waves) < 2:
             return []
         semantic_ids = self.wav2vec(batch.waves[0][:1], flatten = True)
@@ -224,6 +312,18 @@ class CoarseTransformerTrainer(TransformerTrainer):
         rate = _rate(self.codec)
         samples = [Sample('original', batch.waves[1][0], rate)]
         return samples + ([Sample('coarse_generated', wave, rate)] if exists(wave) else [])
+
+    def _token_samples(self, batch: Batch) -> list[Sample]:
+        """From tokens: coarse codes generated for the first item's semantic ids (needs a codec to decode)."""
+        semantic, coarse, _ = batch.waves
+        semantic = semantic[:1, :int((semantic[0] >= 0).sum())]
+        if not exists(self.codec) or semantic.shape[-1] == 0:
+            return []
+        frames = min(self.sample_max_time_steps, max(1, int((coarse[0] >= 0).all(dim = -1).sum())))
+        with self.sampling_wrapper() as wrapper:
+            wave = _as_wave(wrapper.generate(semantic_token_ids = semantic, max_time_steps = frames,
+                                             reconstruct_wave = True))
+        return [Sample('coarse_generated', wave, _rate(self.codec))] if exists(wave) else []
 
 
 class FineTransformerTrainer(TransformerTrainer):
@@ -243,13 +343,29 @@ class FineTransformerTrainer(TransformerTrainer):
                  lr: float = 3e-4, grad_accum_every: int = 1, wd: float = 0., max_grad_norm: float | None = 0.5,
                  valid_frac: float = 0.05, save_results_every: int = 100, save_model_every: int = 1000,
                  results_folder: str | Path = './results', accelerate_kwargs: dict | None = None,
-                 soundstream = None, **kwargs):
+                 soundstream = None, tokens: str | Path | Dataset | None = None, **kwargs):
         from audiolm_pytorch.lm.fine import FineTransformerWrapper
         codec = codec if exists(codec) else soundstream
         self.codec = codec
         wrapper = FineTransformerWrapper(transformer = transformer, codec = codec, audio_conditioner = audio_conditioner)
-        super().__init__(transformer, wrapper, data_max_length = data_max_length,
+        super().__init__(transformer, wrapper, data_max_length = data_max_length, tokens = tokens,
                          data_max_length_seconds = data_max_length_seconds, **trainer_kwargs(locals()), **kwargs)
+
+    token_stage = 'fine'
+
+    def token_levels(self):
+        t = self.transformer
+        return dict(num_coarse_quantizers = t.num_coarse_quantizers, num_fine_quantizers = t.num_fine_quantizers)
+
+    def check_tokens(self, dataset):
+        from audiolm_pytorch.tokens import check_tokens_fit
+        t = self.transformer
+        check_tokens_fit(dataset, model = 'FineTransformer', codec = self.codec, codebook_size = t.codebook_size,
+                         rq_groups = t.rq_groups)
+
+    def token_inputs(self, batch: Batch) -> dict:
+        codes, file_end = batch.waves
+        return self.with_file_end(dict(token_ids = codes), file_end)
 
     def data_sample_rates(self, wrapper):
         if not exists(wrapper.codec):
@@ -273,9 +389,19 @@ class FineTransformerTrainer(TransformerTrainer):
     def make_samples(self, batch: Batch) -> list[Sample]:
         if not exists(self.codec):
             return []
+        t = self.transformer   # codes are group-major (g q): keep the coarse levels of EVERY group
+        if exists(self.token_data):
+            codes = batch.waves[0][:1, :self.sample_max_time_steps]
+            codes = codes[:, :int((codes[0] >= 0).all(dim = -1).sum())]
+            grouped = rearrange(codes, 'b n (g q) -> b n g q', g = t.rq_groups)[..., :t.num_coarse_quantizers]
+            coarse = rearrange(grouped, 'b n g q -> b n (g q)')
+            if coarse.shape[1] == 0:
+                return []
+            with self.sampling_wrapper() as wrapper:
+                generated = _as_wave(wrapper.generate(coarse_token_ids = coarse, reconstruct_wave = True))
+            return [Sample('fine_generated', generated, _rate(self.codec))] if exists(generated) else []
         wave = batch.waves[0][:1, :self.sample_max_time_steps * self.codec.seq_len_multiple_of]
         from audiolm_pytorch.lm.coarse import codec_codes
-        t = self.transformer   # codes are group-major (g q): keep the coarse levels of EVERY group
         coarse = codec_codes(self.codec, wave, start = 0, stop = t.num_coarse_quantizers, groups = t.rq_groups)
         with self.sampling_wrapper() as wrapper:
             generated = _as_wave(wrapper.generate(coarse_token_ids = coarse, reconstruct_wave = True))
