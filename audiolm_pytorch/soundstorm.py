@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.nn.conformer import Conformer
 from audiolm_pytorch.utils import beartype, default, eval_mode, exists
+from audiolm_pytorch.compat import reference_compat
 
 _EXTERNAL = ('soundstream', 'wav2vec', 'spear_tts_text_to_semantic')
 
@@ -56,6 +57,7 @@ def top_k_filter(logits: Tensor, filter_thres: float) -> Tensor:
     return logits.masked_fill(logits < values[..., -1:], float('-inf'))
 
 
+@reference_compat('ConformerWrapper')
 class ConformerWrapper(Checkpointable, nn.Module):
     """Conformer over frames of residual codes.
 
@@ -108,12 +110,23 @@ class ConformerWrapper(Checkpointable, nn.Module):
         return reduce(emb, 'b n (g q) d -> b n (g d)', 'sum', g = self.grouped_quantizers)
 
     def forward(self, codes: Tensor, *, mask: Tensor | None = None, cond: Tensor | None = None,
-                quantizers: Tensor | Sequence[int] | None = None) -> Tensor:
+                quantizers: Tensor | Sequence[int] | None = None, sum_embeds: Tensor | None = None,
+                return_embeddings: bool = False, return_logits_and_embeddings: bool = False):
+        """``sum_embeds (b, n, dim)`` is added to the input embeddings like ``cond``. ``return_embeddings``: the
+        conformer output ``(b, n, dim)`` instead of logits; ``return_logits_and_embeddings``: both."""
         x = self.embed(codes)
         if exists(cond):
             x = x + cond
+        if exists(sum_embeds):
+            x = x + sum_embeds
         x = self.conformer(x, mask = mask)                                       # (b, n, dim)
+        if return_embeddings:
+            return x
+        if return_logits_and_embeddings:
+            return self._logits(x, quantizers), x
+        return self._logits(x, quantizers)
 
+    def _logits(self, x: Tensor, quantizers) -> Tensor:
         if quantizers is None:
             return torch.einsum('b n d, k d c -> b n k c', x, self.to_logits_weight) + self.to_logits_bias
         quantizers = torch.as_tensor(quantizers, device = x.device, dtype = torch.long)
@@ -129,6 +142,7 @@ class SoundStormLoss(NamedTuple):
     levels: Tensor            # (b,) residual level trained for each sample
 
 
+@reference_compat('SoundStorm')
 class SoundStorm(Checkpointable, nn.Module):
     """Masked parallel generation of codec codes, conditioned on semantic tokens.
 
@@ -138,7 +152,12 @@ class SoundStorm(Checkpointable, nn.Module):
             ``generate`` returns audio. wav2vec: optional semantic tokenizer producing the condition from audio.
         spear_tts_text_to_semantic: optional text-to-semantic model for ``generate(texts=...)``.
         steps: decoding iterations on the fully sampled levels (the paper uses 16 on level 1, 1 elsewhere).
-        schedule: ``'cosine'`` (default, as in MaskGIT) or ``'linear'`` masking schedule.
+        schedule: ``'linear'`` (default, as in soundstorm-pytorch) or ``'cosine'`` (MaskGIT) masking schedule.
+        no_replace_prob / random_token_prob: BERT-style corruption in training (reference defaults 0.15 / 0.1):
+            in half of the batches that fraction of the masked tokens keeps its true code, in half (of the rest)
+            gets a random code, instead of the mask token; the loss still covers all of them.
+        can_mask_prev_unmasked: in generation, tokens revealed at an earlier step may be masked again when later
+            predictions are more confident (reference default True); False keeps every revealed token.
         num_semantic_token_ids: semantic vocabulary (defaults to ``wav2vec.codebook_size``); enables conditioning.
         semantic_pad_id: semantic id marking padding; frames it covers are treated as padding.
         pad_id: code written at padded frames of generated codes.
@@ -156,11 +175,12 @@ class SoundStorm(Checkpointable, nn.Module):
 
     @beartype
     def __init__(self, net: ConformerWrapper, *, soundstream = None, wav2vec = None, spear_tts_text_to_semantic = None,
-                 steps: int = 18, schedule: str = 'cosine', num_semantic_token_ids: int | None = None,
+                 steps: int = 18, schedule: str = 'linear', num_semantic_token_ids: int | None = None,
                  semantic_pad_id: int = -1, pad_id: int = -1, cond_drop_prob: float = 0.,
                  num_full_sampling_levels: int = 1, codec_target_sample_hz: int | None = None,
                  codec_downsample_factor: int | None = None, wav2vec_target_sample_hz: int | None = None,
-                 wav2vec_downsample_factor: int | None = None):
+                 wav2vec_downsample_factor: int | None = None, no_replace_prob: float = 0.15,
+                 random_token_prob: float = 0.1, can_mask_prev_unmasked: bool = True):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f'schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}')
@@ -168,6 +188,11 @@ class SoundStorm(Checkpointable, nn.Module):
             raise ValueError(f'need steps >= 1 and 1 <= num_full_sampling_levels <= {net.num_quantizers}')
         if not 0. <= cond_drop_prob < 1.:
             raise ValueError(f'cond_drop_prob must be in [0, 1), got {cond_drop_prob}')
+        if not (0. <= no_replace_prob <= 1. and 0. <= random_token_prob <= 1. and no_replace_prob + random_token_prob <= 1.):
+            raise ValueError(f'no_replace_prob ({no_replace_prob}) and random_token_prob ({random_token_prob}) must be '
+                             'probabilities summing to at most 1')
+        self.no_replace_prob, self.random_token_prob = no_replace_prob, random_token_prob
+        self.can_mask_prev_unmasked = can_mask_prev_unmasked
         self.net = net
         self.steps, self.schedule_name, self.schedule = steps, schedule, SCHEDULES[schedule]
         self.semantic_pad_id, self.pad_id, self.cond_drop_prob = semantic_pad_id, pad_id, cond_drop_prob
@@ -423,8 +448,19 @@ class SoundStorm(Checkpointable, nn.Module):
         level_index = torch.arange(q, device = device)
         is_level = level_index == level[:, None, None, None]                            # (b, 1, 1, q)
         above = (level_index > level[:, None, None, None]) & target[..., None, None]     # finer levels: all masked
-        masked = above | (is_level & token_mask[..., None]) | ~mask[..., None, None]
+        # BERT-style corruption (reference no_replace_prob / random_token_prob), each in half of the batches
+        replace = token_mask
+        random_tokens = None
+        if self.training and self.no_replace_prob > 0. and torch.rand((), device = 'cpu').item() < 0.5:
+            replace = replace & ~(torch.rand(replace.shape, device = device) < self.no_replace_prob)
+        if self.training and self.random_token_prob > 0. and torch.rand((), device = 'cpu').item() < 0.5:
+            random_tokens = replace & (torch.rand(replace.shape, device = device) < self.random_token_prob)
+            replace = replace & ~random_tokens
+        masked = above | (is_level & replace[..., None]) | ~mask[..., None, None]
         inputs = levels.masked_fill(masked, self.net.mask_id)
+        if exists(random_tokens):
+            noise = torch.randint(0, self.net.codebook_size, inputs.shape, device = device)
+            inputs = torch.where(is_level & random_tokens[..., None] & ~masked, noise, inputs)
         inputs = rearrange(inputs, 'b n g q -> b n (g q)')
 
         cond = self.embed_semantic(aligned, b, n, drop_prob = self.cond_drop_prob if self.training else 0.)
@@ -467,7 +503,7 @@ class SoundStorm(Checkpointable, nn.Module):
     def generate(self, num_latents: int | None = None, *, seconds: float | None = None, batch_size: int | None = None,
                  cond_semantic_token_ids: Tensor | None = None, prompt_acoustic_token_ids: Tensor | None = None,
                  mask: Tensor | None = None, texts: list[str] | None = None, steps: int | Sequence[int] | None = None,
-                 num_full_sampling_levels: int | None = None, start_temperature: float = 1., filter_thres: float = 0.,
+                 num_full_sampling_levels: int | None = None, start_temperature: float = 1., filter_thres: float = 0.7,
                  noise_level_scale: float = 1., cond_scale: float = 1., return_codes: bool = False,
                  text_to_semantic_generate_kwargs: dict | None = None):
         """Level-by-level MaskGIT decoding (paper §3.3).
@@ -482,7 +518,8 @@ class SoundStorm(Checkpointable, nn.Module):
             steps: iterations on the first ``num_full_sampling_levels`` levels (default ``self.steps``), or a
                 sequence with one count per level. Levels past ``num_full_sampling_levels`` are greedy.
             start_temperature: sampling temperature at the first step, annealed linearly towards 0 (0 = greedy).
-            filter_thres: top-k filter (keep the top ``1 - filter_thres`` fraction). noise_level_scale: scale of
+            filter_thres: top-k filter (keep the top ``1 - filter_thres`` fraction; default 0.7 as in the
+            reference, 0 keeps all). noise_level_scale: scale of
                 the annealed Gumbel noise on confidences. cond_scale: classifier-free guidance scale.
             return_codes: return codes even when a codec is attached.
 
@@ -576,6 +613,19 @@ class SoundStorm(Checkpointable, nn.Module):
                 # keep the most confident sampled tokens; the rest stay masked per the schedule
                 ratio = torch.tensor((step + 1) / num_steps, device = device)
                 num_left = (total.float() * self.schedule(ratio)).floor().long() if step < num_steps - 1 else torch.zeros_like(total)
+                if self.can_mask_prev_unmasked:
+                    # every generated token competes, revealed ones scored by their current probability: the
+                    # least confident are masked again, however early they were revealed
+                    candidates = generate_frames[..., None].expand(batch, num_frames, g)
+                    tokens = torch.where(still_masked, sampled, seq[..., level])
+                    scores = log_probs.gather(-1, tokens[..., None]).squeeze(-1)
+                    scores = torch.where(still_masked, confidence, scores)
+                    scores = rearrange(scores.masked_fill(~candidates, float('-inf')), 'b n g -> b (n g)')
+                    rank = scores.argsort(dim = -1, descending = True, stable = True).argsort(dim = -1, stable = True)
+                    keep = rearrange(rank < (total - num_left).clamp(min = 0)[:, None], 'b (n g) -> b n g', g = g) & candidates
+                    seq[..., level] = torch.where(keep, tokens, torch.where(candidates, mask_id, seq[..., level]))
+                    still_masked = candidates & ~keep
+                    continue
                 num_reveal = (still_masked.sum(dim = (1, 2)) - num_left).clamp(min = 0)
                 confidence = rearrange(confidence.masked_fill(~still_masked, float('-inf')), 'b n g -> b (n g)')
                 order = confidence.argsort(dim = -1, descending = True, stable = True)

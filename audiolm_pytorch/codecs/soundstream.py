@@ -32,6 +32,7 @@ from audiolm_pytorch.nn.causal_conv import (CausalConv1d, CausalConvTranspose1d,
                                             StreamingSequential, from_time_major, to_time_major)
 from audiolm_pytorch.nn.local_attention import LocalTransformer
 from audiolm_pytorch.utils import beartype, eval_mode, exists
+from audiolm_pytorch.compat import reference_compat
 
 
 class LossBreakdown(NamedTuple):
@@ -114,6 +115,7 @@ def _frozen(module: nn.Module, *args):
             param.requires_grad_(True)
 
 
+@reference_compat('SoundStream')
 class SoundStream(Checkpointable, nn.Module):
     """SoundStream codec with its training losses (reconstruction, multi-scale mel, adversarial, feature matching,
     commitment) and discriminators (multi-scale waveform, STFT, optional multi-period).

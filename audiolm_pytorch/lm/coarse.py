@@ -23,6 +23,7 @@ from audiolm_pytorch.lm.semantic import check_token_ids, check_wave, semantic_id
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, aligned_prefix, resolve_condition,
                                             slot_logits, stage_decoder)
 from audiolm_pytorch.utils import beartype, eval_mode, exists
+from audiolm_pytorch.compat import reference_compat
 
 
 # codec helpers shared by the coarse and fine wrappers
@@ -83,6 +84,7 @@ def decode_codes(codec, levels: Sequence[Tensor], *, groups: int) -> Tensor:
     return rearrange(wave, 'b 1 n -> b n') if wave.ndim == 3 else wave
 
 
+@reference_compat('CoarseTransformer')
 class CoarseTransformer(Checkpointable, GuidanceMixin, nn.Module):
     """Coarse acoustic token model.
 
@@ -184,6 +186,7 @@ class CoarseTransformer(Checkpointable, GuidanceMixin, nn.Module):
         return (out, cache) if return_kv_cache else out
 
 
+@reference_compat('CoarseTransformerWrapper')
 class CoarseTransformerWrapper(nn.Module):
     """Loss and generation for a ``CoarseTransformer``.
 

@@ -21,8 +21,10 @@ from audiolm_pytorch.lm.sampling import forgetful_causal_mask, lengths_from_padd
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, aligned_prefix, resolve_condition,
                                             slot_logits, stage_decoder)
 from audiolm_pytorch.utils import beartype, eval_mode, exists
+from audiolm_pytorch.compat import reference_compat
 
 
+@reference_compat('FineTransformer')
 class FineTransformer(Checkpointable, GuidanceMixin, nn.Module):
     """Fine acoustic token model.
 
@@ -121,6 +123,7 @@ class FineTransformer(Checkpointable, GuidanceMixin, nn.Module):
         return (out, cache) if return_kv_cache else out
 
 
+@reference_compat('FineTransformerWrapper')
 class FineTransformerWrapper(nn.Module):
     """Loss and generation for a ``FineTransformer``.
 

@@ -16,8 +16,10 @@ from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, f
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, condition_batch_size, resolve_condition,
                                             stage_decoder)
 from audiolm_pytorch.utils import beartype, default, eval_mode, exists
+from audiolm_pytorch.compat import reference_compat
 
 
+@reference_compat('SemanticTransformer')
 class SemanticTransformer(Checkpointable, GuidanceMixin, nn.Module):
     """Autoregressive model of semantic tokens.
 
@@ -134,6 +136,7 @@ def semantic_ids_from_wave(wav2vec, wave: Tensor, input_sample_hz: int | None = 
     return ids.long()
 
 
+@reference_compat('SemanticTransformerWrapper')
 class SemanticTransformerWrapper(nn.Module):
     """Loss and generation for a ``SemanticTransformer``.
 

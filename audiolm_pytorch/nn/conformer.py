@@ -24,6 +24,7 @@ from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.nn.attention import Attention
 from audiolm_pytorch.nn.positions import RotaryEmbedding
 from audiolm_pytorch.utils import exists
+from audiolm_pytorch.compat import reference_compat
 
 
 class FeedForward(nn.Module):
@@ -95,6 +96,7 @@ class ConformerBlock(nn.Module):
         return self.post_norm(x)
 
 
+@reference_compat('Conformer')
 class Conformer(Checkpointable, nn.Module):
     """Stack of Conformer blocks sharing one rotary embedding.
 

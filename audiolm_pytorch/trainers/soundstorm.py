@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from audiolm_pytorch.soundstorm import SoundStorm
 from audiolm_pytorch.trainers.base import Batch, Sample, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import beartype, default, exists
+from audiolm_pytorch.compat import reference_compat
 
 
 def split_fields(waves: tuple[Tensor, ...]) -> dict:
@@ -42,6 +43,7 @@ def split_fields(waves: tuple[Tensor, ...]) -> dict:
     return fields
 
 
+@reference_compat('SoundStormTrainer')
 class SoundStormTrainer(Trainer):
     """Train a ``SoundStorm`` on codes or raw audio.
 

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import beartype, eval_mode, exists
+from audiolm_pytorch.compat import reference_compat
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def _rate(module) -> int:
     return int(module.target_sample_hz)
 
 
+@reference_compat('SemanticTransformerTrainer')
 class SemanticTransformerTrainer(TransformerTrainer):
     """Train a ``SemanticTransformer`` on semantic ids of audio (``wav2vec`` tokenizes it on the fly).
 
@@ -134,6 +136,7 @@ class SemanticTransformerTrainer(TransformerTrainer):
         return dict(raw_wave = batch.waves[0])
 
 
+@reference_compat('CoarseTransformerTrainer')
 class CoarseTransformerTrainer(TransformerTrainer):
     """Train a ``CoarseTransformer`` on (semantic ids, first codec levels) of audio, read at both rates.
 
@@ -186,6 +189,7 @@ class CoarseTransformerTrainer(TransformerTrainer):
         return samples + ([Sample('coarse_generated', wave, rate)] if exists(wave) else [])
 
 
+@reference_compat('FineTransformerTrainer')
 class FineTransformerTrainer(TransformerTrainer):
     """Train a ``FineTransformer`` on the codec levels of audio (coarse levels condition the fine ones).
 
