@@ -618,7 +618,7 @@ class SoundStorm(Checkpointable, nn.Module):
                     # least confident are masked again, however early they were revealed
                     candidates = generate_frames[..., None].expand(batch, num_frames, g)
                     tokens = torch.where(still_masked, sampled, seq[..., level])
-                    scores = log_probs.gather(-1, tokens[..., None]).squeeze(-1)
+                    scores = log_probs.gather(-1, tokens.masked_fill(~candidates, 0)[..., None]).squeeze(-1)
                     scores = torch.where(still_masked, confidence, scores)
                     scores = rearrange(scores.masked_fill(~candidates, float('-inf')), 'b n g -> b (n g)')
                     rank = scores.argsort(dim = -1, descending = True, stable = True).argsort(dim = -1, stable = True)

@@ -113,7 +113,7 @@ TABLES = {
                                                       fn = _curtail_from_left)},
         'forward': {
             'is_denoising': Handle(note = 'None / False accepted; True refused (no FiLM denoiser): pass the clean '
-                                          'audio as target=', fn = _is_denoising),
+                                          'audio as target=', fn = _is_denoising, refuses = 'True'),
             'curtail_from_left': Handle(note = 'drops the partial frame from the start', fn = _curtail_from_left),
         },
     },

@@ -92,6 +92,7 @@ class Rename(Decision):
 class Handle(Decision):
     """Accepted with the reference's meaning, implemented by ``fn(obj, value, args, kwargs) -> (args, kwargs)``."""
     fn: Callable | None = None
+    refuses: str = ''          # when the shim refuses a value (counted with the refused keywords)
     kind = 'accepted (reference meaning)'
 
     def apply(self, where, keyword, value, obj, args, kwargs):

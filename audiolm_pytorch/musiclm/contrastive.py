@@ -57,7 +57,8 @@ def _layered(audio_latents: Tensor, text_latents: Tensor, layers: int) -> tuple[
                          f'{tuple(audio_latents.shape)} and {tuple(text_latents.shape)}')
     if audio_latents.shape[0] != layers:
         raise ValueError(f'latents hold {audio_latents.shape[0]} layers, this loss was built with layers={layers}')
-    gather = lambda t: rearrange(all_gather_with_grad(rearrange(t, 'l b d -> b l d')), 'b l d -> l b d')
+    layers = audio_latents.shape[0]
+    gather = lambda t: rearrange(all_gather_with_grad(rearrange(t, 'l b d -> b (l d)')), 'b (l d) -> l b d', l = layers)
     return gather(audio_latents), gather(text_latents)
 
 
