@@ -78,6 +78,30 @@ def _soundstorm_warmup(self, step):
     return self.lr * min(1., (step + 1) / warmup) if warmup > 0 else self.lr
 
 
+def _set_model_as_ema_model_(self):
+    """Copy the EMA codec's weights into the online codec (no-op without EMA)."""
+    if self.ema_model is not None:
+        self.soundstream.load_state_dict(self.ema_model.state_dict())
+
+
+def _multiscale_discriminator_iter(self):
+    """``(name, module)`` of every discriminator of the codec."""
+    for index, module in enumerate(self.soundstream._discriminator_modules()):
+        yield f'discriminator_{index}_{type(module).__name__}', module
+
+
+def _multiscale_discriminator_optim_iter(self):
+    """``(name, optimizer)``: here one optimizer covers every discriminator."""
+    for phase in self._phases:
+        if phase.name == 'discriminator':
+            yield 'discriminator', phase.optimizer
+
+
+def _log(self, **logs):
+    """Send scalars to the trackers at the current step."""
+    self.accelerator.log(logs, step = self.steps)
+
+
 _SPLIT_BATCHES = Handle(note = 'False: batch_size is per process (as here by default); True: batch_size is the '
                                'global batch and is divided by the number of processes', fn = _split_batches)
 _TIMEOUT = Handle(note = 'adds InitProcessGroupKwargs(timeout=) to the Accelerator (not with accelerator=)',
@@ -107,6 +131,13 @@ TABLES = {
             'accelerate_kwargs': Note(note = 'default None = {}'),
         },
         'print': _PRINT,
+        'set_model_as_ema_model_': {'*method': AddMethod(fn = _set_model_as_ema_model_,
+                                                         note = 'copies the EMA weights into the online codec')},
+        'multiscale_discriminator_iter': {'*method': AddMethod(fn = _multiscale_discriminator_iter,
+                                                               note = '(name, module) of each discriminator')},
+        'multiscale_discriminator_optim_iter': {'*method': AddMethod(
+            fn = _multiscale_discriminator_optim_iter, note = 'one optimizer covers every discriminator here')},
+        'log': {'*method': AddMethod(fn = _log, note = 'accelerator.log at the current step')},
     },
     'SemanticTransformerTrainer': {
         '__init__': {**_STAGE_TRAINER,
