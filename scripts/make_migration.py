@@ -120,6 +120,8 @@ def render() -> str:
             positional = table.get(member, {}).get('*args')
             if not params and added is None:
                 continue
+            if not params:
+                lines.append(f'| {member} | (method, no keywords) | | method provided | {_cell(added.note)} |')
             for param in params:
                 r = resolve(name, member, param['name'], param['default'])
                 if r.decision is not None:

@@ -551,3 +551,35 @@ def test_semantic_wrapper_embed_text_and_prime_rate(monkeypatch):
     obj = SimpleNamespace(codec = SimpleNamespace(target_sample_hz = 8000))
     _, kwargs = _prime_wave_input_sample_hz(obj, 16000, (), dict(prime_wave = torch.randn(1, 1600)))
     assert kwargs['prime_wave'].shape == (1, 800)
+
+
+def test_semantic_transformer_return_loss_drops_the_last_id_as_the_reference():
+    from audiolm_pytorch import SemanticTransformer
+    model = SemanticTransformer(num_semantic_tokens = 10, dim = 16, depth = 1).eval()
+    ids = torch.randint(0, 10, (2, 7))
+    assert torch.allclose(model(ids = ids, return_loss = True), model(ids = ids[:, :-1]))
+    assert torch.allclose(model(ids = ids, unique_consecutive = False), model(ids = ids))
+
+
+def test_average_valid_loss_over_grad_accum_every_sets_the_validation_batches():
+    from audiolm_pytorch.compat.trainers import _average_valid_loss
+    assert _average_valid_loss(None, True, (), dict(grad_accum_every = 4))[1]['num_valid_batches'] == 4
+    assert 'num_valid_batches' not in _average_valid_loss(None, False, (), dict(grad_accum_every = 4))[1]
+
+
+def test_soundstorm_trainer_warmup_gives_the_learning_rate_of_a_step(tmp_path):
+    from audiolm_pytorch import SoundStormTrainer
+    model = tiny_storm()
+    codes = [torch.randint(0, 16, (12, 1)) for _ in range(6)]
+
+    class Codes(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(codes)
+
+        def __getitem__(self, i):
+            return codes[i]
+    trainer = SoundStormTrainer(model, num_train_steps = 2, batch_size = 2, dataset = Codes(), num_warmup_steps = 4,
+                                lr = 1e-3, results_folder = tmp_path / 'r', force_clear_prev_results = True,
+                                progress_bar = False)
+    assert trainer.warmup(0) == pytest.approx(1e-3 / 4) and trainer.warmup(10) == pytest.approx(1e-3)
+    assert trainer._phases[0].optimizer.param_groups[0]['lr'] == pytest.approx(trainer.warmup(0))
