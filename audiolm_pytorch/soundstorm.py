@@ -23,9 +23,9 @@ from einops import rearrange, reduce
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.nn.conformer import Conformer
 from audiolm_pytorch.utils import beartype, default, eval_mode, exists
-from audiolm_pytorch.compat import reference_compat
 
 _EXTERNAL = ('soundstream', 'wav2vec', 'spear_tts_text_to_semantic')
 

@@ -583,3 +583,31 @@ def test_soundstorm_trainer_warmup_gives_the_learning_rate_of_a_step(tmp_path):
                                 progress_bar = False)
     assert trainer.warmup(0) == pytest.approx(1e-3 / 4) and trainer.warmup(10) == pytest.approx(1e-3)
     assert trainer._phases[0].optimizer.param_groups[0]['lr'] == pytest.approx(trainer.warmup(0))
+
+
+def _remasked_during_generation(model, seeds = range(4)) -> bool:
+    """Whether some level-0 token visible to the net at one decoding step is a mask token at a later step."""
+    mask_id = model.net.mask_id
+    seen = []
+    original = model.net.forward
+
+    def spy(x, **kw):
+        seen.append(x.clone())
+        return original(x, **kw)
+    model.net.forward = spy
+    for seed in seeds:
+        seen.clear()
+        torch.manual_seed(seed)
+        model.generate(24, batch_size = 2, steps = 8)
+        for before, after in zip(seen, seen[1:]):
+            if ((before[..., 0] != mask_id) & (after[..., 0] == mask_id)).any():
+                return True
+    return False
+
+
+def test_can_mask_prev_unmasked_remasks_revealed_tokens_only_when_true():
+    torch.manual_seed(0)
+    model = tiny_storm()
+    assert _remasked_during_generation(model)
+    model.can_mask_prev_unmasked = False
+    assert not _remasked_during_generation(model)

@@ -19,8 +19,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.audio import resample
-from audiolm_pytorch.utils import exists
 from audiolm_pytorch.compat import reference_compat
+from audiolm_pytorch.utils import exists
 
 
 def _load_transformers(names: tuple[str, str]):

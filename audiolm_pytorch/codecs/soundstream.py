@@ -28,11 +28,11 @@ from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.codecs.discriminators import MultiPeriodDiscriminator, MultiScaleDiscriminator, STFTDiscriminator
 from audiolm_pytorch.codecs.losses import (MultiResolutionMelLoss, feature_matching_loss, gradient_penalty,
                                            hinge_discr_loss, hinge_gen_loss, waveform_loss)
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.nn.causal_conv import (CausalConv1d, CausalConvTranspose1d, CausalSqueezeExcite, Residual,
                                             StreamingSequential, from_time_major, to_time_major)
 from audiolm_pytorch.nn.local_attention import LocalTransformer
 from audiolm_pytorch.utils import beartype, eval_mode, exists
-from audiolm_pytorch.compat import reference_compat
 
 
 class LossBreakdown(NamedTuple):

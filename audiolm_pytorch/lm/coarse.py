@@ -16,6 +16,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
 from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, forgetful_causal_mask,
                                          lengths_from_padding, sample_logits)
@@ -23,7 +24,6 @@ from audiolm_pytorch.lm.semantic import check_token_ids, check_wave, semantic_id
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, aligned_prefix, resolve_condition,
                                             slot_logits, stage_decoder)
 from audiolm_pytorch.utils import beartype, eval_mode, exists
-from audiolm_pytorch.compat import reference_compat
 
 
 # codec helpers shared by the coarse and fine wrappers

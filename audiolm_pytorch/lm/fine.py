@@ -14,6 +14,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.lm.coarse import check_codec, codec_codes, flat_code_prime, waves_from_codes
 from audiolm_pytorch.lm.semantic import check_token_ids
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
@@ -21,7 +22,6 @@ from audiolm_pytorch.lm.sampling import forgetful_causal_mask, lengths_from_padd
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, aligned_prefix, resolve_condition,
                                             slot_logits, stage_decoder)
 from audiolm_pytorch.utils import beartype, eval_mode, exists
-from audiolm_pytorch.compat import reference_compat
 
 
 @reference_compat('FineTransformer')

@@ -10,13 +10,13 @@ from torch import Tensor, nn
 
 from audiolm_pytorch.audio import check_audio_values
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
 from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, forgetful_causal_mask,
                                          mask_after_eos, sample_logits)
 from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, condition_batch_size, resolve_condition,
                                             stage_decoder)
 from audiolm_pytorch.utils import beartype, default, eval_mode, exists
-from audiolm_pytorch.compat import reference_compat
 
 
 @reference_compat('SemanticTransformer')

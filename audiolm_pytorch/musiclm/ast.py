@@ -17,9 +17,9 @@ from torch import Tensor, nn
 
 from audiolm_pytorch.audio import check_audio_values, stft_magnitude
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.nn.transformer import TransformerLayer, stack_layers
 from audiolm_pytorch.utils import beartype, default
-from audiolm_pytorch.compat import reference_compat
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from audiolm_pytorch.audio import resample
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.musiclm.mulan import MuLaNEmbedQuantizer
 from audiolm_pytorch.utils import beartype, eval_mode, exists
-from audiolm_pytorch.compat import reference_compat
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from einops import repeat
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.nn.transformer import Transformer
 from audiolm_pytorch.utils import beartype, exists
-from audiolm_pytorch.compat import reference_compat
 
 BYTE_VOCAB_SIZE = 257   # 0 = padding, 1..256 = UTF-8 byte value + 1
 

@@ -21,10 +21,10 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.nn.attention import Attention
 from audiolm_pytorch.nn.positions import RotaryEmbedding
 from audiolm_pytorch.utils import exists
-from audiolm_pytorch.compat import reference_compat
 
 
 class FeedForward(nn.Module):

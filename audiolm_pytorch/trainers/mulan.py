@@ -11,10 +11,10 @@ from pathlib import Path
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.musiclm.mulan import MuLaN
 from audiolm_pytorch.trainers.base import Batch, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import beartype, exists
-from audiolm_pytorch.compat import reference_compat
 
 
 def split_text_audio(batch: Batch) -> tuple[Tensor, dict]:

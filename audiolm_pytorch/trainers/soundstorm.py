@@ -8,10 +8,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.soundstorm import SoundStorm
 from audiolm_pytorch.trainers.base import Batch, Sample, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import beartype, default, exists
-from audiolm_pytorch.compat import reference_compat
 
 
 def split_fields(waves: tuple[Tensor, ...]) -> dict:

@@ -9,9 +9,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from audiolm_pytorch.codecs.codebook_sync import enable_codebook_sync
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import beartype, exists
-from audiolm_pytorch.compat import reference_compat
 
 
 @reference_compat('SoundStreamTrainer')

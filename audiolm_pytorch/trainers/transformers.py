@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import beartype, eval_mode, exists
-from audiolm_pytorch.compat import reference_compat
 
 logger = logging.getLogger(__name__)
 
