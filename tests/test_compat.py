@@ -611,3 +611,17 @@ def test_can_mask_prev_unmasked_remasks_revealed_tokens_only_when_true():
     assert _remasked_during_generation(model)
     model.can_mask_prev_unmasked = False
     assert not _remasked_during_generation(model)
+
+
+def test_semantic_trainer_accepts_the_reference_positional_order(tmp_path):
+    from audiolm_pytorch import SemanticTransformer, SemanticTransformerTrainer
+    from test_trainer_base import ToyWaves
+    from test_trainer_transformers import TINY, spectral_tokenizer
+    wav2vec = spectral_tokenizer()
+    transformer = SemanticTransformer(num_semantic_tokens = wav2vec.codebook_size, **TINY)
+    common = dict(num_train_steps = 1, batch_size = 2, dataset = ToyWaves(length = 3200), progress_bar = False,
+                  results_folder = tmp_path / 'r', force_clear_prev_results = True)
+    trainer = SemanticTransformerTrainer(wav2vec, transformer, **common)          # reference order
+    assert trainer.transformer is transformer and trainer.wav2vec is wav2vec
+    trainer = SemanticTransformerTrainer(transformer, wav2vec, drop_last = False, split_batches = False, **common)
+    assert trainer.transformer is transformer
