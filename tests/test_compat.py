@@ -625,3 +625,23 @@ def test_semantic_trainer_accepts_the_reference_positional_order(tmp_path):
     assert trainer.transformer is transformer and trainer.wav2vec is wav2vec
     trainer = SemanticTransformerTrainer(transformer, wav2vec, drop_last = False, split_batches = False, **common)
     assert trainer.transformer is transformer
+
+
+def test_contrastive_losses_and_get_embeds_equal_the_reference_packages(assets_dir):
+    """Values written by musiclm-pytorch 0.2.8 / audiolm-pytorch 2.4.0 themselves
+    (scripts/make_reference_compat_values.py, run once in the reference virtualenv)."""
+    from audiolm_pytorch import SigmoidContrastiveLearning, SoftmaxContrastiveLearning, get_embeds
+    ref = torch.load(assets_dir / 'reference_compat_values.pt')
+    audio, text = ref['audio'], ref['text']
+    for decoupled in (False, True):
+        loss = SoftmaxContrastiveLearning(layers = 2, decoupled_contrastive_learning = decoupled, init_temp = 3)
+        assert torch.allclose(loss(audio, text), ref[f'softmax_decoupled_{decoupled}'], atol = 1e-5)
+    sigmoid = SigmoidContrastiveLearning(layers = 2, init_temp = 5, init_bias = -2)
+    assert torch.allclose(sigmoid(audio, text), ref['sigmoid'], atol = 1e-5)
+    assert torch.allclose(SoftmaxContrastiveLearning()(audio[0], text[0]), ref['softmax_single'], atol = 1e-5)
+
+    embedding = torch.nn.Embedding(5, 3)
+    embedding.weight.data.copy_(ref['embedding_weight'])
+    embeds, mask = get_embeds(embedding, ref['codes'], return_mask = True)
+    assert torch.equal(embeds, ref['embeds']) and torch.equal(mask, ref['mask'])
+    assert torch.equal(get_embeds(embedding, ref['codes'], mask_pad_pos_to = None), ref['embeds_no_fill'])
