@@ -160,7 +160,8 @@ class SoundStorm(Checkpointable, nn.Module):
             predictions are more confident (reference default True); False keeps every revealed token.
         num_semantic_token_ids: semantic vocabulary (defaults to ``wav2vec.codebook_size``); enables conditioning.
         semantic_pad_id: semantic id marking padding; frames it covers are treated as padding.
-        pad_id: code written at padded frames of generated codes.
+        pad_id: code written at padded frames of generated codes; in ``forward`` (without ``mask=``), frames of
+            the input codes holding it mark padding, as in the reference (when it lies outside the codebook).
         cond_drop_prob: training probability of dropping the semantic condition (enables ``cond_scale > 1``).
         num_full_sampling_levels: levels decoded by temperature sampling with ``steps`` iterations; later
             levels are decoded greedily in one step (paper §3.3).
@@ -419,6 +420,12 @@ class SoundStorm(Checkpointable, nn.Module):
             if exists(mask) and mask.shape == codes.shape[:2]:
                 # padded frames may hold anything (e.g. generate's pad_id): they are masked out below
                 codes = codes.masked_fill(~mask.to(codes.device).bool()[..., None], 0)
+            elif not exists(mask) and not 0 <= self.pad_id < self.net.codebook_size:
+                # as in soundstorm-pytorch: frames holding pad_id (an id outside the codebook) are padding
+                is_pad = (codes == self.pad_id).any(dim = -1)
+                if bool(is_pad.any()):
+                    mask = ~is_pad
+                    codes = codes.masked_fill(is_pad[..., None], 0)
         self._check_codes(codes)
         codes = codes.to(self.device)
         aligned, mask = self._prepare(codes, cond_semantic_token_ids, mask)

@@ -71,8 +71,14 @@ DEVIATIONS = """
   sharded, so every batch is full and there is no `drop_last`.
 - Trainer steps count from 0 and checkpoints are written by an atomic save; `load` restores the data position and
   RNG states as well (exact resume).
-- `SoundStormTrainer` applies one warmup and no scheduler by default; the reference anneals with
-  `CosineAnnealingLR(T_max=num_train_steps)` after warming up from `initial_lr`.
+- `SoundStormTrainer` follows the reference schedule (warmup from `initial_lr=1e-5`, then
+  `CosineAnnealingLR(T_max=num_train_steps)`), but `num_warmup_steps` is optional (no warmup when omitted).
+- `SoundStream` / `SoundStreamTrainer` learning defaults that differ from the reference (`warmup_steps`,
+  `multi_spectral_recon_loss_weight`) are kept pending the codec-quality study and noted in their rows.
+- `AudioSpectrogramTransformer(spec_aug_freq_mask=16, spec_aug_time_mask=32)` keep their defaults (reference 80
+  / 80; a mask is capped at half its axis here).
+- `SoundStorm(pad_id=-1)` also marks padding in `forward`'s input codes, as the reference's `pad_id` does
+  (reference default None: none).
 - `SoundStorm` restores the reference defaults `schedule='linear'` and `generate(filter_thres=0.7)` (they were
   `'cosine'` and `0.0` before issue 15); the soundstorm-pytorch README passes `schedule='cosine'` explicitly.
 - Text conditioning never downloads T5: `t5_name` is loaded with `local_files_only=True` (a local directory or

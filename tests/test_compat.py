@@ -578,11 +578,17 @@ def test_soundstorm_trainer_warmup_gives_the_learning_rate_of_a_step(tmp_path):
 
         def __getitem__(self, i):
             return codes[i]
-    trainer = SoundStormTrainer(model, num_train_steps = 2, batch_size = 2, dataset = Codes(), num_warmup_steps = 4,
+    trainer = SoundStormTrainer(model, num_train_steps = 8, batch_size = 2, dataset = Codes(), num_warmup_steps = 4,
                                 lr = 1e-3, results_folder = tmp_path / 'r', force_clear_prev_results = True,
                                 progress_bar = False)
-    assert trainer.warmup(0) == pytest.approx(1e-3 / 4) and trainer.warmup(10) == pytest.approx(1e-3)
-    assert trainer._phases[0].optimizer.param_groups[0]['lr'] == pytest.approx(trainer.warmup(0))
+    # the reference schedule: linear from initial_lr (1e-5) to lr over the warmup, then cosine annealing
+    assert trainer.warmup(0) == pytest.approx(1e-5) and trainer.warmup(2) == pytest.approx((1e-5 + 1e-3) / 2)
+    lrs = []
+    for _ in range(8):
+        lrs.append(trainer._phases[0].optimizer.param_groups[0]['lr'])
+        trainer.train_step()
+    assert lrs[:4] == pytest.approx([trainer.warmup(s) for s in range(4)])
+    assert lrs[4] == pytest.approx(1e-3) and lrs[4] > lrs[5] > lrs[6] > lrs[7] > 0   # CosineAnnealingLR(T_max=8)
 
 
 def _remasked_during_generation(model, seeds = range(4)) -> bool:
@@ -645,3 +651,17 @@ def test_contrastive_losses_and_get_embeds_equal_the_reference_packages(assets_d
     embeds, mask = get_embeds(embedding, ref['codes'], return_mask = True)
     assert torch.equal(embeds, ref['embeds']) and torch.equal(mask, ref['mask'])
     assert torch.equal(get_embeds(embedding, ref['codes'], mask_pad_pos_to = None), ref['embeds_no_fill'])
+
+
+def test_soundstorm_input_frames_holding_pad_id_are_padding():
+    model = tiny_storm()
+    codes = torch.randint(0, 16, (2, 10, 1))
+    padded = codes.clone()
+    padded[1, 6:] = -1
+    mask = torch.ones(2, 10, dtype = torch.bool)
+    mask[1, 6:] = False
+    torch.manual_seed(3)
+    by_pad_id = model(padded)[0]
+    torch.manual_seed(3)
+    by_mask = model(codes, mask = mask)[0]
+    assert torch.allclose(by_pad_id, by_mask)

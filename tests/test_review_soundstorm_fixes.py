@@ -146,8 +146,12 @@ def test_forward_accepts_pad_codes_at_padded_frames():
     torch.manual_seed(1)
     loss_padded, _ = model(padded, mask = mask)
     assert torch.equal(loss, loss_padded)
+    # without the mask, frames holding pad_id are padding (soundstorm-pytorch's meaning of pad_id, issue 15)
+    torch.manual_seed(1)
+    assert torch.equal(model(padded)[0], loss)
+    padded[1, 6:] = -2
     with pytest.raises(ValueError, match = r'\[0, 16\)'):
-        model(padded)   # without the mask, -1 is still an invalid code
+        model(padded)   # any other out-of-range code is still invalid
 
 
 class SemanticWrapperStub:

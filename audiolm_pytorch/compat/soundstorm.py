@@ -26,9 +26,9 @@ TABLES = {
             'self_cond_train_prob': Ignore(note = 'used only with self_cond=True, which is refused'),
             'self_token_critic': Fixed(value = False, otherwise = 'refuse', note = _NO_CRITIC),
             'critic_loss_weight': Ignore(note = 'used only with self_token_critic=True, which is refused'),
-            'pad_id': Note(note = 'default -1 here (None in the reference) and a different role: here the code '
-                                  'generate() writes into padded output frames; in the reference, input codes equal '
-                                  'to pad_id mark padded frames in forward (pass mask= for that here)'),
+            'pad_id': Note(note = 'default -1 here (None in the reference: no padding id). As in the reference, '
+                                  'input frames holding pad_id are padding in forward (without mask=); here '
+                                  'generate() also writes it into padded output frames'),
         },
         'generate': {
             'spec_decode': Fixed(value = False, otherwise = 'refuse', note = _NO_CRITIC),

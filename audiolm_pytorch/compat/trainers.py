@@ -73,9 +73,10 @@ def _mulan_data_tuple_to_kwargs(self, data):
 
 
 def _soundstorm_warmup(self, step):
-    """Learning rate at ``step`` under this trainer's linear warmup (``num_warmup_steps``)."""
-    warmup = self.warmup_steps
-    return self.lr * min(1., (step + 1) / warmup) if warmup > 0 else self.lr
+    """Learning rate at ``step`` of the linear warmup from ``initial_lr`` to ``lr`` (``num_warmup_steps``)."""
+    if step >= self.warmup_steps:
+        return self.lr
+    return self.warmup_start_lr + (self.lr - self.warmup_start_lr) * step / self.warmup_steps
 
 
 def _set_model_as_ema_model_(self):
@@ -167,12 +168,11 @@ TABLES = {
             'only_train_critic': Fixed(value = False, otherwise = 'refuse',
                                        note = 'there is no Token-Critic here (SoundStorm(self_token_critic=) is '
                                               'refused); train the generator'),
-            'initial_lr': Ignore(note = 'the warmup here rises linearly from lr / num_warmup_steps to lr'),
             'split_batches': _SPLIT_BATCHES,
             'drop_last': _DROP_LAST,
-            'num_warmup_steps': Note(note = 'optional here (None = no warmup); the reference also anneals the '
-                                            'learning rate with CosineAnnealingLR(T_max=num_train_steps) - pass '
-                                            'scheduler=CosineAnnealingLR, scheduler_kwargs=dict(T_max=...) for that'),
+            'num_warmup_steps': Note(note = 'optional here (None = no warmup; the reference requires it); the '
+                                            'warmup from initial_lr and the cosine annealing after it are as in '
+                                            'the reference'),
         },
         'print': _PRINT,
         'warmup': {'*method': AddMethod(fn = _soundstorm_warmup, note = 'learning rate at a step of the warmup')},

@@ -136,6 +136,7 @@ class Trainer:
 
     checkpoint_name = 'model'
     ddp_find_unused_parameters = False
+    warmup_start_lr: float | None = None   # learning rate at warmup step 0 (None: lr / warmup_steps)
 
     def __init__(
         self, model: nn.Module, *, train_module: nn.Module | None = None, num_train_steps: int, batch_size: int,
@@ -282,7 +283,13 @@ class Trainer:
         after = scheduler(optimizer, **scheduler_kwargs) if exists(scheduler) else None
         if warmup_steps <= 0:
             return after
-        warmup = lr_scheduler.LambdaLR(optimizer, lambda step: min(1., (step + 1) / warmup_steps))
+        start = self.warmup_start_lr
+        if exists(start):   # from start to each group's lr, linearly (the reference SoundStormTrainer's warmup)
+            factors = [lambda step, base = group['lr']: (start + (base - start) * min(1., step / warmup_steps)) / base
+                       for group in optimizer.param_groups]
+            warmup = lr_scheduler.LambdaLR(optimizer, factors)
+        else:
+            warmup = lr_scheduler.LambdaLR(optimizer, lambda step: min(1., (step + 1) / warmup_steps))
         if after is None:
             return warmup
         return lr_scheduler.SequentialLR(optimizer, [warmup, after], milestones = [warmup_steps])

@@ -54,7 +54,9 @@ class SoundStormTrainer(Trainer):
 
     Args (see :class:`~audiolm_pytorch.trainers.base.Trainer` for the shared ones):
         model: the ``SoundStorm`` to train (its attached codec / tokenizer stay frozen and are not saved).
-        num_warmup_steps: linear learning-rate warmup (alias of ``warmup_steps``).
+        num_warmup_steps: linear learning-rate warmup (alias of ``warmup_steps``) from ``initial_lr`` to ``lr``;
+            then, as in soundstorm-pytorch, ``CosineAnnealingLR(T_max=num_train_steps)`` unless ``scheduler=`` (with
+            ``scheduler_kwargs``) is given (``scheduler=None`` for a constant learning rate).
         data_max_length / data_max_length_seconds: random crop of audio files read from ``folder``.
         num_sample_steps: decoding steps of the sample generated at each ``save_results_every``.
 
@@ -74,7 +76,8 @@ class SoundStormTrainer(Trainer):
         lr: float = 3e-4, grad_accum_every: int = 1, wd: float = 0., max_grad_norm: float | None = 0.5,
         valid_frac: float = 0.05, random_split_seed: int = 42, save_results_every: int = 100,
         save_model_every: int = 1000, results_folder: str | Path = './results', accelerate_kwargs: dict | None = None,
-        force_clear_prev_results: bool | None = None, num_sample_steps: int | None = None, **kwargs,
+        force_clear_prev_results: bool | None = None, num_sample_steps: int | None = None,
+        initial_lr: float = 1e-5, **kwargs,
     ):
         if exists(data_max_length) and exists(data_max_length_seconds):
             raise ValueError('pass data_max_length (samples) or data_max_length_seconds, not both')
@@ -88,6 +91,11 @@ class SoundStormTrainer(Trainer):
         self.num_sample_steps = num_sample_steps
         if exists(num_warmup_steps):
             kwargs['warmup_steps'] = num_warmup_steps
+        self.warmup_start_lr = initial_lr
+        if 'scheduler' not in kwargs:   # as in soundstorm-pytorch: cosine annealing after the warmup
+            from torch.optim.lr_scheduler import CosineAnnealingLR
+            kwargs['scheduler'] = CosineAnnealingLR
+            kwargs['scheduler_kwargs'] = {'T_max': num_train_steps, **(kwargs.get('scheduler_kwargs') or {})}
         super().__init__(model, **trainer_kwargs(locals()), **kwargs)
 
     def make_dataset(self, folder) -> Dataset:
