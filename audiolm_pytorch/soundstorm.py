@@ -158,6 +158,9 @@ class SoundStorm(Checkpointable, nn.Module):
             gets a random code, instead of the mask token; the loss still covers all of them.
         can_mask_prev_unmasked: in generation, tokens revealed at an earlier step may be masked again when later
             predictions are more confident (reference default True); False keeps every revealed token.
+        self_cond / self_cond_train_prob: self-conditioning (as in soundstorm-pytorch): the net also sees a
+            projection of its own previous output embeddings (a learned null embedding at first); in training a
+            first no-grad pass provides them with probability ``self_cond_train_prob``.
         num_semantic_token_ids: semantic vocabulary (defaults to ``wav2vec.codebook_size``); enables conditioning.
         semantic_pad_id: semantic id marking padding; frames it covers are treated as padding.
         pad_id: code written at padded frames of generated codes; in ``forward`` (without ``mask=``), frames of
@@ -181,7 +184,8 @@ class SoundStorm(Checkpointable, nn.Module):
                  num_full_sampling_levels: int = 1, codec_target_sample_hz: int | None = None,
                  codec_downsample_factor: int | None = None, wav2vec_target_sample_hz: int | None = None,
                  wav2vec_downsample_factor: int | None = None, no_replace_prob: float = 0.15,
-                 random_token_prob: float = 0.1, can_mask_prev_unmasked: bool = True):
+                 random_token_prob: float = 0.1, can_mask_prev_unmasked: bool = True, self_cond: bool = False,
+                 self_cond_train_prob: float = 0.75):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f'schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}')
@@ -194,6 +198,9 @@ class SoundStorm(Checkpointable, nn.Module):
                              'probabilities summing to at most 1')
         self.no_replace_prob, self.random_token_prob = no_replace_prob, random_token_prob
         self.can_mask_prev_unmasked = can_mask_prev_unmasked
+        self.self_cond, self.self_cond_train_prob = self_cond, self_cond_train_prob
+        self.null_embed = nn.Parameter(torch.randn(net.dim) * 0.02) if self_cond else None
+        self.to_self_cond = nn.Linear(net.dim, net.dim, bias = False) if self_cond else None
         self.net = net
         self.steps, self.schedule_name, self.schedule = steps, schedule, SCHEDULES[schedule]
         self.semantic_pad_id, self.pad_id, self.cond_drop_prob = semantic_pad_id, pad_id, cond_drop_prob
@@ -472,7 +479,14 @@ class SoundStorm(Checkpointable, nn.Module):
 
         cond = self.embed_semantic(aligned, b, n, drop_prob = self.cond_drop_prob if self.training else 0.)
         quantizers = torch.arange(g, device = device) * q + level[:, None]             # (b, g)
-        logits = self.net(inputs, mask = mask, cond = cond, quantizers = quantizers)   # (b, n, g, c)
+        extra = {}
+        if self.self_cond:
+            previous = self.null_embed.expand(b, n, -1)
+            if self.training and torch.rand((), device = 'cpu').item() < self.self_cond_train_prob:
+                with torch.no_grad():
+                    previous = self.net(inputs, mask = mask, cond = cond, return_embeddings = True).detach()
+            extra = dict(sum_embeds = self.to_self_cond(previous))
+        logits = self.net(inputs, mask = mask, cond = cond, quantizers = quantizers, **extra)   # (b, n, g, c)
 
         labels = levels.gather(-1, level[:, None, None, None].expand(b, n, g, 1)).squeeze(-1)
         loss = F.cross_entropy(logits[token_mask].float(), labels[token_mask])
@@ -496,15 +510,30 @@ class SoundStorm(Checkpointable, nn.Module):
             raise ValueError(f'every level needs at least one step, got {per_level}')
         return per_level
 
-    def _logits(self, seq: Tensor, mask: Tensor, cond, null_cond, level: int, cond_scale: float) -> Tensor:
+    def _logits(self, seq: Tensor, mask: Tensor, cond, null_cond, level: int, cond_scale: float,
+                previous: Tensor | None = None):
+        """Logits ``(b, n, g, c)`` of ``level`` (guided when ``cond_scale != 1``); with self-conditioning,
+        ``(logits, embeddings)`` where ``previous`` are the last step's embeddings (None: the null embedding)."""
         codes = rearrange(seq, 'b n g q -> b n (g q)')
         quantizers = self.net.level_quantizers(level)
-        if cond_scale == 1. or not exists(null_cond):
-            return self.net(codes, mask = mask, cond = cond, quantizers = quantizers).float()
-        both = self.net(torch.cat((codes, codes)), mask = torch.cat((mask, mask)), cond = torch.cat((cond, null_cond)),
-                        quantizers = quantizers).float()
-        conditioned, unconditioned = both.chunk(2)
-        return unconditioned + (conditioned - unconditioned) * cond_scale
+        extra = {}
+        if self.self_cond:
+            previous = self.null_embed.expand(*codes.shape[:2], -1) if previous is None else previous
+            extra = dict(sum_embeds = self.to_self_cond(previous), return_logits_and_embeddings = True)
+        guided = cond_scale != 1. and exists(null_cond)
+        if not guided:
+            out = self.net(codes, mask = mask, cond = cond, quantizers = quantizers, **extra)
+        else:
+            extra = {k: torch.cat((v, v)) if k == 'sum_embeds' else v for k, v in extra.items()}
+            out = self.net(torch.cat((codes, codes)), mask = torch.cat((mask, mask)),
+                           cond = torch.cat((cond, null_cond)), quantizers = quantizers, **extra)
+        logits, embeds = out if self.self_cond else (out, None)
+        logits = logits.float()
+        if guided:
+            conditioned, unconditioned = logits.chunk(2)
+            logits = unconditioned + (conditioned - unconditioned) * cond_scale
+            embeds = embeds.chunk(2)[0] if exists(embeds) else None
+        return (logits, embeds) if self.self_cond else logits
 
     @torch.no_grad()
     def generate(self, num_latents: int | None = None, *, seconds: float | None = None, batch_size: int | None = None,
@@ -599,12 +628,16 @@ class SoundStorm(Checkpointable, nn.Module):
         full_levels = default(num_full_sampling_levels, self.num_full_sampling_levels)
         per_level = self._steps_per_level(default(steps, self.steps), full_levels)
 
+        previous = None   # self-conditioning: the embeddings of the last step
         for level in range(q):
             num_steps, greedy = per_level[level], level >= full_levels or start_temperature <= 0.
             still_masked = generate_frames[..., None].expand(batch, num_frames, g).clone()
             total = still_masked.sum(dim = (1, 2))
             for step in range(num_steps):
-                logits = self._logits(seq, mask, cond, null_cond, level, cond_scale)     # (b, n, g, c)
+                if self.self_cond:
+                    logits, previous = self._logits(seq, mask, cond, null_cond, level, cond_scale, previous)
+                else:
+                    logits = self._logits(seq, mask, cond, null_cond, level, cond_scale)  # (b, n, g, c)
                 temperature = start_temperature * (1. - step / num_steps)
                 log_probs = logits.log_softmax(dim = -1)
                 if greedy:

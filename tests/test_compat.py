@@ -665,3 +665,28 @@ def test_soundstorm_input_frames_holding_pad_id_are_padding():
     torch.manual_seed(3)
     by_mask = model(codes, mask = mask)[0]
     assert torch.allclose(by_pad_id, by_mask)
+
+
+def test_soundstorm_self_conditioning_trains_and_generates():
+    torch.manual_seed(0)
+    model = tiny_storm(self_cond = True, self_cond_train_prob = 1.)
+    seen = []
+    original = model.net.forward
+
+    def spy(x, **kw):
+        seen.append(kw)
+        return original(x, **kw)
+    model.net.forward = spy
+    loss, _ = model(torch.randint(0, 16, (2, 10, 1)))
+    assert [('return_embeddings' in kw, 'sum_embeds' in kw) for kw in seen] == [(True, False), (False, True)]
+    loss.backward()
+    assert model.to_self_cond.weight.grad.abs().sum() > 0 and model.null_embed.grad is None  # first pass is no-grad
+    model.self_cond_train_prob = 0.
+    model.zero_grad()
+    model(torch.randint(0, 16, (2, 10, 1)))[0].backward()
+    assert model.null_embed.grad.abs().sum() > 0
+    seen.clear()
+    out = model.generate(8, batch_size = 2, steps = 3)
+    assert out.shape == (2, 8, 1) and all(kw.get('return_logits_and_embeddings') for kw in seen)
+    assert torch.allclose(seen[0]['sum_embeds'], model.to_self_cond(model.null_embed).expand(2, 8, -1), atol = 1e-6)
+    assert not torch.allclose(seen[1]['sum_embeds'], seen[0]['sum_embeds'])   # later steps see the last embeddings

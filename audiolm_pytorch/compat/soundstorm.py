@@ -21,9 +21,6 @@ def _maybe_get_condition(self, token_ids = None, length = None):
 TABLES = {
     'SoundStorm': {
         '__init__': {
-            'self_cond': Fixed(value = False, otherwise = 'refuse',
-                               note = 'self-conditioning is not implemented here; train without it'),
-            'self_cond_train_prob': Ignore(note = 'used only with self_cond=True, which is refused'),
             'self_token_critic': Fixed(value = False, otherwise = 'refuse', note = _NO_CRITIC),
             'critic_loss_weight': Ignore(note = 'used only with self_token_critic=True, which is refused'),
             'pad_id': Note(note = 'default -1 here (None in the reference: no padding id). As in the reference, '
