@@ -130,6 +130,7 @@ def test_keyword_without_effect_warns_once_per_process():
         Conformer(dim = 8, depth = 1, attn_flash = True)          # the value we implement: silent
     legacy = [w for w in caught if issubclass(w.category, LegacyKeywordWarning)]
     assert len(legacy) == 1 and 'attn_flash=False' in str(legacy[0].message)
+    assert legacy[0].filename == __file__   # points at the caller's line, not into the library
 
 
 def test_ignored_transformer_keywords_warn_and_keep_the_model_unchanged():

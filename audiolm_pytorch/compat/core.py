@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 __all__ = ['Decision', 'Rename', 'Handle', 'Fixed', 'Ignore', 'Refuse', 'Drop', 'Note', 'Positional', 'AddMethod',
@@ -48,7 +50,19 @@ def _warn_once(key, message: str):
     if key in _warned:
         return
     _warned.add(key)
-    warnings.warn(message, LegacyKeywordWarning, stacklevel = 4)
+    warnings.warn(message, LegacyKeywordWarning, stacklevel = _caller_level())
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
+
+
+def _caller_level() -> int:
+    """``stacklevel`` of the first frame outside this package (the user's call), so the warning points there."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE_DIR) or
+                                 frame.f_code.co_filename.startswith('<@beartype')):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # ------------------------------------------------------------------------------------------------------------
