@@ -28,7 +28,7 @@ _PUBLIC_NAMES = {
     'SemanticTransformer': 'lm.semantic', 'SemanticTransformerWrapper': 'lm.semantic',
     'CoarseTransformer': 'lm.coarse', 'CoarseTransformerWrapper': 'lm.coarse',
     'FineTransformer': 'lm.fine', 'FineTransformerWrapper': 'lm.fine',
-    'AudioLM': 'audiolm',
+    'AudioLM': 'audiolm', 'get_embeds': 'lm.embeds',
     # trainers
     'SoundStreamTrainer': 'trainers.soundstream',
     'SemanticTransformerTrainer': 'trainers.transformers', 'CoarseTransformerTrainer': 'trainers.transformers',
@@ -40,6 +40,7 @@ _PUBLIC_NAMES = {
     # musiclm
     'AudioSpectrogramTransformer': 'musiclm.mulan', 'TextTransformer': 'musiclm.mulan',
     'MuLaN': 'musiclm.mulan', 'MuLaNEmbedQuantizer': 'musiclm.mulan', 'MusicLM': 'musiclm.musiclm',
+    'SigmoidContrastiveLearning': 'musiclm.contrastive', 'SoftmaxContrastiveLearning': 'musiclm.contrastive',
 }
 
 __all__ = ['__version__', *_PUBLIC_NAMES]

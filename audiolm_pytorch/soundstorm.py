@@ -23,6 +23,7 @@ from einops import rearrange, reduce
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.lm.sampling import file_end_mask
 from audiolm_pytorch.nn.conformer import Conformer
 from audiolm_pytorch.utils import beartype, default, eval_mode, exists
@@ -57,6 +58,7 @@ def top_k_filter(logits: Tensor, filter_thres: float) -> Tensor:
     return logits.masked_fill(logits < values[..., -1:], float('-inf'))
 
 
+@reference_compat('ConformerWrapper')
 class ConformerWrapper(Checkpointable, nn.Module):
     """Conformer over frames of residual codes.
 
@@ -109,12 +111,23 @@ class ConformerWrapper(Checkpointable, nn.Module):
         return reduce(emb, 'b n (g q) d -> b n (g d)', 'sum', g = self.grouped_quantizers)
 
     def forward(self, codes: Tensor, *, mask: Tensor | None = None, cond: Tensor | None = None,
-                quantizers: Tensor | Sequence[int] | None = None) -> Tensor:
+                quantizers: Tensor | Sequence[int] | None = None, sum_embeds: Tensor | None = None,
+                return_embeddings: bool = False, return_logits_and_embeddings: bool = False):
+        """``sum_embeds (b, n, dim)`` is added to the input embeddings like ``cond``. ``return_embeddings``: the
+        conformer output ``(b, n, dim)`` instead of logits; ``return_logits_and_embeddings``: both."""
         x = self.embed(codes)
         if exists(cond):
             x = x + cond
+        if exists(sum_embeds):
+            x = x + sum_embeds
         x = self.conformer(x, mask = mask)                                       # (b, n, dim)
+        if return_embeddings:
+            return x
+        if return_logits_and_embeddings:
+            return self._logits(x, quantizers), x
+        return self._logits(x, quantizers)
 
+    def _logits(self, x: Tensor, quantizers) -> Tensor:
         if quantizers is None:
             return torch.einsum('b n d, k d c -> b n k c', x, self.to_logits_weight) + self.to_logits_bias
         quantizers = torch.as_tensor(quantizers, device = x.device, dtype = torch.long)
@@ -130,6 +143,7 @@ class SoundStormLoss(NamedTuple):
     levels: Tensor            # (b,) residual level trained for each sample
 
 
+@reference_compat('SoundStorm')
 class SoundStorm(Checkpointable, nn.Module):
     """Masked parallel generation of codec codes, conditioned on semantic tokens.
 
@@ -139,10 +153,19 @@ class SoundStorm(Checkpointable, nn.Module):
             ``generate`` returns audio. wav2vec: optional semantic tokenizer producing the condition from audio.
         spear_tts_text_to_semantic: optional text-to-semantic model for ``generate(texts=...)``.
         steps: decoding iterations on the fully sampled levels (the paper uses 16 on level 1, 1 elsewhere).
-        schedule: ``'cosine'`` (default, as in MaskGIT) or ``'linear'`` masking schedule.
+        schedule: ``'linear'`` (default, as in soundstorm-pytorch) or ``'cosine'`` (MaskGIT) masking schedule.
+        no_replace_prob / random_token_prob: BERT-style corruption in training (reference defaults 0.15 / 0.1):
+            in half of the batches that fraction of the masked tokens keeps its true code, in half (of the rest)
+            gets a random code, instead of the mask token; the loss still covers all of them.
+        can_mask_prev_unmasked: in generation, tokens revealed at an earlier step may be masked again when later
+            predictions are more confident (reference default True); False keeps every revealed token.
+        self_cond / self_cond_train_prob: self-conditioning (as in soundstorm-pytorch): the net also sees a
+            projection of its own previous output embeddings (a learned null embedding at first); in training a
+            first no-grad pass provides them with probability ``self_cond_train_prob``.
         num_semantic_token_ids: semantic vocabulary (defaults to ``wav2vec.codebook_size``); enables conditioning.
         semantic_pad_id: semantic id marking padding; frames it covers are treated as padding.
-        pad_id: code written at padded frames of generated codes.
+        pad_id: code written at padded frames of generated codes; in ``forward`` (without ``mask=``), frames of
+            the input codes holding it mark padding, as in the reference (when it lies outside the codebook).
         cond_drop_prob: training probability of dropping the semantic condition (enables ``cond_scale > 1``).
         num_full_sampling_levels: levels decoded by temperature sampling with ``steps`` iterations; later
             levels are decoded greedily in one step (paper §3.3).
@@ -157,11 +180,13 @@ class SoundStorm(Checkpointable, nn.Module):
 
     @beartype
     def __init__(self, net: ConformerWrapper, *, soundstream = None, wav2vec = None, spear_tts_text_to_semantic = None,
-                 steps: int = 18, schedule: str = 'cosine', num_semantic_token_ids: int | None = None,
+                 steps: int = 18, schedule: str = 'linear', num_semantic_token_ids: int | None = None,
                  semantic_pad_id: int = -1, pad_id: int = -1, cond_drop_prob: float = 0.,
                  num_full_sampling_levels: int = 1, codec_target_sample_hz: int | None = None,
                  codec_downsample_factor: int | None = None, wav2vec_target_sample_hz: int | None = None,
-                 wav2vec_downsample_factor: int | None = None):
+                 wav2vec_downsample_factor: int | None = None, no_replace_prob: float = 0.15,
+                 random_token_prob: float = 0.1, can_mask_prev_unmasked: bool = True, self_cond: bool = False,
+                 self_cond_train_prob: float = 0.75):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f'schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}')
@@ -169,6 +194,14 @@ class SoundStorm(Checkpointable, nn.Module):
             raise ValueError(f'need steps >= 1 and 1 <= num_full_sampling_levels <= {net.num_quantizers}')
         if not 0. <= cond_drop_prob < 1.:
             raise ValueError(f'cond_drop_prob must be in [0, 1), got {cond_drop_prob}')
+        if not (0. <= no_replace_prob <= 1. and 0. <= random_token_prob <= 1. and no_replace_prob + random_token_prob <= 1.):
+            raise ValueError(f'no_replace_prob ({no_replace_prob}) and random_token_prob ({random_token_prob}) must be '
+                             'probabilities summing to at most 1')
+        self.no_replace_prob, self.random_token_prob = no_replace_prob, random_token_prob
+        self.can_mask_prev_unmasked = can_mask_prev_unmasked
+        self.self_cond, self.self_cond_train_prob = self_cond, self_cond_train_prob
+        self.null_embed = nn.Parameter(torch.randn(net.dim) * 0.02) if self_cond else None
+        self.to_self_cond = nn.Linear(net.dim, net.dim, bias = False) if self_cond else None
         self.net = net
         self.steps, self.schedule_name, self.schedule = steps, schedule, SCHEDULES[schedule]
         self.semantic_pad_id, self.pad_id, self.cond_drop_prob = semantic_pad_id, pad_id, cond_drop_prob
@@ -409,7 +442,8 @@ class SoundStorm(Checkpointable, nn.Module):
         Returns ``(loss, SoundStormLoss)`` (only the loss with ``return_loss_breakdown=False``).
         """
         file_end_mask(file_end, x.shape[0], x.device)   # checked only: no EOS in SoundStorm
-        if not x.is_floating_point() and x.ndim == 3:
+        if not x.is_floating_point() and x.ndim == 3 and self.pad_id != -1:
+            # collate_pad's -1 frames; with pad_id = -1 (the default) the reference rule below covers them
             x, mask = self._trailing_padding(x, mask)
         if x.is_floating_point():
             audio = x
@@ -421,6 +455,12 @@ class SoundStorm(Checkpointable, nn.Module):
             if exists(mask) and mask.shape == codes.shape[:2]:
                 # padded frames may hold anything (e.g. generate's pad_id): they are masked out below
                 codes = codes.masked_fill(~mask.to(codes.device).bool()[..., None], 0)
+            elif not exists(mask) and not 0 <= self.pad_id < self.net.codebook_size:
+                # as in soundstorm-pytorch: frames holding pad_id (an id outside the codebook) are padding
+                is_pad = (codes == self.pad_id).any(dim = -1)
+                if bool(is_pad.any()):
+                    mask = ~is_pad
+                    codes = codes.masked_fill(is_pad[..., None], 0)
         self._check_codes(codes)
         codes = codes.to(self.device)
         aligned, mask = self._prepare(codes, cond_semantic_token_ids, mask)
@@ -450,13 +490,31 @@ class SoundStorm(Checkpointable, nn.Module):
         level_index = torch.arange(q, device = device)
         is_level = level_index == level[:, None, None, None]                            # (b, 1, 1, q)
         above = (level_index > level[:, None, None, None]) & target[..., None, None]     # finer levels: all masked
-        masked = above | (is_level & token_mask[..., None]) | ~mask[..., None, None]
+        # BERT-style corruption (reference no_replace_prob / random_token_prob), each in half of the batches
+        replace = token_mask
+        random_tokens = None
+        if self.training and self.no_replace_prob > 0. and torch.rand((), device = 'cpu').item() < 0.5:
+            replace = replace & ~(torch.rand(replace.shape, device = device) < self.no_replace_prob)
+        if self.training and self.random_token_prob > 0. and torch.rand((), device = 'cpu').item() < 0.5:
+            random_tokens = replace & (torch.rand(replace.shape, device = device) < self.random_token_prob)
+            replace = replace & ~random_tokens
+        masked = above | (is_level & replace[..., None]) | ~mask[..., None, None]
         inputs = levels.masked_fill(masked, self.net.mask_id)
+        if exists(random_tokens):
+            noise = torch.randint(0, self.net.codebook_size, inputs.shape, device = device)
+            inputs = torch.where(is_level & random_tokens[..., None] & ~masked, noise, inputs)
         inputs = rearrange(inputs, 'b n g q -> b n (g q)')
 
         cond = self.embed_semantic(aligned, b, n, drop_prob = self.cond_drop_prob if self.training else 0.)
         quantizers = torch.arange(g, device = device) * q + level[:, None]             # (b, g)
-        logits = self.net(inputs, mask = mask, cond = cond, quantizers = quantizers)   # (b, n, g, c)
+        extra = {}
+        if self.self_cond:
+            previous = self.null_embed.expand(b, n, -1)
+            if self.training and torch.rand((), device = 'cpu').item() < self.self_cond_train_prob:
+                with torch.no_grad():
+                    previous = self.net(inputs, mask = mask, cond = cond, return_embeddings = True).detach()
+            extra = dict(sum_embeds = self.to_self_cond(previous))
+        logits = self.net(inputs, mask = mask, cond = cond, quantizers = quantizers, **extra)   # (b, n, g, c)
 
         labels = levels.gather(-1, level[:, None, None, None].expand(b, n, g, 1)).squeeze(-1)
         loss = F.cross_entropy(logits[token_mask].float(), labels[token_mask])
@@ -480,21 +538,36 @@ class SoundStorm(Checkpointable, nn.Module):
             raise ValueError(f'every level needs at least one step, got {per_level}')
         return per_level
 
-    def _logits(self, seq: Tensor, mask: Tensor, cond, null_cond, level: int, cond_scale: float) -> Tensor:
+    def _logits(self, seq: Tensor, mask: Tensor, cond, null_cond, level: int, cond_scale: float,
+                previous: Tensor | None = None):
+        """Logits ``(b, n, g, c)`` of ``level`` (guided when ``cond_scale != 1``); with self-conditioning,
+        ``(logits, embeddings)`` where ``previous`` are the last step's embeddings (None: the null embedding)."""
         codes = rearrange(seq, 'b n g q -> b n (g q)')
         quantizers = self.net.level_quantizers(level)
-        if cond_scale == 1. or not exists(null_cond):
-            return self.net(codes, mask = mask, cond = cond, quantizers = quantizers).float()
-        both = self.net(torch.cat((codes, codes)), mask = torch.cat((mask, mask)), cond = torch.cat((cond, null_cond)),
-                        quantizers = quantizers).float()
-        conditioned, unconditioned = both.chunk(2)
-        return unconditioned + (conditioned - unconditioned) * cond_scale
+        extra = {}
+        if self.self_cond:
+            previous = self.null_embed.expand(*codes.shape[:2], -1) if previous is None else previous
+            extra = dict(sum_embeds = self.to_self_cond(previous), return_logits_and_embeddings = True)
+        guided = cond_scale != 1. and exists(null_cond)
+        if not guided:
+            out = self.net(codes, mask = mask, cond = cond, quantizers = quantizers, **extra)
+        else:
+            extra = {k: torch.cat((v, v)) if k == 'sum_embeds' else v for k, v in extra.items()}
+            out = self.net(torch.cat((codes, codes)), mask = torch.cat((mask, mask)),
+                           cond = torch.cat((cond, null_cond)), quantizers = quantizers, **extra)
+        logits, embeds = out if self.self_cond else (out, None)
+        logits = logits.float()
+        if guided:
+            conditioned, unconditioned = logits.chunk(2)
+            logits = unconditioned + (conditioned - unconditioned) * cond_scale
+            embeds = embeds.chunk(2)[0] if exists(embeds) else None
+        return (logits, embeds) if self.self_cond else logits
 
     @torch.no_grad()
     def generate(self, num_latents: int | None = None, *, seconds: float | None = None, batch_size: int | None = None,
                  cond_semantic_token_ids: Tensor | None = None, prompt_acoustic_token_ids: Tensor | None = None,
                  mask: Tensor | None = None, texts: list[str] | None = None, steps: int | Sequence[int] | None = None,
-                 num_full_sampling_levels: int | None = None, start_temperature: float = 1., filter_thres: float = 0.,
+                 num_full_sampling_levels: int | None = None, start_temperature: float = 1., filter_thres: float = 0.7,
                  noise_level_scale: float = 1., cond_scale: float = 1., return_codes: bool = False,
                  text_to_semantic_generate_kwargs: dict | None = None):
         """Level-by-level MaskGIT decoding (paper §3.3).
@@ -509,7 +582,8 @@ class SoundStorm(Checkpointable, nn.Module):
             steps: iterations on the first ``num_full_sampling_levels`` levels (default ``self.steps``), or a
                 sequence with one count per level. Levels past ``num_full_sampling_levels`` are greedy.
             start_temperature: sampling temperature at the first step, annealed linearly towards 0 (0 = greedy).
-            filter_thres: top-k filter (keep the top ``1 - filter_thres`` fraction). noise_level_scale: scale of
+            filter_thres: top-k filter (keep the top ``1 - filter_thres`` fraction; default 0.7 as in the
+            reference, 0 keeps all). noise_level_scale: scale of
                 the annealed Gumbel noise on confidences. cond_scale: classifier-free guidance scale.
             return_codes: return codes even when a codec is attached.
 
@@ -582,12 +656,16 @@ class SoundStorm(Checkpointable, nn.Module):
         full_levels = default(num_full_sampling_levels, self.num_full_sampling_levels)
         per_level = self._steps_per_level(default(steps, self.steps), full_levels)
 
+        previous = None   # self-conditioning: the embeddings of the last step
         for level in range(q):
             num_steps, greedy = per_level[level], level >= full_levels or start_temperature <= 0.
             still_masked = generate_frames[..., None].expand(batch, num_frames, g).clone()
             total = still_masked.sum(dim = (1, 2))
             for step in range(num_steps):
-                logits = self._logits(seq, mask, cond, null_cond, level, cond_scale)     # (b, n, g, c)
+                if self.self_cond:
+                    logits, previous = self._logits(seq, mask, cond, null_cond, level, cond_scale, previous)
+                else:
+                    logits = self._logits(seq, mask, cond, null_cond, level, cond_scale)  # (b, n, g, c)
                 temperature = start_temperature * (1. - step / num_steps)
                 log_probs = logits.log_softmax(dim = -1)
                 if greedy:
@@ -603,6 +681,19 @@ class SoundStorm(Checkpointable, nn.Module):
                 # keep the most confident sampled tokens; the rest stay masked per the schedule
                 ratio = torch.tensor((step + 1) / num_steps, device = device)
                 num_left = (total.float() * self.schedule(ratio)).floor().long() if step < num_steps - 1 else torch.zeros_like(total)
+                if self.can_mask_prev_unmasked:
+                    # every generated token competes, revealed ones scored by their current probability: the
+                    # least confident are masked again, however early they were revealed
+                    candidates = generate_frames[..., None].expand(batch, num_frames, g)
+                    tokens = torch.where(still_masked, sampled, seq[..., level])
+                    scores = log_probs.gather(-1, tokens.masked_fill(~candidates, 0)[..., None]).squeeze(-1)
+                    scores = torch.where(still_masked, confidence, scores)
+                    scores = rearrange(scores.masked_fill(~candidates, float('-inf')), 'b n g -> b (n g)')
+                    rank = scores.argsort(dim = -1, descending = True, stable = True).argsort(dim = -1, stable = True)
+                    keep = rearrange(rank < (total - num_left).clamp(min = 0)[:, None], 'b (n g) -> b n g', g = g) & candidates
+                    seq[..., level] = torch.where(keep, tokens, torch.where(candidates, mask_id, seq[..., level]))
+                    still_masked = candidates & ~keep
+                    continue
                 num_reveal = (still_masked.sum(dim = (1, 2)) - num_left).clamp(min = 0)
                 confidence = rearrange(confidence.masked_fill(~still_masked, float('-inf')), 'b n g -> b (n g)')
                 order = confidence.argsort(dim = -1, descending = True, stable = True)

@@ -188,6 +188,9 @@ DOCUMENTED_DEVIATIONS = {
         None, 'None = one sample per text / text_embeds row / prime wave, else 1 (docstring of forward)'),
     ('SoundStorm', 'generate', 'batch_size'): (
         None, 'None = the batch of the condition / prompt / mask, else 1 (docstring of generate)'),
+    ('SoundStorm', '__init__', 'schedule'): (
+        'linear', "the soundstorm-pytorch 0.6.1 default restored (issue 15); seed 001 passes schedule='cosine' "
+                  'explicitly (MIGRATION.md)'),
     ('EncodecWrapper', '__init__', 'target_sample_hz'): (
         None, "taken from the model's config; a value that disagrees raises ValueError (class docstring)"),
     ('EncodecWrapper', '__init__', 'strides'): (

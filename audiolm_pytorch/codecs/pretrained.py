@@ -19,6 +19,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.audio import resample
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.utils import exists
 
 
@@ -36,16 +37,29 @@ class _PretrainedCodec(nn.Module):
     model_class_name: str = ''
     config_class_name: str = ''
     hub_example: str = ''
+    default_from_cache: bool = False   # called with neither argument: load hub_example from the local HF cache
+
+    def _from_local_cache(self, model_cls):
+        try:
+            return model_cls.from_pretrained(self.hub_example, local_files_only = True)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f'{type(self).__name__}() with no arguments loads {self.hub_example} from the local Hugging Face '
+                f'cache, and it is not there ({type(error).__name__}). Download it once with '
+                f'`huggingface-cli download {self.hub_example}` (or pass pretrained_path= a local directory, or '
+                f'config= for random weights). Nothing is downloaded here.') from error
 
     def __init__(self, pretrained_path: str | os.PathLike | None = None, config=None, num_quantizers: int | None = None):
         super().__init__()
         model_cls, config_cls = _load_transformers((self.model_class_name, self.config_class_name))
-        if exists(pretrained_path) == exists(config):
+        if not exists(pretrained_path) and not exists(config) and self.default_from_cache:
+            self.model = self._from_local_cache(model_cls)
+        elif exists(pretrained_path) == exists(config):
             raise ValueError(
                 f'{type(self).__name__} needs exactly one of pretrained_path (a local directory holding a '
                 f'{self.model_class_name}, e.g. downloaded once with `huggingface-cli download {self.hub_example} '
                 f'--local-dir DIR`) or config (a {self.config_class_name}, random weights). Nothing is downloaded here.')
-        if exists(pretrained_path):
+        elif exists(pretrained_path):
             path = Path(pretrained_path)
             if not path.is_dir():
                 raise ValueError(f'pretrained_path {path} is not a local directory (hub names are not fetched here)')
@@ -99,9 +113,29 @@ class _PretrainedCodec(nn.Module):
         codes = self._encode(self._prepare(wave, input_sample_hz))          # (b, q_all, frames)
         return rearrange(codes[:, :q], 'b q n -> b n q')
 
-    def forward(self, wave: Tensor, return_encoded: bool = True, input_sample_hz: int | None = None):
+    def forward(self, wave: Tensor, input_sample_hz: int | None = None, return_encoded: bool = False):
+        """``wave (b, n)`` -> ``(embeddings, codes (b, frames, q), None)`` as in the established EncodecWrapper:
+        ``embeddings`` is the sum of the quantized code embeddings ``(b, frames, dim)`` with ``return_encoded=True``,
+        else None."""
         codes = self.tokenize(wave, input_sample_hz = input_sample_hz)
-        return None, codes, None  # (latents, codes, loss) as in the established EncodecWrapper
+        embeddings = self.get_emb_from_indices(codes) if return_encoded else None
+        return embeddings, codes, None
+
+    @torch.no_grad()
+    def get_emb_from_indices(self, indices: Tensor) -> Tensor:
+        """Codes ``(b, frames, q)`` -> summed quantizer embeddings ``(b, frames, dim)`` (the decoder's input)."""
+        return rearrange(self._embed_codes(rearrange(indices.long(), 'b n q -> b q n')), 'b c n -> b n c')
+
+    @torch.no_grad()
+    def decode(self, emb: Tensor) -> Tensor:
+        """Embeddings ``(b, frames, dim)`` (from ``get_emb_from_indices``) -> waveform ``(b, 1, frames * hop)``."""
+        return self._decode_embeddings(rearrange(emb, 'b n c -> b c n')).float()
+
+    def _embed_codes(self, codes: Tensor) -> Tensor:
+        raise NotImplementedError(f'{type(self).__name__} does not expose its code embeddings')
+
+    def _decode_embeddings(self, emb: Tensor) -> Tensor:
+        raise NotImplementedError(f'{type(self).__name__} does not decode embeddings')
 
     @torch.no_grad()
     def decode_from_codebook_indices(self, codes: Tensor) -> Tensor:
@@ -117,17 +151,21 @@ class _PretrainedCodec(nn.Module):
         return audio[..., :codes.shape[1] * self.downsample_factor].float()
 
 
+@reference_compat('EncodecWrapper')
 class EncodecWrapper(_PretrainedCodec):
     """EnCodec (arXiv 2210.13438) on ``transformers.EncodecModel``.
 
     Args:
         pretrained_path: local directory of a saved ``EncodecModel`` (e.g. facebook/encodec_24khz), or
-        config: an ``EncodecConfig`` (random weights). bandwidth: kbps, selects how many quantizers are used.
+        config: an ``EncodecConfig`` (random weights); with neither, ``facebook/encodec_24khz`` is loaded from
+        the local Hugging Face cache (as the established wrapper's default model; never downloaded here).
+        bandwidth: kbps, selects how many quantizers are used.
         target_sample_hz / strides / num_quantizers: accepted for compatibility with the established wrapper;
         the model's own config wins and a mismatch raises ``ValueError``.
     """
 
     model_class_name, config_class_name, hub_example = 'EncodecModel', 'EncodecConfig', 'facebook/encodec_24khz'
+    default_from_cache = True
 
     def __init__(self, target_sample_hz: int | None = None, strides=None, num_quantizers: int | None = None,
                  bandwidth: float = 6., *, pretrained_path=None, config=None):
@@ -164,6 +202,12 @@ class EncodecWrapper(_PretrainedCodec):
 
     def _decode(self, codes: Tensor) -> Tensor:
         return self.model.decode(codes[None], [None], return_dict = True).audio_values
+
+    def _embed_codes(self, codes: Tensor) -> Tensor:
+        return self.model.quantizer.decode(rearrange(codes, 'b q n -> q b n'))      # (b, dim, n)
+
+    def _decode_embeddings(self, emb: Tensor) -> Tensor:
+        return self.model.decoder(emb.to(next(self.model.parameters()).dtype))
 
 
 class DacWrapper(_PretrainedCodec):

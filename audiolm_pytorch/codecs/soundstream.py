@@ -28,6 +28,7 @@ from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.codecs.discriminators import MultiPeriodDiscriminator, MultiScaleDiscriminator, STFTDiscriminator
 from audiolm_pytorch.codecs.losses import (MultiResolutionMelLoss, feature_matching_loss, gradient_penalty,
                                            hinge_discr_loss, hinge_gen_loss, waveform_loss)
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.nn.causal_conv import (CausalConv1d, CausalConvTranspose1d, CausalSqueezeExcite, Residual,
                                             StreamingSequential, from_time_major, to_time_major)
 from audiolm_pytorch.nn.local_attention import LocalTransformer
@@ -114,6 +115,7 @@ def _frozen(module: nn.Module, *args):
             param.requires_grad_(True)
 
 
+@reference_compat('SoundStream')
 class SoundStream(Checkpointable, nn.Module):
     """SoundStream codec with its training losses (reconstruction, multi-scale mel, adversarial, feature matching,
     commitment) and discriminators (multi-scale waveform, STFT, optional multi-period).

@@ -16,6 +16,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
 from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, file_end_mask, forgetful_causal_mask,
                                          init_eos_bias, lengths_from_padding, sample_logits)
@@ -83,6 +84,7 @@ def decode_codes(codec, levels: Sequence[Tensor], *, groups: int) -> Tensor:
     return rearrange(wave, 'b 1 n -> b n') if wave.ndim == 3 else wave
 
 
+@reference_compat('CoarseTransformer')
 class CoarseTransformer(Checkpointable, GuidanceMixin, nn.Module):
     """Coarse acoustic token model.
 
@@ -186,6 +188,7 @@ class CoarseTransformer(Checkpointable, GuidanceMixin, nn.Module):
         return (out, cache) if return_kv_cache else out
 
 
+@reference_compat('CoarseTransformerWrapper')
 class CoarseTransformerWrapper(nn.Module):
     """Loss and generation for a ``CoarseTransformer``.
 

@@ -14,6 +14,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.lm.coarse import check_codec, codec_codes, flat_code_prime, waves_from_codes
 from audiolm_pytorch.lm.semantic import check_token_ids
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
@@ -23,6 +24,7 @@ from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, aligned
 from audiolm_pytorch.utils import beartype, eval_mode, exists
 
 
+@reference_compat('FineTransformer')
 class FineTransformer(Checkpointable, GuidanceMixin, nn.Module):
     """Fine acoustic token model.
 
@@ -121,6 +123,7 @@ class FineTransformer(Checkpointable, GuidanceMixin, nn.Module):
         return (out, cache) if return_kv_cache else out
 
 
+@reference_compat('FineTransformerWrapper')
 class FineTransformerWrapper(nn.Module):
     """Loss and generation for a ``FineTransformer``.
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from audiolm_pytorch.audio import check_audio_values
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.lm.conditioning import DEFAULT_T5_NAME
 from audiolm_pytorch.lm.sampling import (append_eos, batch_unique_consecutive, file_end_mask, forgetful_causal_mask,
                                          init_eos_bias, lengths_from_padding, mask_after_eos, sample_logits)
@@ -18,6 +19,7 @@ from audiolm_pytorch.lm.transformer import (DecoderCache, GuidanceMixin, conditi
 from audiolm_pytorch.utils import beartype, default, eval_mode, exists
 
 
+@reference_compat('SemanticTransformer')
 class SemanticTransformer(Checkpointable, GuidanceMixin, nn.Module):
     """Autoregressive model of semantic tokens.
 
@@ -135,6 +137,7 @@ def semantic_ids_from_wave(wav2vec, wave: Tensor, input_sample_hz: int | None = 
     return ids.long()
 
 
+@reference_compat('SemanticTransformerWrapper')
 class SemanticTransformerWrapper(nn.Module):
     """Loss and generation for a ``SemanticTransformer``.
 

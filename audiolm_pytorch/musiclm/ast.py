@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from audiolm_pytorch.audio import check_audio_values, stft_magnitude
 from audiolm_pytorch.checkpoint import Checkpointable
-from audiolm_pytorch.nn.transformer import TransformerLayer
+from audiolm_pytorch.compat import reference_compat
+from audiolm_pytorch.nn.transformer import TransformerLayer, stack_layers
 from audiolm_pytorch.utils import beartype, default
 
 
@@ -42,10 +43,14 @@ class Encoder(nn.Module):
             for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None = None, return_all_layers: bool = False):
+        hidden = []
         for layer in self.layers:
             x = x + layer.attn(layer.attn_norm(x), rotary = rotary)
             x = x + layer.ff(x)
+            hidden.append(x)
+        if return_all_layers:   # every layer but the last, (depth - 1, b, n, dim), before the final norm
+            return self.norm(x), stack_layers(hidden[:-1], x)
         return self.norm(x)
 
 
@@ -112,6 +117,7 @@ class AxialRotary2D(nn.Module):
 # the audio tower
 # ----------------------------------------------------------------------------------------------------------
 
+@reference_compat('AudioSpectrogramTransformer')
 class AudioSpectrogramTransformer(Checkpointable, nn.Module):
     """Audio tower of MuLaN: waveform -> pooled embedding.
 
@@ -124,6 +130,8 @@ class AudioSpectrogramTransformer(Checkpointable, nn.Module):
             frames) of one frequency and one time mask per example in training (0 disables); a mask never
             covers more than half of its axis, so some of the signal always survives.
         patch_dropout_prob: fraction of patches dropped per example in training.
+        accept_spec: ``forward`` takes a ready spectrogram ``(b, frames, freqs)`` (``(b, freqs, frames)`` with
+            ``accept_spec_time_first=False``) instead of a waveform; augmentation still applies in training.
         attn_dropout, ff_dropout, ff_mult, qk_norm: encoder options.
 
     ``forward(wav (b, n) or (b, 1, n)) -> (b, dim)``.
@@ -136,7 +144,7 @@ class AudioSpectrogramTransformer(Checkpointable, nn.Module):
         spec_center: bool = True, spec_log: bool = True, spec_log_eps: float = 1e-6,
         spec_aug_stretch_factor: float = 0.8, spec_aug_freq_mask: int = 16, spec_aug_time_mask: int = 32,
         patch_dropout_prob: float = 0.25, attn_dropout: float = 0., ff_dropout: float = 0., ff_mult: float = 4.,
-        qk_norm: bool = False,
+        qk_norm: bool = False, accept_spec: bool = False, accept_spec_time_first: bool = True,
     ):
         super().__init__()
         if spec_win_length > spec_n_fft:
@@ -155,6 +163,7 @@ class AudioSpectrogramTransformer(Checkpointable, nn.Module):
         self.spec_aug_stretch_factor = spec_aug_stretch_factor
         self.spec_aug_freq_mask, self.spec_aug_time_mask = spec_aug_freq_mask, spec_aug_time_mask
         self.patch_dropout_prob = patch_dropout_prob
+        self.accept_spec, self.accept_spec_time_first = accept_spec, accept_spec_time_first
         self.register_buffer('window', torch.hann_window(spec_win_length), persistent = False)
 
         patch_dim = patch_size ** 2
@@ -199,13 +208,22 @@ class AudioSpectrogramTransformer(Checkpointable, nn.Module):
         return patches, freqs // p, frames // p
 
     @beartype
-    def forward(self, wav: Tensor, return_tokens: bool = False) -> Tensor:
+    def forward(self, wav: Tensor, return_tokens: bool = False, force_no_patch_dropout: bool = False,
+                return_all_layers: bool = False):
         """Args:
-            wav: ``(b, n)`` or ``(b, 1, n)`` waveform.
+            wav: ``(b, n)`` or ``(b, 1, n)`` waveform (a spectrogram with ``accept_spec=True``).
             return_tokens: return the encoded patch tokens ``(b, patches, dim)`` instead of the pooled embedding.
+            force_no_patch_dropout: keep every patch even in training.
+            return_all_layers: also return every encoder layer's tokens but the last's, ``(depth - 1, b, patches,
+                dim)``.
 
-        Returns: ``(b, dim)`` pooled embedding.
+        Returns: ``(b, dim)`` pooled embedding (and the layers).
         """
+        if self.accept_spec:
+            if wav.ndim != 3:
+                raise ValueError(f'accept_spec=True: expected a spectrogram (b, frames, freqs), got {tuple(wav.shape)}')
+            spec = rearrange(wav, 'b t f -> b f t') if self.accept_spec_time_first else wav
+            return self._encode_spec(spec.float(), return_tokens, force_no_patch_dropout, return_all_layers)
         if wav.ndim == 3 and wav.shape[1] == 1:
             wav = rearrange(wav, 'b 1 n -> b n')
         if wav.ndim != 2:
@@ -215,6 +233,9 @@ class AudioSpectrogramTransformer(Checkpointable, nn.Module):
             wav = F.pad(wav, (0, self.spec_n_fft - wav.shape[-1]))   # very short clips: pad with silence
 
         spec = self.spectrogram(wav)
+        return self._encode_spec(spec, return_tokens, force_no_patch_dropout, return_all_layers)
+
+    def _encode_spec(self, spec: Tensor, return_tokens: bool, force_no_patch_dropout: bool, return_all_layers: bool):
         if self.training:
             spec = self.augment(spec)
 
@@ -226,14 +247,13 @@ class AudioSpectrogramTransformer(Checkpointable, nn.Module):
         row_ids = repeat(grid // cols, 'n -> b n', b = batch)
         col_ids = repeat(grid % cols, 'n -> b n', b = batch)
 
-        if self.training and self.patch_dropout_prob > 0. and num_patches > 1:
+        if self.training and self.patch_dropout_prob > 0. and num_patches > 1 and not force_no_patch_dropout:
             # PatchDropout (arXiv 2208.07220): keep a random subset of patches per example
             num_keep = max(1, int(num_patches * (1. - self.patch_dropout_prob)))
             keep = torch.randn(batch, num_patches, device = device).topk(num_keep, dim = -1).indices
             tokens = tokens.gather(1, repeat(keep, 'b k -> b k d', d = tokens.shape[-1]))
             row_ids, col_ids = row_ids.gather(1, keep), col_ids.gather(1, keep)
 
-        tokens = self.encoder(tokens, rotary = self.rotary(row_ids, col_ids))
-        if return_tokens:
-            return tokens
-        return tokens.mean(dim = 1)
+        tokens, layers = self.encoder(tokens, rotary = self.rotary(row_ids, col_ids), return_all_layers = True)
+        out = tokens if return_tokens else tokens.mean(dim = 1)
+        return (out, layers) if return_all_layers else out

@@ -71,32 +71,36 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
 # contrastive losses
 # ----------------------------------------------------------------------------------------------------------
 
-def softmax_contrastive_loss(sims: Tensor, decoupled: bool = True) -> Tensor:
-    """Symmetric InfoNCE on ``sims (b, b)`` (text rows, audio columns; matches on the diagonal, already scaled
-    by the temperature). ``decoupled`` removes the positive pair from the denominator (DCL, arXiv 2110.06848)."""
-    eye = torch.eye(sims.shape[0], device = sims.device, dtype = torch.bool)
-    positives = sims.diagonal()
-    losses = []
-    for logits in (sims, sims.t()):
-        if decoupled:
-            logits = logits.masked_fill(eye, float('-inf'))
-        if decoupled and sims.shape[0] == 1:
-            denominator = torch.zeros_like(positives)   # nothing to contrast against
-        else:
-            denominator = logits.logsumexp(dim = -1)
-        losses.append((denominator - positives).mean())
-    return sum(losses) / 2
-
-
-def sigmoid_contrastive_loss(sims: Tensor, bias: Tensor) -> Tensor:
-    """Pairwise sigmoid loss (SigLIP, arXiv 2303.15343) on scaled ``sims (b, b)``; ``+1`` on the diagonal."""
-    labels = 2 * torch.eye(sims.shape[0], device = sims.device, dtype = sims.dtype) - 1
-    return -F.logsigmoid(labels * (sims + bias)).sum() / sims.shape[0]
+# the functional losses and the loss modules live in contrastive.py (re-exported here)
+from audiolm_pytorch.musiclm.contrastive import (  # noqa: E402
+    HierarchicalContrastiveLoss, SigmoidContrastiveLearning, SoftmaxContrastiveLearning, sigmoid_contrastive_loss,
+    softmax_contrastive_loss,
+)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # MuLaN
 # ----------------------------------------------------------------------------------------------------------
+
+def _depth(tower: nn.Module) -> int:
+    encoder = getattr(tower, 'encoder', None)
+    layers = getattr(encoder, 'layers', None)
+    if layers is None:
+        raise ValueError(f'hierarchical_contrastive_loss needs towers with encoder.layers; {type(tower).__name__} has none')
+    return len(layers)
+
+
+def _spread(layers: int, total: int) -> Tensor:
+    """``layers`` indices spread evenly over ``total - 1`` intermediate layers (as musiclm-pytorch picks them)."""
+    return (torch.arange(layers) * (total / layers)).floor().long().clamp(max = total - 2)
+
+
+def _rename_old_temperature_keys(state_dict, prefix, *args):
+    """Checkpoints written before the loss became a module stored ``log_temperature`` / ``sigmoid_bias``."""
+    for old, new in (('log_temperature', 'contrast.temperatures'), ('sigmoid_bias', 'contrast.bias')):
+        if prefix + old in state_dict and prefix + new not in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old).reshape(1, 1, 1)
+
 
 class MuLaN(Checkpointable, nn.Module):
     """Contrastive music–text model.
@@ -107,8 +111,12 @@ class MuLaN(Checkpointable, nn.Module):
         dim_latent: size of the joint embedding; latents are L2-normalised.
         decoupled_contrastive_learning: softmax loss without the positive pair in the denominator (DCL).
         sigmoid_contrastive_loss: use the pairwise sigmoid loss instead of the softmax one.
-        init_temperature: initial similarity scale (learned, in log space). init_sigmoid_bias: initial logit bias
-            of the sigmoid loss.
+        init_temperature: initial similarity scale (learned, in log space; capped at 100 as in CLIP).
+            init_sigmoid_bias: initial logit bias of the sigmoid loss. The loss is the module ``self.contrast``
+            (``SoftmaxContrastiveLearning`` or ``SigmoidContrastiveLearning``).
+        hierarchical_contrastive_loss: add the contrastive loss of intermediate layers (ViCHA, arXiv 2208.13628):
+            ``hierarchical_contrastive_loss_layers`` layers (default ``min(audio depth, text depth) - 1``) spread
+            over each tower, each pooled, normalised and projected to its own latents.
 
     ``forward(wavs (b, n), texts=None (b, t) ids, raw_texts=None list[str]) -> scalar loss``. In distributed
     training (``torch.distributed`` initialised) latents of every process are gathered, so the loss contrasts
@@ -119,7 +127,8 @@ class MuLaN(Checkpointable, nn.Module):
     def __init__(
         self, audio_transformer: nn.Module, text_transformer: nn.Module, *, dim_latent: int = 128,
         decoupled_contrastive_learning: bool = True, sigmoid_contrastive_loss: bool = False,
-        init_temperature: float = 10., init_sigmoid_bias: float = -10.,
+        init_temperature: float = 10., init_sigmoid_bias: float = -10., hierarchical_contrastive_loss: bool = False,
+        hierarchical_contrastive_loss_layers: int | None = None,
     ):
         super().__init__()
         self.audio = audio_transformer
@@ -129,8 +138,26 @@ class MuLaN(Checkpointable, nn.Module):
         self.use_sigmoid_loss = sigmoid_contrastive_loss
         self.audio_to_latents = nn.Linear(audio_transformer.dim, dim_latent)
         self.text_to_latents = nn.Linear(text_transformer.dim, dim_latent)
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(init_temperature)))
-        self.sigmoid_bias = nn.Parameter(torch.tensor(float(init_sigmoid_bias))) if sigmoid_contrastive_loss else None
+        if sigmoid_contrastive_loss:
+            self.contrast = SigmoidContrastiveLearning(init_temp = init_temperature, init_bias = init_sigmoid_bias,
+                                                       max_temperature = 100.)
+        else:
+            self.contrast = SoftmaxContrastiveLearning(decoupled_contrastive_learning = decoupled_contrastive_learning,
+                                                       init_temp = init_temperature, max_temperature = 100.)
+        self.multi_layer_contrastive_learning = None
+        if hierarchical_contrastive_loss:
+            depths = (_depth(audio_transformer), _depth(text_transformer))
+            num_layers = hierarchical_contrastive_loss_layers or min(depths) - 1
+            if not 0 < num_layers < min(depths):
+                raise ValueError(f'hierarchical_contrastive_loss needs 1 <= layers < min(tower depths) = {min(depths)}, '
+                                 f'got {num_layers}')
+            self.register_buffer('audio_layers_indices', _spread(num_layers, depths[0]), persistent = False)
+            self.register_buffer('text_layers_indices', _spread(num_layers, depths[1]), persistent = False)
+            self.multi_layer_contrastive_learning = HierarchicalContrastiveLoss(
+                audio_dim = audio_transformer.dim, text_dim = text_transformer.dim, dim_latent = dim_latent,
+                layers = num_layers, decoupled_contrastive_learning = decoupled_contrastive_learning,
+                sigmoid_contrastive_loss = sigmoid_contrastive_loss)
+        self._register_load_state_dict_pre_hook(_rename_old_temperature_keys)
 
     @property
     def audio_transformer(self) -> nn.Module:
@@ -141,21 +168,29 @@ class MuLaN(Checkpointable, nn.Module):
         return self.text
 
     @beartype
-    def get_audio_latents(self, wavs: Tensor) -> Tensor:
-        """``wavs (b, n)`` or ``(b, 1, n)`` -> L2-normalised ``(b, dim_latent)``."""
+    def get_audio_latents(self, wavs: Tensor, return_all_layers: bool = False):
+        """``wavs (b, n)`` or ``(b, 1, n)`` -> L2-normalised ``(b, dim_latent)``; with ``return_all_layers`` also
+        the audio tower's intermediate layers ``(depth - 1, b, patches, dim)``."""
+        if return_all_layers:
+            embeds, layers = self.audio(wavs, return_all_layers = True)
+            return F.normalize(self.audio_to_latents(embeds), dim = -1), layers
         return F.normalize(self.audio_to_latents(self.audio(wavs)), dim = -1)
 
     @beartype
     def get_text_latents(self, texts: Tensor | list[str] | str | None = None,
-                         raw_texts: list[str] | str | None = None) -> Tensor:
+                         raw_texts: list[str] | str | None = None, return_all_layers: bool = False):
         """Token ids ``texts (b, t)`` or strings ``raw_texts`` (strings passed as ``texts`` are accepted too)
-        -> L2-normalised ``(b, dim_latent)``."""
+        -> L2-normalised ``(b, dim_latent)``; with ``return_all_layers`` also the text tower's intermediate
+        layers ``(depth - 1, b, 1 + t, dim)``."""
         if isinstance(texts, (list, str)):
             texts, raw_texts = (None, texts) if not exists(raw_texts) else (texts, raw_texts)
         if exists(texts) == exists(raw_texts):
             raise ValueError('pass exactly one of texts (token ids) or raw_texts (strings)')
-        embeds = self.text(texts) if exists(texts) else self.text(raw_texts = raw_texts)
-        return F.normalize(self.text_to_latents(embeds), dim = -1)
+        kwargs = dict(return_all_layers = True) if return_all_layers else {}
+        out = self.text(texts, **kwargs) if exists(texts) else self.text(raw_texts = raw_texts, **kwargs)
+        embeds, layers = out if return_all_layers else (out, None)
+        latents = F.normalize(self.text_to_latents(embeds), dim = -1)
+        return (latents, layers) if return_all_layers else latents
 
     @beartype
     def similarity(self, wavs: Tensor, texts: Tensor | list[str] | str | None = None,
@@ -180,8 +215,12 @@ class MuLaN(Checkpointable, nn.Module):
 
         Returns: the contrastive loss (scalar) by default.
         """
-        audio_latents = self.get_audio_latents(wavs)
-        text_latents = self.get_text_latents(texts, raw_texts)
+        hierarchical = exists(self.multi_layer_contrastive_learning) and not (
+            return_latents or return_similarities or return_pairwise_similarities)
+        audio_latents, audio_layers = self.get_audio_latents(wavs, return_all_layers = True) if hierarchical \
+            else (self.get_audio_latents(wavs), None)
+        text_latents, text_layers = self.get_text_latents(texts, raw_texts, return_all_layers = True) if hierarchical \
+            else (self.get_text_latents(texts, raw_texts), None)
 
         if return_latents:
             return audio_latents, text_latents
@@ -194,15 +233,13 @@ class MuLaN(Checkpointable, nn.Module):
             raise ValueError(f'{audio_latents.shape[0]} waves but {text_latents.shape[0]} texts: '
                              'contrastive training needs one text per wave')
 
-        audio_latents = all_gather_with_grad(audio_latents)
-        text_latents = all_gather_with_grad(text_latents)
-
-        # scale capped at 100 as in CLIP (arXiv 2103.00020): a runaway temperature destabilises training
-        scale = self.log_temperature.clamp(max = math.log(100.)).exp()
-        sims = (text_latents @ audio_latents.t()) * scale                            # (b_text, b_audio)
-        if self.use_sigmoid_loss:
-            return sigmoid_contrastive_loss(sims, self.sigmoid_bias)
-        return softmax_contrastive_loss(sims, decoupled = self.decoupled_contrastive_learning)
+        # the contrast modules gather every process's latents; the scale is capped at 100 as in CLIP
+        # (arXiv 2103.00020): a runaway temperature destabilises training
+        loss = self.contrast(audio_latents, text_latents)
+        if not hierarchical:
+            return loss
+        return loss + self.multi_layer_contrastive_learning(audio_layers = audio_layers[self.audio_layers_indices],
+                                                            text_layers = text_layers[self.text_layers_indices])
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from audiolm_pytorch.audio import resample
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.musiclm.mulan import MuLaNEmbedQuantizer
 from audiolm_pytorch.utils import beartype, eval_mode, exists
 
@@ -53,6 +54,7 @@ def _stack_if_possible(waves: list[Tensor]) -> Waves:
     return waves
 
 
+@reference_compat('MusicLM')
 class MusicLM(nn.Module):
     """Text -> music with AudioLM conditioned on MuLaN, reranked by MuLaN.
 

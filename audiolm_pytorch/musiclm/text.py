@@ -12,6 +12,7 @@ from einops import repeat
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.nn.transformer import Transformer
 from audiolm_pytorch.utils import beartype, exists
 
@@ -29,6 +30,7 @@ def byte_tokenize(texts: list[str], max_seq_len: int, pad_id: int = 0) -> Tensor
     return ids
 
 
+@reference_compat('TextTransformer')
 class TextTransformer(Checkpointable, nn.Module):
     """Text tower of MuLaN.
 
@@ -100,13 +102,15 @@ class TextTransformer(Checkpointable, nn.Module):
 
     @beartype
     def forward(self, x: Tensor | None = None, raw_texts: list[str] | str | None = None,
-                mask: Tensor | None = None) -> Tensor:
+                mask: Tensor | None = None, return_all_layers: bool = False):
         """Args:
             x: token ids ``(b, n)`` in ``[0, num_tokens)``; ``pad_id`` marks padding unless ``mask`` is given.
             raw_texts: strings to tokenize instead of ``x``.
             mask: optional ``(b, n)`` bool, True = real token.
+            return_all_layers: also return every layer's output but the last's, ``(depth - 1, b, 1 + n, dim)``
+                (CLS first).
 
-        Returns: ``(b, dim)`` output at the CLS position.
+        Returns: ``(b, dim)`` output at the CLS position (and the layers).
         """
         if exists(x) == exists(raw_texts):
             raise ValueError('pass exactly one of token ids (x / texts) or raw_texts')
@@ -129,5 +133,8 @@ class TextTransformer(Checkpointable, nn.Module):
         tokens = torch.cat((cls, tokens), dim = 1)                                   # (b, 1 + n, d)
         mask = torch.cat((torch.ones(batch, 1, dtype = torch.bool, device = mask.device), mask), dim = 1)
 
+        if return_all_layers:
+            tokens, layers = self.encoder(tokens, mask = mask, return_all_layers = True)
+            return tokens[:, 0], layers
         tokens = self.encoder(tokens, mask = mask)
         return tokens[:, 0]

@@ -21,6 +21,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from audiolm_pytorch.checkpoint import Checkpointable
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.nn.attention import Attention
 from audiolm_pytorch.nn.positions import RotaryEmbedding
 from audiolm_pytorch.utils import exists
@@ -95,6 +96,7 @@ class ConformerBlock(nn.Module):
         return self.post_norm(x)
 
 
+@reference_compat('Conformer')
 class Conformer(Checkpointable, nn.Module):
     """Stack of Conformer blocks sharing one rotary embedding.
 

@@ -63,6 +63,11 @@ class TransformerLayer(nn.Module):
         self.ff = FeedForward(dim = dim, mult = ff_mult, dropout = ff_dropout)
 
 
+def stack_layers(hidden: list[Tensor], like: Tensor) -> Tensor:
+    """Per-layer outputs -> ``(layers, b, n, dim)`` (empty first axis for a one-layer stack)."""
+    return torch.stack(hidden) if hidden else like.new_zeros((0, *like.shape))
+
+
 class Transformer(nn.Module):
     """Causal (by default) pre-norm transformer.
 
@@ -95,8 +100,13 @@ class Transformer(nn.Module):
 
     def forward(self, x: Tensor, *, mask: Tensor | None = None, context: Tensor | None = None,
                 context_mask: Tensor | None = None, cache: list[KVCache] | None = None,
-                return_cache: bool = False):
+                return_cache: bool = False, return_all_layers: bool = False):
+        """``return_all_layers``: also return the outputs of every layer but the last, stacked
+        ``(depth - 1, b, n, dim)`` (before the final norm; not with ``return_cache``)."""
+        if return_cache and return_all_layers:
+            raise ValueError('return_cache and return_all_layers cannot be combined')
         x = grad_shrink(x, self.grad_shrink_alpha)
+        hidden = []
         offset = cache[0].length if exists(cache) else 0
         rotary = self.rotary(x.shape[1], offset = offset) if exists(self.rotary) else None
 
@@ -117,6 +127,9 @@ class Transformer(nn.Module):
                     raise ValueError('this transformer cross-attends: pass context=(b, m, dim_context)')
                 x = x + layer.cross_attn(layer.cross_norm(x), context = context, mask = context_mask)
             x = x + layer.ff(x)
+            hidden.append(x)
 
         x = self.norm(x)
+        if return_all_layers:
+            return x, stack_layers(hidden[:-1], x)
         return (x, new_cache) if return_cache else x

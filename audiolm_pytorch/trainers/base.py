@@ -74,6 +74,11 @@ class Phase:
     lr: float | None = None                      # defaults to the trainer's lr
     optimizer: Any = None                        # filled in by the trainer
     scheduler: Any = None
+    # learning-rate schedule of this phase; ``None`` = the trainer's warmup_steps / scheduler / scheduler_kwargs
+    warmup_steps: int | None = None
+    lr_scheduler: Callable | None = None
+    scheduler_kwargs: dict | None = None
+    own_schedule: bool = False                   # True: use the three fields above even when None (no scheduler)
 
 
 def _inner_optimizer(optimizer):
@@ -114,6 +119,8 @@ class Trainer:
         folder / dataset / train_dataloader (+ val_dataloader): where batches come from (one of them).
         valid_frac, random_split_seed: size and seed of the validation split of ``folder`` / ``dataset``
             (``valid_frac=0`` validates on the training data). The seed also orders the batch stream.
+        valid_dataset: a separate validation dataset (with ``folder`` / ``dataset``; no split is taken then).
+        num_valid_batches: batches averaged for each periodic validation loss.
         grad_accum_every: micro-batches per optimizer step (gradients synced across processes on the last only).
         warmup_steps: linear learning-rate warmup; ``scheduler`` (a class taking the optimizer first, e.g.
             ``CosineAnnealingLR``) with ``scheduler_kwargs`` runs after the warmup.
@@ -129,6 +136,7 @@ class Trainer:
 
     checkpoint_name = 'model'
     ddp_find_unused_parameters = False
+    warmup_start_lr: float | None = None   # learning rate at warmup step 0 (None: lr / warmup_steps)
 
     def __init__(
         self, model: nn.Module, *, train_module: nn.Module | None = None, num_train_steps: int, batch_size: int,
@@ -142,10 +150,11 @@ class Trainer:
         results_folder: str | Path = './results', force_clear_prev_results: bool | None = None,
         dl_num_workers: int = 0, accelerator=None, accelerate_kwargs: dict | None = None,
         use_wandb_tracking: bool = False, max_consecutive_nonfinite: int = 8, progress_bar: bool = True,
+        valid_dataset: Dataset | None = None, num_valid_batches: int = 1,
     ):
         for name, value in dict(num_train_steps = num_train_steps, batch_size = batch_size, grad_accum_every = grad_accum_every,
                                 save_results_every = save_results_every, save_model_every = save_model_every,
-                                log_losses_every = log_losses_every).items():
+                                log_losses_every = log_losses_every, num_valid_batches = num_valid_batches).items():
             if value < 1:
                 raise ValueError(f'{name} must be a positive integer, got {value}')
         if not 0. <= valid_frac < 1.:
@@ -158,6 +167,8 @@ class Trainer:
         self.save_results_every, self.save_model_every, self.log_losses_every = save_results_every, save_model_every, log_losses_every
         self.use_wandb_tracking, self.max_consecutive_nonfinite, self.progress_bar = use_wandb_tracking, max_consecutive_nonfinite, progress_bar
         self.valid_frac, self.random_split_seed, self.dl_num_workers = valid_frac, random_split_seed, dl_num_workers
+        self.num_valid_batches = num_valid_batches
+        self.warmup_steps = warmup_steps
 
         self.accelerator = accelerator if exists(accelerator) else self._make_accelerator(dict(accelerate_kwargs or {}), results_folder)
         self.device = self.accelerator.device
@@ -179,7 +190,11 @@ class Trainer:
         self._phases = self.phases()
         for phase in self._phases:
             phase.optimizer = torch.optim.AdamW(phase.params, lr = default(phase.lr, lr), betas = self.betas, weight_decay = wd)
-            phase.scheduler = self._make_scheduler(phase.optimizer, warmup_steps, scheduler, scheduler_kwargs or {})
+            if phase.own_schedule:
+                phase.scheduler = self._make_scheduler(phase.optimizer, default(phase.warmup_steps, warmup_steps),
+                                                       phase.lr_scheduler, phase.scheduler_kwargs or {})
+            else:
+                phase.scheduler = self._make_scheduler(phase.optimizer, warmup_steps, scheduler, scheduler_kwargs or {})
 
         self.ema = EMA(model, beta = ema_beta, update_after_step = ema_update_after_step, update_every = ema_update_every) if use_ema else None
 
@@ -190,7 +205,7 @@ class Trainer:
         if exists(self.ema):
             self.ema.ema_model.to(self.device)
 
-        self._setup_data(folder, dataset, train_dataloader, val_dataloader)
+        self._setup_data(folder, dataset, train_dataloader, val_dataloader, valid_dataset)
         self.results_folder = Path(results_folder)
         self._setup_results_folder(force_clear_prev_results)
 
@@ -268,7 +283,13 @@ class Trainer:
         after = scheduler(optimizer, **scheduler_kwargs) if exists(scheduler) else None
         if warmup_steps <= 0:
             return after
-        warmup = lr_scheduler.LambdaLR(optimizer, lambda step: min(1., (step + 1) / warmup_steps))
+        start = self.warmup_start_lr
+        if exists(start):   # from start to each group's lr, linearly (the reference SoundStormTrainer's warmup)
+            factors = [lambda step, base = group['lr']: (start + (base - start) * min(1., step / warmup_steps)) / base
+                       for group in optimizer.param_groups]
+            warmup = lr_scheduler.LambdaLR(optimizer, factors)
+        else:
+            warmup = lr_scheduler.LambdaLR(optimizer, lambda step: min(1., (step + 1) / warmup_steps))
         if after is None:
             return warmup
         return lr_scheduler.SequentialLR(optimizer, [warmup, after], milestones = [warmup_steps])
@@ -282,12 +303,14 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.train_module, ignored)
 
-    def _setup_data(self, folder, dataset, train_dataloader, val_dataloader):
+    def _setup_data(self, folder, dataset, train_dataloader, val_dataloader, valid_dataset = None):
         given = [name for name, value in dict(folder = folder, dataset = dataset, train_dataloader = train_dataloader).items() if exists(value)]
         if len(given) != 1:
             raise ValueError(f'pass exactly one of folder=, dataset= or train_dataloader= (got {given or "none"})')
         self._train_dl = self._valid_dl = None
         self.train_ds = self.valid_ds = None
+        if exists(train_dataloader) and exists(valid_dataset):
+            raise ValueError('with train_dataloader= pass the validation data as val_dataloader=, not valid_dataset=')
         if exists(train_dataloader):
             self._train_dl = self.accelerator.prepare(train_dataloader)
             self._valid_dl = self.accelerator.prepare(val_dataloader) if exists(val_dataloader) else self._train_dl
@@ -296,7 +319,10 @@ class Trainer:
             return
 
         ds = dataset if exists(dataset) else self.make_dataset(folder)
-        self.train_ds, self.valid_ds = split_train_valid(ds, self.valid_frac, self.random_split_seed)
+        if exists(valid_dataset):
+            self.train_ds, self.valid_ds = ds, valid_dataset
+        else:
+            self.train_ds, self.valid_ds = split_train_valid(ds, self.valid_frac, self.random_split_seed)
         if self.train_ds is not ds:
             self.print(f'training with {len(self.train_ds)} samples, validating on {len(self.valid_ds)}')
         self._train_position = self._valid_position = 0
@@ -508,6 +534,12 @@ class Trainer:
                     batch = self.next_batch(train = False)
                     valid = {f'valid_{k}': v for k, v in self.validation_losses(self.train_module, batch).items()}
                     samples = self.make_samples(batch)
+                    for _ in range(self.num_valid_batches - 1):   # averaged over several batches
+                        more = self.validation_losses(self.train_module, self.next_batch(train = False))
+                        for k, v in more.items():
+                            valid[f'valid_{k}'] = valid.get(f'valid_{k}', 0.) + v
+                    if self.num_valid_batches > 1:
+                        valid = {k: v / self.num_valid_batches for k, v in valid.items()}
             finally:
                 self.train_module.train()
         if not self.is_main:
@@ -550,8 +582,9 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return path
 
-    def load(self, path: str | Path, *, restore_rng: bool = True) -> dict:
-        """Restore weights, EMA, optimizers, schedulers, step, data position and RNG states from ``path``."""
+    def load(self, path: str | Path, *, restore_rng: bool = True, restore_optimizer: bool = True) -> dict:
+        """Restore weights, EMA, optimizers, schedulers, step, data position and RNG states from ``path``
+        (``restore_optimizer=False``: optimizer and scheduler states start fresh)."""
         pkg = read_checkpoint(path)
         self.model.load_state_dict(pkg['model'])
         state = pkg.get('trainer')
@@ -563,7 +596,7 @@ class Trainer:
         if not exists(state):
             logger.warning('%s holds weights only: optimizer, step and RNG states start fresh', path)
             return pkg
-        for phase in self._phases:
+        for phase in self._phases if restore_optimizer else ():
             if phase.name in state['optimizers']:
                 phase.optimizer.load_state_dict(state['optimizers'][phase.name])
             if exists(phase.scheduler) and phase.name in state.get('schedulers', {}):

@@ -11,6 +11,7 @@ from pathlib import Path
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.musiclm.mulan import MuLaN
 from audiolm_pytorch.trainers.base import Batch, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import beartype, exists
@@ -39,6 +40,7 @@ def split_text_audio(batch: Batch) -> tuple[Tensor, dict]:
     return wavs, dict(texts = token_ids[0].long())
 
 
+@reference_compat('MuLaNTrainer')
 class MuLaNTrainer(Trainer):
     """Contrastive training of ``MuLaN`` on (text, audio) pairs.
 
@@ -58,7 +60,7 @@ class MuLaNTrainer(Trainer):
 
     @beartype
     def __init__(
-        self, mulan: MuLaN, dataset: Dataset | None = None, *, num_train_steps: int, batch_size: int,
+        self, mulan: MuLaN, dataset: Dataset | None = None, *, num_train_steps: int | None = None, batch_size: int,
         folder: str | Path | None = None, train_dataloader: DataLoader | None = None,
         val_dataloader: DataLoader | None = None, data_max_length: int | None = None,
         target_sample_hz: int | None = None, lr: float = 3e-4, grad_accum_every: int = 1, wd: float = 0.,
@@ -66,6 +68,10 @@ class MuLaNTrainer(Trainer):
         save_results_every: int = 100, save_model_every: int = 1000, results_folder: str | Path = './results',
         accelerate_kwargs: dict | None = None, force_clear_prev_results: bool | None = None, **kwargs,
     ):
+        if num_train_steps is None:   # as in the established trainer: len(dataset) steps
+            if dataset is None:
+                raise ValueError('pass num_train_steps= (it defaults to len(dataset) only when dataset= is given)')
+            num_train_steps = len(dataset)
         self.mulan = mulan
         self.data_max_length, self.target_sample_hz = data_max_length, target_sample_hz
         super().__init__(mulan, **trainer_kwargs(locals()), **kwargs)

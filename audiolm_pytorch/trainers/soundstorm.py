@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.soundstorm import SoundStorm
 from audiolm_pytorch.trainers.base import Batch, Sample, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import beartype, default, exists
@@ -42,6 +43,7 @@ def split_fields(waves: tuple[Tensor, ...]) -> dict:
     return fields
 
 
+@reference_compat('SoundStormTrainer')
 class SoundStormTrainer(Trainer):
     """Train a ``SoundStorm`` on codes or raw audio.
 
@@ -52,7 +54,9 @@ class SoundStormTrainer(Trainer):
 
     Args (see :class:`~audiolm_pytorch.trainers.base.Trainer` for the shared ones):
         model: the ``SoundStorm`` to train (its attached codec / tokenizer stay frozen and are not saved).
-        num_warmup_steps: linear learning-rate warmup (alias of ``warmup_steps``).
+        num_warmup_steps: linear learning-rate warmup (alias of ``warmup_steps``) from ``initial_lr`` to ``lr``;
+            then, as in soundstorm-pytorch, ``CosineAnnealingLR(T_max=num_train_steps)`` unless ``scheduler=`` (with
+            ``scheduler_kwargs``) is given (``scheduler=None`` for a constant learning rate).
         data_max_length / data_max_length_seconds: random crop of audio files read from ``folder``.
         num_sample_steps: decoding steps of the sample generated at each ``save_results_every``.
         tokens: a token folder written by ``audiolm prepare`` (or a SoundStorm ``TokenDataset``): train on its codes
@@ -76,7 +80,7 @@ class SoundStormTrainer(Trainer):
         valid_frac: float = 0.05, random_split_seed: int = 42, save_results_every: int = 100,
         save_model_every: int = 1000, results_folder: str | Path = './results', accelerate_kwargs: dict | None = None,
         force_clear_prev_results: bool | None = None, num_sample_steps: int | None = None,
-        tokens: str | Path | Dataset | None = None, **kwargs,
+        tokens: str | Path | Dataset | None = None, initial_lr: float = 1e-5, **kwargs,
     ):
         from audiolm_pytorch.tokens import TokenDataset
         from audiolm_pytorch.trainers.transformers import accepts_file_end, token_dataset
@@ -103,6 +107,11 @@ class SoundStormTrainer(Trainer):
         self.num_sample_steps = num_sample_steps
         if exists(num_warmup_steps):
             kwargs['warmup_steps'] = num_warmup_steps
+        self.warmup_start_lr = initial_lr
+        if 'scheduler' not in kwargs:   # as in soundstorm-pytorch: cosine annealing after the warmup
+            from torch.optim.lr_scheduler import CosineAnnealingLR
+            kwargs['scheduler'] = CosineAnnealingLR
+            kwargs['scheduler_kwargs'] = {'T_max': num_train_steps, **(kwargs.get('scheduler_kwargs') or {})}
         super().__init__(model, **trainer_kwargs(locals()), **kwargs)
 
     def make_dataset(self, folder) -> Dataset:

@@ -9,10 +9,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from audiolm_pytorch.codecs.codebook_sync import enable_codebook_sync
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import beartype, exists
 
 
+@reference_compat('SoundStreamTrainer')
 class SoundStreamTrainer(Trainer):
     """Train a ``SoundStream`` codec (arXiv 2107.03312) with its adversarial losses.
 
@@ -26,6 +28,9 @@ class SoundStreamTrainer(Trainer):
         soundstream: the codec to train.
         data_max_length / data_max_length_seconds: random crop length of training clips (samples / seconds).
         lr: learning rate of both optimizers. max_grad_norm / discr_max_grad_norm: clipping of each.
+        warmup_steps / scheduler / scheduler_kwargs (base trainer): the codec's learning-rate schedule.
+        discr_warmup_steps (default: warmup_steps) / discr_scheduler / discr_scheduler_kwargs: the
+            discriminators' own schedule (no scheduler after the warmup unless discr_scheduler is given).
         use_ema, ema_beta=0.995, ema_update_after_step=500, ema_update_every=10: EMA of the codec (its weights
             are the ones ``SoundStream.load`` / ``init_and_load_from`` prefer).
 
@@ -47,7 +52,9 @@ class SoundStreamTrainer(Trainer):
         random_split_seed: int = 42, use_ema: bool = True, ema_beta: float = 0.995,
         ema_update_after_step: int = 500, ema_update_every: int = 10, apply_grad_penalty_every: int = 4,
         dl_num_workers: int = 0, accelerator = None, accelerate_kwargs: dict | None = None,
-        use_wandb_tracking: bool = False, force_clear_prev_results: bool | None = None, **kwargs,
+        use_wandb_tracking: bool = False, force_clear_prev_results: bool | None = None,
+        discr_warmup_steps: int | None = None, discr_scheduler = None, discr_scheduler_kwargs: dict | None = None,
+        **kwargs,
     ):
         if exists(data_max_length) and exists(data_max_length_seconds):
             raise ValueError('pass data_max_length (samples) or data_max_length_seconds, not both')
@@ -57,9 +64,16 @@ class SoundStreamTrainer(Trainer):
         self.data_max_length = data_max_length
         self.discr_max_grad_norm = discr_max_grad_norm
         self.apply_grad_penalty_every = apply_grad_penalty_every
+        self.discr_schedule = (discr_warmup_steps, discr_scheduler, discr_scheduler_kwargs)
         super().__init__(soundstream, **trainer_kwargs(locals()), **kwargs)
         # the codec was most likely built before the process group existed: share its codebook statistics now
         enable_codebook_sync(self.soundstream)
+
+    @torch.no_grad()
+    def tokenize(self, audio):
+        """Codes of ``audio`` from the EMA codec (the online one without EMA)."""
+        codec = self.ema_model if exists(self.ema_model) else self.soundstream
+        return codec.tokenize(audio)
 
     def make_dataset(self, folder) -> Dataset:
         from audiolm_pytorch.data import SoundDataset
@@ -70,7 +84,10 @@ class SoundStreamTrainer(Trainer):
         phases = [Phase('generator', list(self.soundstream.non_discr_parameters()), self.max_grad_norm)]
         discriminator_parameters = list(self.soundstream.discriminator_parameters())
         if discriminator_parameters:  # a codec trained without any discriminator has no adversarial phase
-            phases.append(Phase('discriminator', discriminator_parameters, self.discr_max_grad_norm))
+            warmup, scheduler, scheduler_kwargs = self.discr_schedule
+            phases.append(Phase('discriminator', discriminator_parameters, self.discr_max_grad_norm,
+                                warmup_steps = warmup, lr_scheduler = scheduler, scheduler_kwargs = scheduler_kwargs,
+                                own_schedule = True))
         return phases
 
     def compute_loss(self, module: nn.Module, batch: Batch):

@@ -12,6 +12,7 @@ from einops import rearrange
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.trainers.base import Batch, Phase, Sample, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import beartype, eval_mode, exists
 
@@ -181,6 +182,7 @@ def _rate(module) -> int:
     return int(module.target_sample_hz)
 
 
+@reference_compat('SemanticTransformerTrainer')
 class SemanticTransformerTrainer(TransformerTrainer):
     """Train a ``SemanticTransformer`` on semantic ids of audio (``wav2vec`` tokenizes it on the fly).
 
@@ -233,6 +235,7 @@ class SemanticTransformerTrainer(TransformerTrainer):
         return dict(semantic_token_ids = ids, raw_wave = waves[0], file_end = file_end)
 
 
+@reference_compat('CoarseTransformerTrainer')
 class CoarseTransformerTrainer(TransformerTrainer):
     """Train a ``CoarseTransformer`` on (semantic ids, first codec levels) of audio, read at both rates.
 
@@ -326,6 +329,7 @@ class CoarseTransformerTrainer(TransformerTrainer):
         return [Sample('coarse_generated', wave, _rate(self.codec))] if exists(wave) else []
 
 
+@reference_compat('FineTransformerTrainer')
 class FineTransformerTrainer(TransformerTrainer):
     """Train a ``FineTransformer`` on the codec levels of audio (coarse levels condition the fine ones).
 
