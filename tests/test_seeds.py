@@ -32,3 +32,85 @@ def test_seed_001_soundstorm_on_codes_as_written():
     generated = model.generate(1024, batch_size = 2)
     assert generated.shape == (2, 1024, 12)
     assert 0 <= int(generated.min()) and int(generated.max()) < 1024
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the references' README code blocks, run as written at tiny sizes (the only changes: sizes, no .cuda(), and
+# local tiny checkpoints instead of the ./hubert/ files)
+# ---------------------------------------------------------------------------------------------------------
+
+def tiny_soundstream(**kwargs):
+    from audiolm_pytorch import SoundStream
+    return SoundStream(codebook_size = kwargs.pop('codebook_size', 16), rq_num_quantizers = kwargs.pop('rq_num_quantizers', 4),
+                       channels = 8, strides = (2, 2), channel_mults = (1, 2), codebook_dim = 8, attn_depth = 0,
+                       target_sample_hz = 16000, **kwargs)
+
+
+def test_audiolm_readme_soundstream_as_a_tokenizer():
+    soundstream = tiny_soundstream()
+    soundstream.eval()
+    audio = torch.randn(1, 512 * 4)
+    codes = soundstream(audio, return_codes_only = True)
+    recon_audio_from_codes = soundstream.decode_from_codebook_indices(codes)
+    assert torch.allclose(recon_audio_from_codes, soundstream(audio, return_recons_only = True), atol = 1e-5)
+
+
+def test_musiclm_readme_blocks_as_written():
+    """Seed 003: MuLaN, the MuLaNEmbedQuantizer, and MusicLM over an AudioLM built WITHOUT audio_conditioner."""
+    from pathlib import Path
+
+    from audiolm_pytorch import (AudioLM, AudioSpectrogramTransformer, CoarseTransformer, FineTransformer,
+                                 HubertWithKmeans, MuLaN, MuLaNEmbedQuantizer, MusicLM, SemanticTransformer,
+                                 TextTransformer)
+
+    torch.manual_seed(0)
+    audio_transformer = AudioSpectrogramTransformer(dim = 32, depth = 1, heads = 2, dim_head = 16, spec_n_fft = 128,
+                                                    spec_win_length = 24, spec_aug_stretch_factor = 0.8)
+    text_transformer = TextTransformer(dim = 32, depth = 1, heads = 2, dim_head = 16)
+    mulan = MuLaN(audio_transformer = audio_transformer, text_transformer = text_transformer)
+
+    wavs = torch.randn(2, 1024)
+    texts = torch.randint(0, 20000, (2, 256))
+    loss = mulan(wavs, texts)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert mulan.get_audio_latents(wavs).shape == mulan.get_text_latents(texts).shape
+
+    quantizer = MuLaNEmbedQuantizer(mulan = mulan, conditioning_dims = (32, 32, 32),
+                                    namespaces = ('semantic', 'coarse', 'fine'))
+    conds = quantizer(wavs = wavs, namespace = 'semantic')
+    assert conds.shape == (2, 8, 32)                 # 8 is number of quantizers
+
+    assets = Path(__file__).parent / 'assets' / 'fairseq_hubert_tiny'
+    wav2vec = HubertWithKmeans(checkpoint_path = assets / 'tiny_hubert.pt',
+                               kmeans_path = assets / 'tiny_hubert_L2_km16.bin', output_layer = 2)
+    soundstream = tiny_soundstream()
+    semantic_transformer = SemanticTransformer(num_semantic_tokens = wav2vec.codebook_size, dim = 32, depth = 1,
+                                               audio_text_condition = True)
+    coarse_transformer = CoarseTransformer(num_semantic_tokens = wav2vec.codebook_size, codebook_size = 16,
+                                           num_coarse_quantizers = 2, dim = 32, depth = 1, audio_text_condition = True)
+    fine_transformer = FineTransformer(num_coarse_quantizers = 2, num_fine_quantizers = 2, codebook_size = 16,
+                                       dim = 32, depth = 1, audio_text_condition = True)
+    audio_lm = AudioLM(wav2vec = wav2vec, codec = soundstream, semantic_transformer = semantic_transformer,
+                       coarse_transformer = coarse_transformer, fine_transformer = fine_transformer)
+
+    mulan_embed_quantizer = quantizer
+    musiclm = MusicLM(audio_lm = audio_lm, mulan_embed_quantizer = mulan_embed_quantizer)
+    music = musiclm(['the crystalline sounds of the piano in a ballroom'], max_length = 4)
+    assert isinstance(music, torch.Tensor) and music.shape[0] == 1 and music.shape[-1] > 0
+
+
+def test_soundstorm_readme_training_on_raw_audio():
+    """Seed 001's second block: SoundStorm with a SoundStream, trained on raw audio, generating seconds."""
+    from audiolm_pytorch import ConformerWrapper, SoundStorm
+
+    conformer = ConformerWrapper(codebook_size = 16, num_quantizers = 4, conformer = dict(dim = 32, depth = 1))
+    soundstream = tiny_soundstream(attn_window_size = 8)
+    model = SoundStorm(conformer, soundstream = soundstream)
+    audio = torch.randn(2, 1008)
+    loss, _ = model(audio)
+    loss.backward()
+    assert torch.isfinite(loss)
+    generated_audio = model.generate(seconds = 0.01, batch_size = 2)
+    assert generated_audio.shape[0] == 2
+    assert generated_audio.shape[-1] == 160            # 0.01 s at 16 kHz: 160 samples (40 frames of 4)
