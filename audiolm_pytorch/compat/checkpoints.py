@@ -248,4 +248,5 @@ def convert_reference_soundstream(path_or_state: str | Path | dict, model: nn.Mo
         f'call builds a different network here ({len(missing)} of our generator tensors have no counterpart, '
         f'{len(unexpected)} of the checkpoint\'s are not ours, {len(mismatched)} differ in shape; parts: '
         f'{", ".join(parts)}): the decoder\'s block layout and channel progression and the local-attention block '
-        '(fused qkv with q/k scales and value gates there) differ. Retrain the codec here, or keep 2.4.0 for it.')
+        '(fused qkv with q/k scales and value gates there) differ, see docs/model_differences.md. Retrain the '
+        'codec here, or keep 2.4.0 for it.')
