@@ -121,3 +121,24 @@ def test_soundstream_checkpoint_is_refused_with_what_differs():
     with pytest.raises(ReferenceCheckpointError, match = 'cannot be converted') as info:
         convert_reference_soundstream(REF / 'soundstream.pt', ours)
     assert 'decoder' in str(info.value) and 'encoder_attn' in str(info.value)
+
+
+def test_load_routes_reference_files_through_the_converter(caplog, tmp_path):
+    """``.load(path)`` (the README's promise) on a 2.4.0 file: the converter's error, not a bare key mismatch;
+    ``strict=False`` is the warm start."""
+    model = BUILD['coarse']()
+    with pytest.raises(ReferenceCheckpointError, match = 'hyper-connections'):
+        model.load(REF / 'coarse.pt')
+    with caplog.at_level(logging.WARNING):
+        model.load(REF / 'coarse.pt', strict = False)
+    state = read_reference_state_dict(REF / 'coarse.pt')
+    assert torch.equal(model.coarse_embedding.weight, state['coarse_embedding.weight'])
+
+    soundstream = SoundStream(**CONFIGS['soundstream'])
+    with pytest.raises(ReferenceCheckpointError, match = 'SoundStream checkpoints from audiolm-pytorch 2.4.0'):
+        soundstream.load(REF / 'soundstream.pt')
+    # files this package wrote, and bare state dicts of our own networks, load as before
+    torch.save(soundstream.state_dict(), tmp_path / 'bare.pt')
+    SoundStream(**CONFIGS['soundstream']).load(tmp_path / 'bare.pt')
+    torch.save(model.state_dict(), tmp_path / 'coarse_bare.pt')
+    BUILD['coarse']().load(tmp_path / 'coarse_bare.pt')

@@ -1,6 +1,7 @@
 """Checkpoints written by the established audiolm-pytorch 2.4.0: a key map onto this package's networks, and a
 loud refusal where the networks differ.
 
+``model.load(path)`` routes files in 2.4.0's layout here (``load_reference_layout``).
 ``convert_reference_checkpoint(path_or_state_dict, model, strict=True)`` maps a 2.4.0 ``SemanticTransformer`` /
 ``CoarseTransformer`` / ``FineTransformer`` state dict (the ``model`` entry of what its trainers save) onto ours.
 Every reference key is either mapped (renamed, transposed, or — for the single shared key/value head of the
@@ -250,3 +251,25 @@ def convert_reference_soundstream(path_or_state: str | Path | dict, model: nn.Mo
         f'{", ".join(parts)}): the decoder\'s block layout and channel progression and the local-attention block '
         '(fused qkv with q/k scales and value gates there) differ, see docs/model_differences.md. Retrain the '
         'codec here, or keep 2.4.0 for it.')
+
+
+def _base_name(model: nn.Module, names: tuple[str, ...]) -> str | None:
+    return next((base.__name__ for base in type(model).__mro__ if base.__name__ in names), None)
+
+
+def load_reference_layout(model: nn.Module, state: dict[str, Tensor], *, strict: bool = True) -> bool:
+    """Called by ``.load(path)`` for files not written by this package: when ``state`` is in audiolm-pytorch
+    2.4.0's layout for ``model``'s class, convert it (``convert_reference_checkpoint``; raises unless exact when
+    ``strict``) and return True; otherwise return False (the file is loaded as an ordinary state dict)."""
+    if _base_name(model, ('SemanticTransformer', 'CoarseTransformer', 'FineTransformer')):
+        if any(re.match(r'transformer\.layers\.\d+\.\d+\.', key) for key in state):
+            convert_reference_checkpoint(state, model, strict = strict)
+            return True
+        return False
+    if _base_name(model, ('SoundStream',)) and strict:
+        ours = model.state_dict()
+        differs = any(key not in ours or tuple(ours[key].shape) != tuple(value.shape) for key, value in state.items()
+                      if not key.startswith(('discriminators', 'stft_discriminator')))
+        if differs and 'encoder.0.conv.weight' in state:    # a SoundStream file, not ours
+            convert_reference_soundstream(state, model)     # raises, saying what differs
+    return False
