@@ -319,6 +319,12 @@ class Checkpointable:
         state_dict = pkg['model']
         if prefer_ema and exists(pkg.get('ema_model')):
             state_dict = _strip_ema_prefix(pkg['ema_model'])
+        if pkg.get('format') != FORMAT_NAME:
+            # written by audiolm-pytorch 2.4.0 in its own layout: converted where the networks match, else a
+            # ReferenceCheckpointError that names what differs (audiolm_pytorch/compat/checkpoints.py)
+            from audiolm_pytorch.compat.checkpoints import load_reference_layout
+            if load_reference_layout(self, state_dict, strict = strict):
+                return pkg
         result = self.load_state_dict(state_dict, strict = strict)
         if result.missing_keys or result.unexpected_keys:   # only reachable with strict=False: say what was skipped
             logger.warning('loading %s into a %s: %d missing keys %s, %d unexpected keys %s', path, type(self).__name__,

@@ -85,7 +85,8 @@ def test_reranking_with_mulan_similarity_and_variable_lengths():
 
 def test_musiclm_checks_the_conditioner():
     quantizer = tiny_quantizer()
-    with pytest.raises(ValueError, match = 'audio_conditioner'):
+    # no conditioner and no stage that could take one: nothing would ever see the text
+    with pytest.raises(ValueError, match = 'audio_text_condition=True'):
         MusicLM(audio_lm = StubAudioLM(None, [0.]), mulan_embed_quantizer = quantizer)
     musiclm = MusicLM(audio_lm = StubAudioLM(quantizer, [0.]), mulan_embed_quantizer = quantizer)
     with pytest.raises(ValueError, match = 'num_samples'):
@@ -174,6 +175,45 @@ def test_musiclm_end_to_end_with_audiolm():
     assert len(waves) == 2 and all(w.ndim == 1 and w.shape[-1] <= 3 * 4 for w in waves)
     texts = ['a jazz trio'] * 2 + ['ambient pads'] * 2
     assert namespaces == [('semantic', texts), ('coarse', texts), ('fine', texts)]
+
+
+def test_musiclm_conditions_an_audiolm_built_without_conditioner():
+    """musiclm-pytorch's usage (seed 003): the AudioLM is built WITHOUT audio_conditioner and MusicLM conditions
+    it through the quantizer; the result equals the AudioLM built with the quantizer as its conditioner."""
+    quantizer = tiny_quantizer()
+    namespaces = []
+    original_forward = quantizer.forward
+    quantizer.forward = lambda *a, **kw: namespaces.append(kw.get('namespace')) or original_forward(*a, **kw)
+    semantic, coarse, fine = tiny_stages()
+    stages = dict(semantic_transformer = semantic, coarse_transformer = coarse, fine_transformer = fine)
+    audio_lm = AudioLM(wav2vec = None, codec = StubCodec(), **stages)                 # no audio_conditioner
+    keys = set(audio_lm.state_dict())
+
+    musiclm = MusicLM(audio_lm = audio_lm, mulan_embed_quantizer = quantizer)
+    kwargs = dict(max_length = 4, max_coarse_time_steps = 3)
+    musiclm(['warm up'], **kwargs)                   # the quantizer's codebooks initialise on their first call
+    namespaces.clear()
+    torch.manual_seed(0)
+    music = musiclm(['the crystalline sounds of the piano in a ballroom'], **kwargs)
+    assert isinstance(music, torch.Tensor) and music.shape[0] == 1
+    assert namespaces == ['semantic', 'coarse', 'fine']
+    # conditioning is lent for the call only: the AudioLM is left as it was built
+    assert all(stage.audio_conditioner is None for stage in (audio_lm.semantic, audio_lm.coarse, audio_lm.fine))
+    assert set(audio_lm.state_dict()) == keys
+
+    with_conditioner = AudioLM(wav2vec = None, codec = StubCodec(), audio_conditioner = quantizer, **stages)
+    torch.manual_seed(0)
+    same = MusicLM(audio_lm = with_conditioner, mulan_embed_quantizer = quantizer)(
+        ['the crystalline sounds of the piano in a ballroom'], **kwargs)
+    assert torch.equal(music, same)
+
+    # the text reaches the stages: another prompt gives other semantic logits under the same seed
+    cond = lambda text: audio_lm.semantic._condition(text = [text], text_embeds = None, batch_size = 1)
+    with torch.no_grad(), __import__('audiolm_pytorch.musiclm.musiclm', fromlist = ['x'])._conditioned_by(
+            audio_lm, quantizer):
+        quantizer.eval()
+        a, b = cond('piano'), cond('heavy metal drums')
+    assert not torch.equal(a[0] if isinstance(a, tuple) else a, b[0] if isinstance(b, tuple) else b)
 
 
 def test_seed_style_stage_condition_width_defaults_to_model_dim():

@@ -1,14 +1,18 @@
 """MusicLM (arXiv 2301.11325): text-conditioned AudioLM whose conditioning tokens come from MuLaN, with
 sampling of several candidates per text and MuLaN reranking of them.
 
-Generation goes through the AudioLM's ``audio_conditioner`` (the ``MuLaNEmbedQuantizer``): AudioLM is called
-with the raw texts, and each stage asks the quantizer for the text embeddings of its own namespace.
+Generation goes through the ``MuLaNEmbedQuantizer``: AudioLM is called with the raw texts, and each stage asks
+the quantizer for the text embeddings of its own namespace. An AudioLM built without ``audio_conditioner`` (as
+musiclm-pytorch requires) is conditioned by MusicLM: while generating, its stages built with
+``audio_text_condition=True`` use ``mulan_embed_quantizer`` as their conditioner. One built with the quantizer
+as its ``audio_conditioner`` keeps working as is.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -48,6 +52,30 @@ def _as_wave_list(generated: Waves, expected: int) -> list[Tensor]:
     return waves
 
 
+STAGE_NAMES = ('semantic', 'coarse', 'fine')
+
+
+def _conditionable_stages(audio_lm) -> list[nn.Module]:
+    """The stage wrappers of an AudioLM whose transformer takes MuLaN conditioning (``audio_text_condition``)."""
+    stages = [getattr(audio_lm, name, None) for name in STAGE_NAMES]
+    return [stage for stage in stages
+            if exists(stage) and getattr(getattr(stage, 'transformer', None), 'audio_text_condition', False)]
+
+
+@contextmanager
+def _conditioned_by(audio_lm, quantizer) -> Iterator[None]:
+    """Let the conditionable stages of an AudioLM without a conditioner use ``quantizer`` for the duration."""
+    stages = [stage for stage in _conditionable_stages(audio_lm) if getattr(stage, 'audio_conditioner', None) is None]
+    # object.__setattr__: the quantizer is held by MusicLM, and must not become a submodule of the stages
+    for stage in stages:
+        object.__setattr__(stage, 'audio_conditioner', quantizer)
+    try:
+        yield
+    finally:
+        for stage in stages:
+            object.__setattr__(stage, 'audio_conditioner', None)
+
+
 def _stack_if_possible(waves: list[Tensor]) -> Waves:
     if len({wave.shape[-1] for wave in waves}) == 1:
         return torch.stack(waves)
@@ -59,8 +87,10 @@ class MusicLM(nn.Module):
     """Text -> music with AudioLM conditioned on MuLaN, reranked by MuLaN.
 
     Args:
-        audio_lm: an ``AudioLM`` built with ``audio_conditioner=mulan_embed_quantizer`` (its three stages with
-            ``audio_text_condition=True``). Called as ``audio_lm(text=list[str], batch_size=b, **kwargs)``.
+        audio_lm: an ``AudioLM`` whose stages were built with ``audio_text_condition=True`` and trained with
+            ``mulan_embed_quantizer`` as their ``audio_conditioner``. Built without ``audio_conditioner`` (as in
+            musiclm-pytorch), MusicLM conditions it through ``mulan_embed_quantizer``; built with it, it is used
+            as is. Called as ``audio_lm(text=list[str], batch_size=b, **kwargs)``.
         mulan_embed_quantizer: the ``MuLaNEmbedQuantizer`` the stages were trained with; its MuLaN scores
             the candidates.
         scorer: optional ``scorer(waves: list[(n,)], texts: list[str]) -> (b,)`` replacing MuLaN similarity.
@@ -80,9 +110,12 @@ class MusicLM(nn.Module):
                  mulan_sample_hz: int | None = None, max_batch_size: int | None = None):
         super().__init__()
         conditioner = getattr(audio_lm, 'audio_conditioner', None)
-        if hasattr(audio_lm, 'audio_conditioner') and conditioner is None:
-            raise ValueError('audio_lm has no audio_conditioner: build AudioLM(..., audio_conditioner='
-                             'mulan_embed_quantizer) so each stage is conditioned on MuLaN text embeddings')
+        # an AudioLM without a conditioner is conditioned here, through the quantizer (musiclm-pytorch's usage)
+        self.conditions_audio_lm = hasattr(audio_lm, 'audio_conditioner') and conditioner is None
+        if self.conditions_audio_lm and not _conditionable_stages(audio_lm):
+            raise ValueError('none of audio_lm\'s stages takes MuLaN conditioning: build the Semantic / Coarse / '
+                             'FineTransformer with audio_text_condition=True (and train them with '
+                             'audio_conditioner=mulan_embed_quantizer)')
         if exists(conditioner) and conditioner is not mulan_embed_quantizer:
             logger.warning('audio_lm is conditioned by a different audio_conditioner than the '
                            'mulan_embed_quantizer given to MusicLM; candidates are ranked with the latter')
@@ -135,10 +168,12 @@ class MusicLM(nn.Module):
         """One AudioLM sample per entry of ``texts`` (chunked by ``max_batch_size``) -> list of 1-D waves."""
         chunk = self.max_batch_size or len(texts)
         waves = []
-        for start in range(0, len(texts), chunk):
-            batch_texts = texts[start:start + chunk]
-            generated = self.audio_lm(text = batch_texts, batch_size = len(batch_texts), **audio_lm_kwargs)
-            waves.extend(_as_wave_list(generated, len(batch_texts)))
+        with _conditioned_by(self.audio_lm, self.mulan_embed_quantizer) if self.conditions_audio_lm else \
+                nullcontext():
+            for start in range(0, len(texts), chunk):
+                batch_texts = texts[start:start + chunk]
+                generated = self.audio_lm(text = batch_texts, batch_size = len(batch_texts), **audio_lm_kwargs)
+                waves.extend(_as_wave_list(generated, len(batch_texts)))
         return waves
 
     @torch.no_grad()

@@ -29,9 +29,13 @@ class SemanticTokenizer(Protocol):
 
 
 class WaveInputMixin:
-    """Input plumbing shared by the tokenizers: the ``target_sample_hz`` / ``seq_len_multiple_of`` properties
+    """Input plumbing shared by the tokenizers: the ``target_sample_hz`` / ``seq_len_multiple_of`` attributes
     (backed by ``self._target_sample_hz`` / ``self._seq_len_multiple_of``), waveform shape checks, resampling
-    from ``input_sample_hz`` and cropping to a multiple of ``seq_len_multiple_of``."""
+    from ``input_sample_hz`` and cropping to a multiple of ``seq_len_multiple_of``.
+
+    Both attributes are settable, as plain attributes are in the established library: a subclass may assign
+    ``self.target_sample_hz = 16000`` in its own ``__init__`` (before or after ``super().__init__``). Values
+    are checked on assignment; subclasses hook ``_check_target_sample_hz`` for model-specific checks."""
 
     _target_sample_hz: int
     _seq_len_multiple_of: int | None
@@ -40,9 +44,25 @@ class WaveInputMixin:
     def target_sample_hz(self) -> int:
         return self._target_sample_hz
 
+    @target_sample_hz.setter
+    def target_sample_hz(self, value: int):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f'target_sample_hz must be a positive int (samples per second), got {value!r}')
+        self._check_target_sample_hz(value)
+        object.__setattr__(self, '_target_sample_hz', value)
+
     @property
     def seq_len_multiple_of(self) -> int | None:
         return self._seq_len_multiple_of
+
+    @seq_len_multiple_of.setter
+    def seq_len_multiple_of(self, value: int | None):
+        if exists(value) and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ValueError(f'seq_len_multiple_of must be a positive int or None, got {value!r}')
+        object.__setattr__(self, '_seq_len_multiple_of', value)
+
+    def _check_target_sample_hz(self, value: int):
+        """Raise a ``ValueError`` when this tokenizer cannot run at ``value`` Hz (default: any rate works)."""
 
     def cropped_num_samples(self, num_samples: int) -> int:
         """``num_samples`` cut down to a multiple of ``seq_len_multiple_of`` (unchanged without one)."""

@@ -331,15 +331,8 @@ class HubertWithKmeans(WaveInputMixin, nn.Module):
         self.checkpoint_path = str(checkpoint_path)
         self.features = self.build_features(checkpoint_path, output_layer = output_layer, normalize = normalize)
         self.output_layer = output_layer
-        self._target_sample_hz = target_sample_hz
-        self._seq_len_multiple_of = seq_len_multiple_of
-
-        hop = self.features.hop_length * target_sample_hz / self.features.sample_hz
-        if hop != int(hop):
-            raise ValueError(f'target_sample_hz={target_sample_hz} gives a fractional hop of {hop} samples per frame '
-                             f'for a model running at {self.features.sample_hz} Hz; use target_sample_hz='
-                             f'{self.features.sample_hz} (and input_sample_hz to resample)')
-        self._downsample_factor = int(hop)
+        self.target_sample_hz = target_sample_hz          # checked: must give a whole hop (see downsample_factor)
+        self.seq_len_multiple_of = seq_len_multiple_of
 
         self.kmeans = None
         if exists(kmeans_path):
@@ -365,10 +358,24 @@ class HubertWithKmeans(WaveInputMixin, nn.Module):
 
     # interface (target_sample_hz, seq_len_multiple_of: WaveInputMixin) -----------------------------------
 
+    def _hop_at(self, sample_hz: int) -> float:
+        return self.features.hop_length * sample_hz / self.features.sample_hz
+
+    def _check_target_sample_hz(self, value: int):
+        features = self.__dict__.get('_modules', {}).get('features')
+        if features is None:     # a subclass setting the rate before building its encoder
+            return
+        hop = self._hop_at(value)
+        if hop != int(hop):
+            raise ValueError(f'target_sample_hz={value} gives a fractional hop of {hop} samples per frame '
+                             f'for a model running at {features.sample_hz} Hz; use target_sample_hz='
+                             f'{features.sample_hz} (and input_sample_hz to resample)')
+
     @property
     def downsample_factor(self) -> int:
-        """Input samples (at ``target_sample_hz``) per token: the product of the encoder's conv strides."""
-        return self._downsample_factor
+        """Input samples (at ``target_sample_hz``) per token: the encoder's hop (product of its conv strides)
+        scaled to ``target_sample_hz``; follows ``target_sample_hz`` when a subclass reassigns it."""
+        return int(self._hop_at(self.target_sample_hz))
 
     @property
     def codebook_size(self) -> int:

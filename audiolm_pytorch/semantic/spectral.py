@@ -63,13 +63,20 @@ class SpectralKmeansTokenizer(WaveInputMixin, Checkpointable, nn.Module):
         self.register_buffer('std', torch.ones(n_mels))
         self.register_buffer('fitted', torch.tensor(False))
 
-        self._target_sample_hz = target_sample_hz
-        self._seq_len_multiple_of = seq_len_multiple_of
+        self.target_sample_hz = target_sample_hz
+        self.seq_len_multiple_of = seq_len_multiple_of
         self._hop = hop
         self._codebook_size = codebook_size
         self.n_mels = n_mels
 
     # interface (target_sample_hz, seq_len_multiple_of: WaveInputMixin) -----------------------------------
+
+    def _check_target_sample_hz(self, value: int):
+        built = getattr(self, '_target_sample_hz', None)
+        if exists(built) and value != built:       # the mel front-end and the fitted clusters are tied to the rate
+            raise ValueError(f'this SpectralKmeansTokenizer is built for target_sample_hz={built}: build a new one '
+                             f'with target_sample_hz={value} (and refit it), or pass input_sample_hz={value} '
+                             'to resample the input instead')
 
     @property
     def downsample_factor(self) -> int:

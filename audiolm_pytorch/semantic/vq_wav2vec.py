@@ -64,8 +64,8 @@ class FairseqVQWav2Vec(WaveInputMixin, nn.Module):
         self.model = models[0].eval().requires_grad_(False)
         if not hasattr(self.model, 'vector_quantizer'):
             raise ValueError(f'{path} is not a vq-wav2vec checkpoint (its model has no vector_quantizer)')
-        self._target_sample_hz = target_sample_hz
-        self._seq_len_multiple_of = seq_len_multiple_of
+        self.target_sample_hz = target_sample_hz
+        self.seq_len_multiple_of = seq_len_multiple_of
 
     @property
     def downsample_factor(self) -> int:

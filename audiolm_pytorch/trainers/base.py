@@ -371,6 +371,14 @@ class Trainer:
     def ema_model(self) -> nn.Module | None:
         return self.ema.ema_model if exists(self.ema) else None
 
+    def cuda(self, device = None) -> 'Trainer':
+        """``Trainer(...).cuda()`` as the established library's READMEs write it: the accelerator has already
+        placed the models on its device, so this only checks that the device is a GPU and returns the trainer."""
+        if self.device.type != 'cuda':
+            raise ValueError(f'.cuda(): this trainer runs on {self.device} (Accelerate picks the device: no CUDA '
+                             'device is visible, or cpu=True was asked for); drop the .cuda() call')
+        return self
+
     def autocast(self):
         """Autocast for this trainer's precision (not Accelerate's global one, which a later trainer may change)."""
         dtype = dict(bf16 = torch.bfloat16, fp16 = torch.float16).get(self.mixed_precision)
