@@ -3,7 +3,7 @@
 The reference keywords come from ``tests/assets/reference_api.json``, extracted statically from the three wheels by
 ``scripts/extract_reference_api.py`` (tests run offline). Every keyword must have a decision (accepted, a
 compatibility spelling, a shim, warned about or refused with a ``LegacyKeywordError``); none may raise a bare
-``TypeError``. Shims with behaviour are tested on small models below.
+``TypeError``. The shims with behaviour are tested in ``test_compat_shims.py``.
 """
 
 import importlib.util
