@@ -72,7 +72,7 @@ def test_reference_keyword_never_raises_a_bare_type_error(name, member, param):
     """Passing the keyword (with the reference default, and with another value for flags) is accepted, warned
     about, or refused with a LegacyKeywordError whose message names the keyword - never an unknown-keyword
     TypeError. The call is bound against the real signatures (through **kwargs into base classes); the method
-    bodies are not run (the shims with behaviour have their own tests below)."""
+    bodies are not run (the shims with behaviour are tested in test_compat_shims.py)."""
     values = [_value(param['default'])]
     if _other(values[0]) is not None:
         values.append(_other(values[0]))
