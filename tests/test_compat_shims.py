@@ -312,7 +312,7 @@ def test_semantic_trainer_positional_swap():
     assert args == (transformer, wav2vec)
 
 
-def test_mulan_trainer_defaults_to_len_dataset_steps_and_refuses_lion(tmp_path):
+def test_mulan_trainer_defaults_to_len_dataset_steps_and_trains_with_lion(tmp_path):
     from audiolm_pytorch import MuLaNTrainer
 
     class Pairs(torch.utils.data.Dataset):
@@ -327,8 +327,23 @@ def test_mulan_trainer_defaults_to_len_dataset_steps_and_refuses_lion(tmp_path):
     assert trainer.num_train_steps == 4
     kwargs = trainer.data_tuple_to_kwargs((['x', 'y'], torch.randn(2, 2000)))
     assert kwargs['raw_texts'] == ['x', 'y'] and kwargs['wavs'].shape == (2, 2000)
-    with pytest.raises(LegacyKeywordError, match = 'AdamW'):
-        MuLaNTrainer(tiny_mulan(), Pairs(), use_lion = True, **common)
+    from audiolm_pytorch.trainers.lion import Lion
+    lion = MuLaNTrainer(tiny_mulan(), Pairs(), use_lion = True, lr = 1e-4, **common)
+    assert isinstance(lion._phases[0].optimizer.optimizer, Lion)
+    before = [p.detach().clone() for p in lion.mulan.parameters()]
+    lion.train_step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, lion.mulan.parameters()))
+
+
+def test_lion_step_follows_the_paper_update():
+    from audiolm_pytorch.trainers.lion import Lion
+    p = torch.nn.Parameter(torch.tensor([1., -2., 3.]))
+    opt = Lion([p], lr = 0.1, betas = (0.9, 0.99), weight_decay = 0.5)
+    p.grad = torch.tensor([0.5, -1., 0.])
+    opt.step()
+    # m = 0: update = sign(0.1 * g) = [1, -1, 0]; p = p * (1 - 0.1 * 0.5) - 0.1 * update
+    assert torch.allclose(p.detach(), torch.tensor([1., -2., 3.]) * 0.95 - 0.1 * torch.tensor([1., -1., 0.]))
+    assert torch.allclose(opt.state[p]['exp_avg'], 0.01 * torch.tensor([0.5, -1., 0.]))
 
 
 # ---- codecs / wrappers -------------------------------------------------------------------------------------------
