@@ -179,8 +179,6 @@ TABLES = {
     },
     'MuLaNTrainer': {
         '__init__': {
-            'use_lion': Fixed(value = False, otherwise = 'refuse',
-                              note = 'the Lion optimizer is not bundled; the trainers use AdamW (lr=, wd=, betas=)'),
             'num_train_steps': Note(note = 'optional as in the reference: None = len(dataset) steps (needs dataset=)'),
         },
         'print': _PRINT,

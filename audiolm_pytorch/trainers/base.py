@@ -189,7 +189,7 @@ class Trainer:
         # optimizers and schedulers, one per phase
         self._phases = self.phases()
         for phase in self._phases:
-            phase.optimizer = torch.optim.AdamW(phase.params, lr = default(phase.lr, lr), betas = self.betas, weight_decay = wd)
+            phase.optimizer = self.make_optimizer(phase.params, lr = default(phase.lr, lr), weight_decay = wd)
             if phase.own_schedule:
                 phase.scheduler = self._make_scheduler(phase.optimizer, default(phase.warmup_steps, warmup_steps),
                                                        phase.lr_scheduler, phase.scheduler_kwargs or {})
@@ -216,6 +216,10 @@ class Trainer:
 
     def phases(self) -> list[Phase]:
         return [Phase('loss', [p for p in self.model.parameters() if p.requires_grad], self.max_grad_norm)]
+
+    def make_optimizer(self, params, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        """The optimizer of one phase (AdamW with the trainer's betas)."""
+        return torch.optim.AdamW(params, lr = lr, betas = self.betas, weight_decay = weight_decay)
 
     def make_dataset(self, folder) -> Dataset:
         raise NotImplementedError(f'{type(self).__name__} does not build datasets from a folder; pass dataset=')

@@ -51,7 +51,8 @@ class MuLaNTrainer(Trainer):
     Args (see :class:`~audiolm_pytorch.trainers.base.Trainer` for the shared ones):
         mulan: the model. dataset: the (text, audio) dataset.
         data_max_length: random crop (samples) of audio read from a manifest. target_sample_hz: the rate audio
-            read from a manifest is resampled to.
+            read from a manifest is resampled to. use_lion: the Lion optimizer instead of AdamW (as the
+            established trainer offers; use a smaller lr).
 
     Checkpoints: ``results_folder/mulan.{step}.pt`` (``MuLaN.init_and_load_from`` reads them).
     """
@@ -66,15 +67,23 @@ class MuLaNTrainer(Trainer):
         target_sample_hz: int | None = None, lr: float = 3e-4, grad_accum_every: int = 1, wd: float = 0.,
         max_grad_norm: float | None = 0.5, valid_frac: float = 0.05, random_split_seed: int = 42,
         save_results_every: int = 100, save_model_every: int = 1000, results_folder: str | Path = './results',
-        accelerate_kwargs: dict | None = None, force_clear_prev_results: bool | None = None, **kwargs,
+        accelerate_kwargs: dict | None = None, force_clear_prev_results: bool | None = None, use_lion: bool = False,
+        **kwargs,
     ):
         if num_train_steps is None:   # as in the established trainer: len(dataset) steps
             if dataset is None:
                 raise ValueError('pass num_train_steps= (it defaults to len(dataset) only when dataset= is given)')
             num_train_steps = len(dataset)
         self.mulan = mulan
+        self.use_lion = use_lion
         self.data_max_length, self.target_sample_hz = data_max_length, target_sample_hz
         super().__init__(mulan, **trainer_kwargs(locals()), **kwargs)
+
+    def make_optimizer(self, params, *, lr: float, weight_decay: float):
+        if self.use_lion:
+            from audiolm_pytorch.trainers.lion import Lion
+            return Lion(params, lr = lr, betas = self.betas, weight_decay = weight_decay)
+        return super().make_optimizer(params, lr = lr, weight_decay = weight_decay)
 
     def make_dataset(self, folder) -> Dataset:
         if not Path(folder).is_file():
