@@ -86,3 +86,53 @@ def test_requires_local_source(tmp_path):
         codec.tokenize(torch.full((1, 400), float('nan')))
     with pytest.raises(ValueError, match = 'codes'):
         codec.decode_from_codebook_indices(torch.full((1, 3, 1), 99))
+
+
+def transformers_reference(wrapper_cls, model, wave, num_quantizers):
+    """Codes ``(b, q, n)`` and audio from the ``transformers`` model's own forward (encode + decode)."""
+    if wrapper_cls is EncodecWrapper:
+        out = model(wave, bandwidth = 20.0, return_dict = True)
+        return out.audio_codes[0], out.audio_values
+    if wrapper_cls is DacWrapper:
+        out = model(wave, n_quantizers = num_quantizers, return_dict = True)
+        return out.audio_codes[:, :num_quantizers], out.audio_values
+    out = model(wave, num_quantizers = num_quantizers, return_dict = True)
+    return out.audio_codes, out.audio_values
+
+
+@pytest.mark.parametrize('wrapper_cls, make_config, kwargs', CASES, ids = ['encodec', 'dac', 'mimi'])
+def test_codes_and_audio_equal_the_transformers_model(wrapper_cls, make_config, kwargs):
+    """The wrapper's ``(b, frames, q)`` codes are the transformers model's codes (level ``i`` at ``[..., i]``) and
+    its decoded audio is the model's own decode. Checked against: the quantizer levels reversed in ``tokenize``
+    (``codes[:, ::-1]``) fails here, as does decoding with the levels reversed."""
+    torch.manual_seed(0)
+    codec = wrapper_cls(config = make_config(), **kwargs)
+    with torch.no_grad():   # random configs start with empty (zero) codebooks: every frame would get code 0
+        for name, buffer in codec.model.named_buffers():
+            if name.rsplit('.', 1)[-1] in ('embed', 'embed_avg', 'embed_sum'):
+                buffer.normal_(std = 0.5)
+    model_cls = getattr(transformers, wrapper_cls.model_class_name)
+    reference = model_cls(codec.model.config).eval()
+    reference.load_state_dict(codec.model.state_dict())
+
+    frames = 10
+    wave = torch.randn(2, codec.downsample_factor * frames) * 0.3
+    with torch.no_grad():
+        ref_codes, ref_audio = transformers_reference(wrapper_cls, reference, wave[:, None], codec.num_quantizers)
+    codes = codec.tokenize(wave)
+    assert codes.shape == (2, frames, codec.num_quantizers)
+    assert torch.equal(codes, ref_codes.permute(0, 2, 1))
+    # the levels differ from each other, so a reordering of levels cannot pass unnoticed
+    assert len({tuple(codes[..., level].flatten().tolist()) for level in range(codes.shape[-1])}) == codes.shape[-1]
+
+    audio = codec.decode_from_codebook_indices(codes)
+    assert audio.shape == (2, 1, frames * codec.downsample_factor)
+    torch.testing.assert_close(audio, ref_audio.reshape(2, 1, -1)[..., :audio.shape[-1]].float(), rtol = 1e-5, atol = 1e-6)
+    # fewer levels: the first ones, as transformers decodes them
+    if wrapper_cls is not EncodecWrapper:   # EnCodec picks its levels by bandwidth only
+        first = codec.tokenize(wave, num_quantizers = 2)
+        assert torch.equal(first, codes[..., :2])
+        with torch.no_grad():
+            _, ref_first = transformers_reference(wrapper_cls, reference, wave[:, None], 2)
+        torch.testing.assert_close(codec.decode_from_codebook_indices(first), ref_first.reshape(2, 1, -1)[..., :audio.shape[-1]].float(),
+                                   rtol = 1e-5, atol = 1e-6)
