@@ -179,6 +179,7 @@ def worker(args):
                               results_folder = str(work / 'trainer_results'), save_results_every = 10 ** 9,
                               save_model_every = 10 ** 9, force_clear_prev_results = True)
         trainer_kwargs.update(json.loads(args.trainer_kwargs))
+        Path(trainer_kwargs['results_folder']).mkdir(parents = True, exist_ok = True)   # the reference rmtree()s it
         trainer = lib.SoundStreamTrainer(model, **trainer_kwargs)
 
         def step_fn():
