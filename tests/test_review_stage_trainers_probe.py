@@ -109,7 +109,8 @@ def test_two_rate_items_cover_the_same_segment_and_frames_line_up(tmp_path):
                                        results_folder = tmp_path / 'r', progress_bar = False)
     ds = trainer.train_ds
     for _ in range(6):
-        semantic_wave, codec_wave = ds[0]
+        semantic_wave, codec_wave, num_samples, _ = ds[0]     # + real samples per rate and the file-end flag
+        assert num_samples.tolist() == [semantic_wave.shape[-1], codec_wave.shape[-1]]   # 1 s files: no padding
         assert semantic_wave.shape[-1] / 16000 == pytest.approx(0.5, abs = 1 / 50)
         assert codec_wave.shape[-1] / 24000 == pytest.approx(0.5, abs = 1 / 50)
         # same duration to within one frame of each tokenizer
@@ -119,7 +120,7 @@ def test_two_rate_items_cover_the_same_segment_and_frames_line_up(tmp_path):
             t_codec = codec_wave.abs().argmax().item() / 24000
             assert t_sem == pytest.approx(t_codec, abs = 2e-4), 'the two rates must be the same time segment'
     batch = trainer.next_batch()
-    assert [w.shape[-1] for w in batch.waves] == [semantic_wave.shape[-1], codec_wave.shape[-1]]
+    assert [w.shape[-1] for w in batch.waves[:2]] == [semantic_wave.shape[-1], codec_wave.shape[-1]]
     assert batch.waves[0].shape[-1] % 320 == 0 and batch.waves[1].shape[-1] % codec.seq_len_multiple_of == 0
     semantic_frames = wav2vec(batch.waves[0]).shape[-1]
     codec_frames = codec.tokenize(batch.waves[1]).shape[1]
