@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from audiolm_pytorch import CoarseTransformer, FineTransformer, SemanticTransformer, SoundStream
-from audiolm_pytorch.compat.checkpoints import (ReferenceCheckpointError, convert_reference_checkpoint,
+from audiolm_pytorch.reference_checkpoints import (ReferenceCheckpointError, convert_reference_checkpoint,
                                                 convert_reference_soundstream, read_reference_state_dict)
 
 REF = Path(__file__).parent / 'assets' / 'reference'
