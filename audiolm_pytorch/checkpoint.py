@@ -321,8 +321,8 @@ class Checkpointable:
             state_dict = _strip_ema_prefix(pkg['ema_model'])
         if pkg.get('format') != FORMAT_NAME:
             # written by audiolm-pytorch 2.4.0 in its own layout: converted where the networks match, else a
-            # ReferenceCheckpointError that names what differs (audiolm_pytorch/compat/checkpoints.py)
-            from audiolm_pytorch.compat.checkpoints import load_reference_layout
+            # ReferenceCheckpointError that names what differs (audiolm_pytorch/reference_checkpoints.py)
+            from audiolm_pytorch.reference_checkpoints import load_reference_layout
             if load_reference_layout(self, state_dict, strict = strict):
                 return pkg
         result = self.load_state_dict(state_dict, strict = strict)

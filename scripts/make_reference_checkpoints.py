@@ -11,7 +11,8 @@ fixed at 768 so nothing is downloaded. Configs are tiny and seeded. Files writte
 
 - ``{semantic,coarse,fine}.pt``: ``dict(model=state_dict, version='2.4.0', config=kwargs)`` — the layout the
   reference trainers save (``config`` added here so the test can rebuild the same constructor call);
-  ``semantic_flash.pt`` is the README's ``flash_attn=True`` variant (no relative position bias).
+  ``semantic_flash.pt`` is the README's ``flash_attn=True`` variant (no relative position bias);
+  ``semantic_plain.pt`` has the parts this package lacks switched off (see below), to check the key map alone.
 - ``soundstream.pt``: what ``SoundStream.save`` writes (``model``, pickled ``config``, ``version``), with the
   discriminators' tensors replaced by their shapes (``discriminator_shapes``) to keep the file small.
 - ``outputs.pt``: fixed inputs and the reference outputs (logits, codes, reconstruction) in eval mode.
@@ -65,12 +66,26 @@ def main():
         torch.save(dict(model = model.state_dict(), version = '2.4.0', config = config), args.out / f'{name}.pt')
         built[name] = model
 
+    # 'plain' variant: the reference with the parts this package lacks switched off (one residual stream, no
+    # value residual, no position bias, its feed-forward LayerNorm replaced by an identity), and its attention
+    # pre-norm too (2.4.0 computes self-attention keys / values from the un-normalised input and only the
+    # queries from the normalised one; the test removes our attention pre-norm likewise): what the key map alone
+    # must reproduce exactly
+    plain = SemanticTransformer(**SEMANTIC, flash_attn = True, num_residual_streams = 1,
+                                add_value_residual = False).eval()
+    for layer in plain.transformer.layers:
+        layer[0].branch.norm = torch.nn.Identity()
+        layer[2].branch[3] = torch.nn.Identity()
+    torch.save(dict(model = plain.state_dict(), version = '2.4.0', config = dict(SEMANTIC, flash_attn = True)),
+               args.out / 'semantic_plain.pt')
+    built['semantic_plain'] = plain
+
     gen = torch.Generator().manual_seed(1)
     semantic_ids = torch.randint(0, 20, (2, 7), generator = gen)
     coarse_ids = torch.randint(0, 16, (2, 4, 2), generator = gen)
     fine_ids = torch.randint(0, 16, (2, 4, 2), generator = gen)
     with torch.no_grad():
-        for name in ('semantic', 'semantic_flash'):
+        for name in ('semantic', 'semantic_flash', 'semantic_plain'):
             outputs[f'{name}_logits'] = built[name](ids = semantic_ids)
         sem_logits, coarse_logits = built['coarse'](semantic_token_ids = semantic_ids, coarse_token_ids = coarse_ids)
         outputs.update(coarse_semantic_logits = sem_logits, coarse_coarse_logits = coarse_logits)

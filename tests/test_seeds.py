@@ -1,5 +1,7 @@
 """The usage in the seed documents (shared/seeds/000, 001), run as written at their full sizes (on CPU: the
-seeds' ``.cuda()`` calls are the only change)."""
+seeds' ``.cuda()`` calls are the only change), and the code blocks of the reference packages' READMEs
+(audiolm-pytorch, soundstorm-pytorch, musiclm-pytorch: seeds 000, 001, 003 and the audiolm-pytorch README) at
+tiny sizes."""
 
 import pytest
 import torch
@@ -166,7 +168,11 @@ def test_audiolm_readme_stage_trainers_then_audiolm(audio_folder, tmp_path):
                                  SemanticTransformerTrainer)
 
     assets = Path(__file__).parent / 'assets' / 'fairseq_hubert_tiny'
-    tiny_soundstream().save(tmp_path / 'soundstream.pt')
+    from audiolm_pytorch import SoundStream
+    # HuBERT's 320-sample hop: a codec with the same hop keeps AudioLM's coarse / fine lengths tiny
+    SoundStream(codebook_size = 16, rq_num_quantizers = 4, channels = 8, strides = (4, 4, 4, 5),
+                channel_mults = (1, 1, 2, 2), codebook_dim = 8, attn_depth = 0,
+                target_sample_hz = 16000).save(tmp_path / 'soundstream.pt')
     results = dict(results_folder = str(tmp_path / 'results'), force_clear_prev_results = True)
 
     wav2vec = HubertWithKmeans(checkpoint_path = str(assets / 'tiny_hubert.pt'),
@@ -176,7 +182,6 @@ def test_audiolm_readme_stage_trainers_then_audiolm(audio_folder, tmp_path):
     SemanticTransformerTrainer(transformer = semantic_transformer, wav2vec = wav2vec, folder = str(audio_folder),
                                batch_size = 1, data_max_length = 320 * 32, num_train_steps = 1, **results).train()
 
-    from audiolm_pytorch import SoundStream
     soundstream = SoundStream.init_and_load_from(tmp_path / 'soundstream.pt')
     coarse_transformer = CoarseTransformer(num_semantic_tokens = wav2vec.codebook_size, codebook_size = 16,
                                            num_coarse_quantizers = 2, dim = 32, depth = 1, flash_attn = True)

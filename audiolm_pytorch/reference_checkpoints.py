@@ -13,7 +13,9 @@ network this package does not have. Those parts are (measured on 2.4.0, see docs
   coarse / fine transformers;
 - a LayerNorm inside every feed-forward (between GEGLU and the output projection);
 - cross-attention null key/value and context norm; separate start tokens of the fine transformer;
-- value-residual attention (a computation, not a weight: 2.4.0 always applies it).
+- value-residual attention (a computation, not a weight: 2.4.0 always applies it);
+- self-attention keys / values computed from the un-normalised residual stream (2.4.0 pre-norms the queries
+  only; ours normalises the input of all three).
 
 So a 2.4.0 checkpoint cannot give the reference's outputs here, and ``strict=True`` (the default) raises a
 ``ReferenceCheckpointError`` naming each missing part and how many parameters it holds. ``strict=False`` loads
@@ -72,6 +74,8 @@ class ConversionReport:
         for reason, keys in self.structural.items():
             lines.append(f'  - {reason}: {len(keys)} tensors, e.g. {keys[0]}')
         lines.append('  - value-residual attention (a computation 2.4.0 always applies; no weights)')
+        lines.append('  - self-attention keys / values computed from the un-normalised input (2.4.0 pre-norms the '
+                     'queries only; ours normalises all three)')
         return '\n'.join(lines)
 
 
