@@ -200,10 +200,18 @@ def config_to_data(config: dict) -> dict:
     return data
 
 
+def with_legacy_defaults(cls: type, data: dict) -> dict:
+    """A stored config with ``cls.legacy_defaults`` filled in for the keywords it lacks: a config written before
+    a keyword's default changed rebuilds the network it was saved from."""
+    legacy = getattr(cls, 'legacy_defaults', {})
+    return {**{k: v for k, v in legacy.items() if k not in data}, **data}
+
+
 def config_from_data(data: dict) -> dict:
     def convert(value):
         if isinstance(value, dict) and _NESTED_KEY in value:
-            return resolve_kind(value[_NESTED_KEY])(**config_from_data(value['config']))
+            cls = resolve_kind(value[_NESTED_KEY])
+            return cls(**config_from_data(with_legacy_defaults(cls, value['config'])))
         if isinstance(value, dict):
             return {k: convert(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -232,6 +240,12 @@ class Checkpointable:
     """
 
     registry: dict[str, type] = {}
+
+    # Keywords whose default changed after checkpoints were written: ``{name: value before the change}``. Every
+    # config recorded now names these keywords (defaulted or not), so a stored config that lacks one predates the
+    # change and rebuilds with the old value (``init_and_load_from``, nested configs); ``load`` into a model built
+    # with another value raises, naming the keyword.
+    legacy_defaults: dict[str, Any] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -262,6 +276,10 @@ class Checkpointable:
                             raise TypeError(f'{cls.__name__} cannot record positional *args in its config')
                     else:
                         config[name] = value
+                for name in type(self).legacy_defaults:   # always recorded (see legacy_defaults)
+                    parameter = signature.parameters.get(name)
+                    if name not in config and exists(parameter) and parameter.default is not inspect.Parameter.empty:
+                        config[name] = parameter.default
                 object.__setattr__(self, '_config', config)
 
         cls.__init__ = recording_init
@@ -311,6 +329,18 @@ class Checkpointable:
             own_config = config_to_data(self.config)
         except TypeError:  # built with non-data arguments (a custom module): it cannot be saved, but it can load
             own_config = None
+        if exists(stored_config) and exists(kind):
+            stored_config = with_legacy_defaults(type(self), stored_config)
+            changed = {k: v for k, v in type(self).legacy_defaults.items()
+                       if stored_config.get(k) != self.config.get(k, v)}
+            if changed:
+                settings = ', '.join(f'{k}={stored_config.get(k)!r}' for k in changed)
+                raise ValueError(
+                    f'{path} holds a {type(self).__name__} built with {settings} (the layout of the version that '
+                    f'wrote it, {pkg.get("version")}), but this model has '
+                    + ', '.join(f'{k}={self.config.get(k)!r}' for k in changed)
+                    + f': construct it with {settings}, or rebuild it with '
+                    f'{type(self).__name__}.init_and_load_from({str(path)!r})')
         if exists(stored_config) and exists(own_config) and stored_config != own_config:
             differing = sorted(k for k in set(stored_config) | set(own_config)
                                if stored_config.get(k) != own_config.get(k))
@@ -343,6 +373,6 @@ class Checkpointable:
         model_cls = resolve_kind(pkg['kind'])
         if not issubclass(model_cls, cls):
             raise ValueError(f'{path} holds a {pkg["kind"]}, not a {cls.__name__}')
-        model = model_cls(**config_from_data(pkg['config']))
+        model = model_cls(**config_from_data(with_legacy_defaults(model_cls, pkg['config'])))
         model.load(path, strict = strict, prefer_ema = prefer_ema)
         return model

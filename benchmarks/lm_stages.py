@@ -1,6 +1,6 @@
 """AudioLM stages: training throughput from token shards vs raw audio, and held-out cross-entropy vs the reference.
 
-    python benchmarks/lm_stages.py [--part throughput|ce|both] [--threads N] [--ce-steps S] [--work DIR]
+    python benchmarks/lm_stages.py [--part throughput|ce|both|kv_heads] [--threads N] [--ce-steps S] [--work DIR]
 
 Corpus: the 16 kHz clips in tests/assets plus sentences spoken by espeak-ng (made on the fly), a few held out.
 
@@ -18,6 +18,9 @@ ce: held-out cross-entropy per stage after a fixed number of steps, this library
     carry little) and the default SoundStream whose RVQ codebooks are k-means-initialised on the training audio
     (a random codec's codebooks give a single code). Each side reports its own wrapper's loss (token-averaged CE
     over the semantic / coarse / fine targets including the EOS the wrappers append; both weight 1:1).
+
+kv_heads: the ce setup, this library only, one shared key/value head (``attn_kv_heads=1``, default) vs one per
+    query head (``attn_kv_heads=None``), ``--seeds`` seeds each.
 """
 
 from __future__ import annotations
@@ -111,17 +114,19 @@ def spectral_tokenizer(train: Path):
     return tokenizer.eval()
 
 
-def models(stage: str, *, num_semantic: int, dim: int, depth: int, heads: int = 8, lib = None):
-    """The stage transformer of ``lib`` (this library by default; the reference module in its subprocess)."""
+def models(stage: str, *, num_semantic: int, dim: int, depth: int, heads: int = 8, lib = None, **kwargs):
+    """The stage transformer of ``lib`` (this library by default; the reference module in its subprocess);
+    ``kwargs`` go to its constructor."""
     if lib is None:
         import audiolm_pytorch as lib
     if stage == 'semantic':
-        return lib.SemanticTransformer(num_semantic_tokens = num_semantic, dim = dim, depth = depth, heads = heads)
+        return lib.SemanticTransformer(num_semantic_tokens = num_semantic, dim = dim, depth = depth, heads = heads,
+                                       **kwargs)
     if stage == 'coarse':
         return lib.CoarseTransformer(num_semantic_tokens = num_semantic, codebook_size = 1024, num_coarse_quantizers = 3,
-                                     dim = dim, depth = depth, heads = heads)
+                                     dim = dim, depth = depth, heads = heads, **kwargs)
     return lib.FineTransformer(num_coarse_quantizers = 3, num_fine_quantizers = 5, codebook_size = 1024, dim = dim,
-                               depth = depth, heads = heads)
+                               depth = depth, heads = heads, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -208,12 +213,12 @@ def token_batches(work: Path, train: Path, held: Path, args) -> Path:
 
 
 LOOP = '''
-def train_and_eval(lib, stage, data, steps, seed = 0):
+def train_and_eval(lib, stage, data, steps, seed = 0, **model_kwargs):
     """AdamW 3e-4, clip 0.5, ``steps`` steps on the stored batches; held-out loss in eval mode."""
     import torch
     torch.manual_seed(seed)
     num_semantic = int(data['num_semantic'])
-    transformer = models(stage, num_semantic = num_semantic, dim = 128, depth = 2, heads = 4, lib = lib)
+    transformer = models(stage, num_semantic = num_semantic, dim = 128, depth = 2, heads = 4, lib = lib, **model_kwargs)
     extra = {}
     if stage != 'semantic' and 'site-packages' in lib.__file__:
         # the reference's coarse / fine wrappers read codec.rq_groups even for token ids: a (never run) SoundStream
@@ -289,13 +294,35 @@ def cross_entropy(work: Path, train: Path, held: Path, args) -> dict:
     return dict(ours = ours, reference = reference)
 
 
+def kv_heads_ablation(work: Path, train: Path, held: Path, args) -> dict:
+    """This library only: held-out CE with one shared key/value head (``attn_kv_heads=1``, the reference's
+    multi-query attention and the default) vs one per query head (``attn_kv_heads=None``), same batches and
+    seeds."""
+    batches = token_batches(work, train, held, args)
+    data = torch.load(batches, weights_only = True)
+    namespace = dict(time = time, models = models)
+    exec(LOOP, namespace)
+    import audiolm_pytorch
+    rows = []
+    for seed in range(args.seeds):
+        for kv_heads in (1, None):
+            for stage in STAGES:
+                row = namespace['train_and_eval'](audiolm_pytorch, stage, data, args.ce_steps, seed = seed,
+                                                  attn_kv_heads = kv_heads)
+                row.update(seed = seed, attn_kv_heads = kv_heads)
+                print('kv', json.dumps(row), flush = True)
+                rows.append(row)
+    return dict(kv_heads = rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description = __doc__.split('\n')[0])
-    parser.add_argument('--part', choices = ('throughput', 'ce', 'both'), default = 'both')
+    parser.add_argument('--part', choices = ('throughput', 'ce', 'both', 'kv_heads'), default = 'both')
     parser.add_argument('--threads', type = int, default = 2)
     parser.add_argument('--audio-steps', type = int, default = 3)
     parser.add_argument('--token-steps', type = int, default = 10)
     parser.add_argument('--ce-steps', type = int, default = 300)
+    parser.add_argument('--seeds', type = int, default = 2, help = 'seeds per setting (--part kv_heads)')
     parser.add_argument('--skip-reference', action = 'store_true')
     parser.add_argument('--work', default = None, help = 'work folder (kept between runs; default: a temp folder)')
     parser.add_argument('--json', default = None, help = 'write the results here')
@@ -311,6 +338,8 @@ def main():
         results['throughput'] = throughput(work, train, args)
     if args.part in ('ce', 'both'):
         results['ce'] = cross_entropy(work, train, held, args)
+    if args.part == 'kv_heads':
+        results['kv_heads'] = kv_heads_ablation(work, train, held, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent = 1))
 

@@ -68,13 +68,19 @@ def test_fine_embedding_and_heads_are_rearranged_faithfully():
     assert not model.fine_head_bias.any()        # the reference heads have no bias
 
 
-def test_shared_key_value_head_maps_onto_our_heads_exactly():
-    """The reference attends with one key/value head shared by all query heads; repeated over our heads it is
-    the same attention (checked against the reference's computation written out)."""
+@pytest.mark.parametrize('attn_kv_heads', [1, None])
+def test_shared_key_value_head_maps_onto_our_heads_exactly(attn_kv_heads):
+    """The reference attends with one key/value head shared by all query heads: our default (attn_kv_heads=1)
+    has the same single head and takes the tensor as is; built with one key/value head per query head
+    (attn_kv_heads=None, the layout of versions <= 0.1.0) the head is repeated over ours. Both are the same
+    attention (checked against the reference's computation written out)."""
     state = read_reference_state_dict(REF / 'semantic.pt')
-    model = BUILD['semantic']().eval()
+    model = SemanticTransformer(**CONFIGS['semantic'], attn_kv_heads = attn_kv_heads).eval()
     convert_reference_checkpoint(REF / 'semantic.pt', model, strict = False)
     layer = model.decoder.transformer.layers[0]
+    shared = state['transformer.layers.0.0.branch.to_kv.weight']
+    assert torch.equal(layer.attn.to_kv.weight, shared) == (attn_kv_heads == 1)
+    assert layer.attn.to_kv.weight.shape[0] == shared.shape[0] * (1 if attn_kv_heads == 1 else 2)
     x = torch.randn(2, 6, 32)
 
     prefix = 'transformer.layers.0.0.branch.'

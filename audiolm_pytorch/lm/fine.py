@@ -33,12 +33,16 @@ class FineTransformer(Checkpointable, GuidanceMixin, nn.Module):
         rq_groups: codec quantizer groups. dim, depth, ...: as ``SemanticTransformer``.
     """
 
+    # checkpoints of versions <= 0.1.0 hold one key/value head per query head
+    legacy_defaults = dict(attn_kv_heads = None)
+
     def __init__(self, *, num_coarse_quantizers: int, num_fine_quantizers: int, codebook_size: int, dim: int,
                  depth: int, rq_groups: int = 1, heads: int = 8, dim_head: int = 64, ff_mult: float = 4.,
                  attn_dropout: float = 0., ff_dropout: float = 0., grad_shrink_alpha: float = 0.1,
                  t5_name: str = DEFAULT_T5_NAME, cond_dim: int | None = None, has_condition: bool = False,
                  audio_text_condition: bool = False, cond_as_self_attn_prefix: bool = False,
-                 cond_drop_prob: float = 0.5, flash_attn: bool = True, rel_pos_bias: bool = True):
+                 cond_drop_prob: float = 0.5, flash_attn: bool = True, rel_pos_bias: bool = True,
+                 attn_kv_heads: int | None = 1):
         super().__init__()
         self.num_coarse_quantizers, self.num_fine_quantizers = num_coarse_quantizers, num_fine_quantizers
         self.codebook_size, self.rq_groups = codebook_size, rq_groups
@@ -54,7 +58,8 @@ class FineTransformer(Checkpointable, GuidanceMixin, nn.Module):
             dim = dim, depth = depth, heads = heads, dim_head = dim_head, attn_dropout = attn_dropout,
             ff_dropout = ff_dropout, ff_mult = ff_mult, grad_shrink_alpha = grad_shrink_alpha, t5_name = t5_name,
             cond_dim = cond_dim, has_condition = has_condition, audio_text_condition = audio_text_condition,
-            cond_as_self_attn_prefix = cond_as_self_attn_prefix, cond_drop_prob = cond_drop_prob)
+            cond_as_self_attn_prefix = cond_as_self_attn_prefix, cond_drop_prob = cond_drop_prob,
+            attn_kv_heads = attn_kv_heads)
         scale = dim ** -0.5
         self.coarse_head_weight = nn.Parameter(torch.randn(self.coarse_slots, dim, codebook_size) * scale)
         self.coarse_head_bias = nn.Parameter(torch.zeros(self.coarse_slots, codebook_size))

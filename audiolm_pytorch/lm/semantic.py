@@ -28,15 +28,21 @@ class SemanticTransformer(Checkpointable, GuidanceMixin, nn.Module):
         dim, depth, heads, dim_head, ff_mult, attn_dropout, ff_dropout, grad_shrink_alpha: transformer sizes.
         has_condition, cond_dim, t5_name, audio_text_condition, cond_as_self_attn_prefix, cond_drop_prob:
         conditioning (see ``ConditionedDecoder``). flash_attn, rel_pos_bias: accepted for compatibility
-        (attention always runs on SDPA with rotary positions).
+        (attention always runs on SDPA with rotary positions). attn_kv_heads: key/value heads shared by the query
+        heads (default 1, multi-query attention as in audiolm-pytorch; ``None`` = one per query head, the layout of
+        versions <= 0.1.0, which their checkpoints rebuild automatically).
     """
+
+    # checkpoints of versions <= 0.1.0 hold one key/value head per query head
+    legacy_defaults = dict(attn_kv_heads = None)
 
     def __init__(self, *, num_semantic_tokens: int, dim: int, depth: int, heads: int = 8, dim_head: int = 64,
                  ff_mult: float = 4., attn_dropout: float = 0., ff_dropout: float = 0.,
                  grad_shrink_alpha: float = 0.1, t5_name: str = DEFAULT_T5_NAME, cond_dim: int | None = None,
                  has_condition: bool = False, audio_text_condition: bool = False,
                  cond_as_self_attn_prefix: bool = False, cond_drop_prob: float = 0.5, flash_attn: bool = True,
-                 rel_pos_bias: bool = True):
+                 rel_pos_bias: bool = True,
+                 attn_kv_heads: int | None = 1):
         super().__init__()
         self.num_semantic_tokens = num_semantic_tokens
         self.eos_id = num_semantic_tokens
@@ -47,7 +53,8 @@ class SemanticTransformer(Checkpointable, GuidanceMixin, nn.Module):
             dim = dim, depth = depth, heads = heads, dim_head = dim_head, attn_dropout = attn_dropout,
             ff_dropout = ff_dropout, ff_mult = ff_mult, grad_shrink_alpha = grad_shrink_alpha, t5_name = t5_name,
             cond_dim = cond_dim, has_condition = has_condition, audio_text_condition = audio_text_condition,
-            cond_as_self_attn_prefix = cond_as_self_attn_prefix, cond_drop_prob = cond_drop_prob)
+            cond_as_self_attn_prefix = cond_as_self_attn_prefix, cond_drop_prob = cond_drop_prob,
+            attn_kv_heads = attn_kv_heads)
         self.to_logits = nn.Linear(dim, num_semantic_tokens + 1)
         init_eos_bias(self.to_logits.bias, self.eos_id, num_semantic_tokens)
 

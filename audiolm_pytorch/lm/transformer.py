@@ -66,6 +66,8 @@ class ConditionedDecoder(nn.Module):
         has_condition: accept a condition. cond_dim: width of ``text_embeds`` (default: T5 ``t5_name``'s width,
         768 when unknown, without contacting the hub). cond_as_self_attn_prefix: condition as a prefix of the
         sequence instead of cross-attention. cond_drop_prob: probability of dropping the condition in training.
+        attn_kv_heads: key/value heads shared by the query heads (1: multi-query attention, as audiolm-pytorch;
+        ``None``: one per query head, the layout of this package's versions <= 0.1.0).
 
     ``forward(x (b, n, dim), text=None, text_embeds=None, text_mask=None, cond_drop_prob=None, drop_cond=None,
     key_mask=None, cache=None, return_cache=False) -> (hidden (b, n, dim), DecoderCache | None)``.
@@ -76,7 +78,7 @@ class ConditionedDecoder(nn.Module):
     def __init__(self, *, dim: int, depth: int, heads: int = 8, dim_head: int = 64, attn_dropout: float = 0.,
                  ff_dropout: float = 0., ff_mult: float = 4., grad_shrink_alpha: float = 0.1,
                  has_condition: bool = False, cond_dim: int | None = None, t5_name: str = DEFAULT_T5_NAME,
-                 cond_as_self_attn_prefix: bool = False, cond_drop_prob: float = 0.5):
+                 cond_as_self_attn_prefix: bool = False, cond_drop_prob: float = 0.5, attn_kv_heads: int | None = 1):
         super().__init__()
         self.dim = dim
         self.has_condition = has_condition
@@ -94,7 +96,7 @@ class ConditionedDecoder(nn.Module):
         self.transformer = Transformer(
             dim = dim, depth = depth, heads = heads, dim_head = dim_head, attn_dropout = attn_dropout,
             ff_dropout = ff_dropout, ff_mult = ff_mult, cross_attend = cross_attend, dim_context = dim,
-            causal = True, grad_shrink_alpha = grad_shrink_alpha)
+            causal = True, grad_shrink_alpha = grad_shrink_alpha, kv_heads = attn_kv_heads)
 
     # conditioning
 
@@ -249,7 +251,7 @@ class GuidanceMixin:
 
 def stage_decoder(*, dim, depth, heads, dim_head, attn_dropout, ff_dropout, ff_mult, grad_shrink_alpha,
                   t5_name, cond_dim, has_condition, audio_text_condition, cond_as_self_attn_prefix,
-                  cond_drop_prob) -> ConditionedDecoder:
+                  cond_drop_prob, attn_kv_heads = 1) -> ConditionedDecoder:
     """Build the decoder from the keyword arguments all three stages share (``audio_text_condition`` implies
     ``has_condition``: the audio conditioner's embeddings are the condition, and without an explicit ``cond_dim``
     they are as wide as the model, as ``MuLaNEmbedQuantizer(conditioning_dims=...)`` is set up to give)."""
@@ -260,7 +262,7 @@ def stage_decoder(*, dim, depth, heads, dim_head, attn_dropout, ff_dropout, ff_m
         ff_dropout = ff_dropout, ff_mult = ff_mult, grad_shrink_alpha = grad_shrink_alpha,
         has_condition = has_condition or audio_text_condition, cond_dim = cond_dim,
         t5_name = default(t5_name, DEFAULT_T5_NAME), cond_as_self_attn_prefix = cond_as_self_attn_prefix,
-        cond_drop_prob = cond_drop_prob)
+        cond_drop_prob = cond_drop_prob, attn_kv_heads = attn_kv_heads)
 
 
 def resolve_condition(decoder: ConditionedDecoder, *, audio_conditioner=None, namespace: str, text=None,

@@ -107,6 +107,9 @@ class Attention(nn.Module):
         dim: model width. dim_context: width of ``context`` for cross-attention (defaults to ``dim``).
         heads, dim_head: head count and width. causal: mask future positions (self-attention only).
         dropout: attention-probability dropout (training only).
+        kv_heads: key/value heads, shared by groups of ``heads // kv_heads`` query heads (grouped-query attention,
+            arXiv 2305.13245; 1 = multi-query attention, arXiv 1911.02150; ``None`` = ``heads``, one per query
+            head). The cache stores the ``kv_heads`` heads only.
 
     ``forward(x (b, n, dim), context=None, mask=None, rotary=None, cache=None, return_cache=False)``:
         ``mask``: boolean, True = keep; 2-D is always key padding ``(b, n_k)``, 3-D is ``(b, n_q, n_k)``
@@ -117,14 +120,17 @@ class Attention(nn.Module):
     """
 
     def __init__(self, *, dim: int, heads: int = 8, dim_head: int = 64, dim_context: int | None = None,
-                 causal: bool = False, dropout: float = 0., qk_norm: bool = False):
+                 causal: bool = False, dropout: float = 0., qk_norm: bool = False, kv_heads: int | None = None):
         super().__init__()
-        self.heads, self.dim_head, self.causal, self.dropout = heads, dim_head, causal, dropout
+        kv_heads = default(kv_heads, heads)
+        if kv_heads < 1 or heads % kv_heads != 0:
+            raise ValueError(f'kv_heads={kv_heads} must be at least 1 and divide heads={heads}')
+        self.heads, self.kv_heads, self.dim_head, self.causal, self.dropout = heads, kv_heads, dim_head, causal, dropout
         inner = heads * dim_head
         self.is_cross = exists(dim_context)
         self.qk_norm = qk_norm
         self.to_q = nn.Linear(dim, inner, bias = False)
-        self.to_kv = nn.Linear(default(dim_context, dim), inner * 2, bias = False)
+        self.to_kv = nn.Linear(default(dim_context, dim), kv_heads * dim_head * 2, bias = False)
         self.q_norm = nn.LayerNorm(dim_head) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(dim_head) if qk_norm else nn.Identity()
         self.to_out = nn.Linear(inner, dim, bias = False)
@@ -139,7 +145,7 @@ class Attention(nn.Module):
 
         q = self.to_q(x).view(batch, query_len, h, d).transpose(1, 2)                       # (b, h, n, d)
         kv = self.to_kv(kv_input)
-        kv = kv.view(kv.shape[0], kv.shape[1], 2, h, d).permute(2, 0, 3, 1, 4)             # (2, b, h, n, d)
+        kv = kv.view(kv.shape[0], kv.shape[1], 2, self.kv_heads, d).permute(2, 0, 3, 1, 4)  # (2, b, h_kv, n, d)
         k, v = kv[0], kv[1]
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
@@ -154,6 +160,11 @@ class Attention(nn.Module):
             k, v = new_cache.keys, new_cache.values
         elif return_cache:
             new_cache = KVCache(k, v)
+
+        if self.kv_heads != h:
+            # each group of query heads reads its shared key/value head (the cache above keeps kv_heads only)
+            k = k.repeat_interleave(h // self.kv_heads, dim = 1)
+            v = v.repeat_interleave(h // self.kv_heads, dim = 1)
 
         key_len = k.shape[-2]
         dropout_p = self.dropout if self.training else 0.

@@ -50,16 +50,17 @@ class FeedForward(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    def __init__(self, *, dim, heads, dim_head, attn_dropout, ff_dropout, ff_mult, dim_context, causal, qk_norm):
+    def __init__(self, *, dim, heads, dim_head, attn_dropout, ff_dropout, ff_mult, dim_context, causal, qk_norm,
+                 kv_heads = None):
         super().__init__()
         self.attn_norm = nn.LayerNorm(dim)
         self.attn = Attention(dim = dim, heads = heads, dim_head = dim_head, causal = causal,
-                              dropout = attn_dropout, qk_norm = qk_norm)
+                              dropout = attn_dropout, qk_norm = qk_norm, kv_heads = kv_heads)
         self.cross_norm = self.cross_attn = None
         if exists(dim_context):
             self.cross_norm = nn.LayerNorm(dim)
             self.cross_attn = Attention(dim = dim, heads = heads, dim_head = dim_head, dim_context = dim_context,
-                                        dropout = attn_dropout, qk_norm = qk_norm)
+                                        dropout = attn_dropout, qk_norm = qk_norm, kv_heads = kv_heads)
         self.ff = FeedForward(dim = dim, mult = ff_mult, dropout = ff_dropout)
 
 
@@ -75,7 +76,8 @@ class Transformer(nn.Module):
         dim, depth, heads, dim_head: sizes. attn_dropout, ff_dropout: dropout probabilities.
         ff_mult: feed-forward expansion. cross_attend: add a cross-attention sublayer per layer, attending to
         ``context (b, m, dim_context)``. causal: mask future positions. grad_shrink_alpha: gradient scale on the
-        input (1 = off). rotary: rotary positions in self-attention.
+        input (1 = off). rotary: rotary positions in self-attention. kv_heads: key/value heads shared by the query
+        heads in every attention sublayer (``None``: one per query head; 1: multi-query attention).
 
     ``forward(x (b, n, dim), mask=None, context=None, context_mask=None, cache=None, return_cache=False)``:
         ``mask``: boolean self-attention mask, True = attend; ``(b, n_k)`` or ``(b, n, n_k)`` (causality is added).
@@ -86,7 +88,7 @@ class Transformer(nn.Module):
     def __init__(self, *, dim: int, depth: int, heads: int = 8, dim_head: int = 64, attn_dropout: float = 0.,
                  ff_dropout: float = 0., ff_mult: float = 4., cross_attend: bool = False,
                  dim_context: int | None = None, causal: bool = True, grad_shrink_alpha: float = 1.,
-                 rotary: bool = True, qk_norm: bool = False):
+                 rotary: bool = True, qk_norm: bool = False, kv_heads: int | None = None):
         super().__init__()
         dim_context = (dim_context or dim) if cross_attend else None
         self.grad_shrink_alpha = grad_shrink_alpha
@@ -94,7 +96,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList([
             TransformerLayer(dim = dim, heads = heads, dim_head = dim_head, attn_dropout = attn_dropout,
                              ff_dropout = ff_dropout, ff_mult = ff_mult, dim_context = dim_context,
-                             causal = causal, qk_norm = qk_norm)
+                             causal = causal, qk_norm = qk_norm, kv_heads = kv_heads)
             for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
 
