@@ -207,6 +207,24 @@ def with_legacy_defaults(cls: type, data: dict) -> dict:
     return {**{k: v for k, v in legacy.items() if k not in data}, **data}
 
 
+def legacy_mismatches(cls: type, stored: dict, own: dict, where: str = '') -> list[tuple[str, Any, Any]]:
+    """``(keyword path, stored value, own value)`` for each keyword of ``cls.legacy_defaults`` (and of nested
+    checkpointable modules' classes) whose value in the stored config (data form, legacy defaults filled in)
+    differs from the model's own: the two networks have different layouts."""
+    changed = [(where + key, stored.get(key, legacy), own.get(key, legacy))
+               for key, legacy in getattr(cls, 'legacy_defaults', {}).items()
+               if stored.get(key, legacy) != own.get(key, legacy)]
+    for key, value in stored.items():
+        mine = own.get(key)
+        if isinstance(value, dict) and _NESTED_KEY in value and isinstance(mine, dict) and \
+                mine.get(_NESTED_KEY) == value[_NESTED_KEY]:
+            nested = Checkpointable.registry.get(value[_NESTED_KEY])
+            if exists(nested):
+                changed += legacy_mismatches(nested, with_legacy_defaults(nested, value['config']), mine['config'],
+                                             f'{where}{key}.')
+    return changed
+
+
 def config_from_data(data: dict) -> dict:
     def convert(value):
         if isinstance(value, dict) and _NESTED_KEY in value:
@@ -329,18 +347,16 @@ class Checkpointable:
             own_config = config_to_data(self.config)
         except TypeError:  # built with non-data arguments (a custom module): it cannot be saved, but it can load
             own_config = None
-        if exists(stored_config) and exists(kind):
+        if exists(stored_config) and exists(own_config):
             stored_config = with_legacy_defaults(type(self), stored_config)
-            changed = {k: v for k, v in type(self).legacy_defaults.items()
-                       if stored_config.get(k) != self.config.get(k, v)}
+            changed = legacy_mismatches(type(self), stored_config, own_config)
             if changed:
-                settings = ', '.join(f'{k}={stored_config.get(k)!r}' for k in changed)
+                wrote = ', '.join(f'{k}={a!r}' for k, a, _ in changed)
+                has = ', '.join(f'{k}={b!r}' for k, _, b in changed)
                 raise ValueError(
-                    f'{path} holds a {type(self).__name__} built with {settings} (the layout of the version that '
-                    f'wrote it, {pkg.get("version")}), but this model has '
-                    + ', '.join(f'{k}={self.config.get(k)!r}' for k in changed)
-                    + f': construct it with {settings}, or rebuild it with '
-                    f'{type(self).__name__}.init_and_load_from({str(path)!r})')
+                    f'{path} holds a {type(self).__name__} built with {wrote} (the layout of the version that wrote '
+                    f'it, {pkg.get("version")}), but this model has {has}: construct it with {wrote}, or rebuild it '
+                    f'with {type(self).__name__}.init_and_load_from({str(path)!r})')
         if exists(stored_config) and exists(own_config) and stored_config != own_config:
             differing = sorted(k for k in set(stored_config) | set(own_config)
                                if stored_config.get(k) != own_config.get(k))

@@ -68,15 +68,22 @@ class ConformerWrapper(Checkpointable, nn.Module):
         conformer: a ``Conformer`` or the keyword arguments to build one.
         grouped_quantizers: codec quantizer groups (``g``); each group gets ``dim // g`` channels, its levels'
             embeddings summed, and the groups concatenated into the model width.
+        quantizer_heads: project the conformer output to one ``dim``-wide vector per codebook
+            (``Linear(dim, dim·g·q)``, then a shared LayerNorm) before each codebook's logits, as soundstorm-pytorch
+            does; ``False``: each codebook's logits straight from the conformer output (versions <= 0.1.0, whose
+            checkpoints rebuild that layout).
 
     ``forward(codes (b, n, g·q), mask=None (b, n), cond=None (b, n, dim), quantizers=None)``
     ``-> logits (b, n, k, c)`` for the ``k`` codebooks named by ``quantizers`` (``(k,)`` or per sample
     ``(b, k)``, indices into ``g·q``; all codebooks when ``None``).
     """
 
+    # checkpoints of versions <= 0.1.0 read the logits straight from the conformer output
+    legacy_defaults = dict(quantizer_heads = False)
+
     @beartype
     def __init__(self, *, codebook_size: int, num_quantizers: int, conformer: dict | Conformer,
-                 grouped_quantizers: int = 1):
+                 grouped_quantizers: int = 1, quantizer_heads: bool = True):
         super().__init__()
         if codebook_size < 2 or num_quantizers < 1 or grouped_quantizers < 1:
             raise ValueError('ConformerWrapper needs codebook_size >= 2, num_quantizers >= 1 and '
@@ -97,6 +104,10 @@ class ConformerWrapper(Checkpointable, nn.Module):
         self.register_buffer('code_offsets', offsets, persistent = False)
 
         self.conformer = conformer
+        self.heads = self.heads_norm = None
+        if quantizer_heads:
+            self.heads = nn.Linear(dim, dim * self.num_effective_quantizers)
+            self.heads_norm = nn.LayerNorm(dim)
         self.to_logits_weight = nn.Parameter(torch.randn(self.num_effective_quantizers, dim, codebook_size) * dim ** -0.5)
         self.to_logits_bias = nn.Parameter(torch.zeros(self.num_effective_quantizers, codebook_size))
 
@@ -129,9 +140,23 @@ class ConformerWrapper(Checkpointable, nn.Module):
 
     def _logits(self, x: Tensor, quantizers) -> Tensor:
         if quantizers is None:
+            if exists(self.heads):
+                x = self.heads_norm(rearrange(self.heads(x), 'b n (k d) -> b n k d', k = self.num_effective_quantizers))
+                return torch.einsum('b n k d, k d c -> b n k c', x, self.to_logits_weight) + self.to_logits_bias
             return torch.einsum('b n d, k d c -> b n k c', x, self.to_logits_weight) + self.to_logits_bias
         quantizers = torch.as_tensor(quantizers, device = x.device, dtype = torch.long)
         weight, bias = self.to_logits_weight[quantizers], self.to_logits_bias[quantizers]
+        if exists(self.heads):
+            # only the requested codebooks' projections: (k, dim_out, dim_in) slices of the heads
+            head_weight = rearrange(self.heads.weight, '(k o) i -> k o i', k = self.num_effective_quantizers)
+            head_bias = rearrange(self.heads.bias, '(k o) -> k o', k = self.num_effective_quantizers)
+            head_weight, head_bias = head_weight[quantizers], head_bias[quantizers]
+            if quantizers.ndim == 1:
+                x = torch.einsum('b n i, k o i -> b n k o', x, head_weight) + head_bias
+                x = self.heads_norm(x)
+                return torch.einsum('b n k d, k d c -> b n k c', x, weight) + bias
+            x = self.heads_norm(torch.einsum('b n i, b k o i -> b n k o', x, head_weight) + head_bias[:, None])
+            return torch.einsum('b n k d, b k d c -> b n k c', x, weight) + bias[:, None]
         if quantizers.ndim == 1:
             return torch.einsum('b n d, k d c -> b n k c', x, weight) + bias
         return torch.einsum('b n d, b k d c -> b n k c', x, weight) + bias[:, None]
