@@ -449,3 +449,28 @@ def test_trainer_resumed_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path)
         opt_a, opt_b = phase_a.optimizer.state_dict()['state'], phase_b.optimizer.state_dict()['state']
         assert opt_a.keys() == opt_b.keys() and opt_a
         assert all(torch.equal(opt_a[i][key], opt_b[i][key]) for i in opt_a for key in opt_a[i])
+
+
+def test_text_vocabulary_defaults_to_the_reference_and_old_checkpoints_keep_theirs(tmp_path):
+    """Default ``num_tokens`` is musiclm-pytorch's 49408; a MuLaN saved by versions <= 0.1.0 with the then default
+    (20000, not named in its config) rebuilds that size. Checked against: dropping TextTransformer.legacy_defaults
+    (the rebuilt text tower gets 49408 ids and the weights do not fit)."""
+    import json
+    from audiolm_pytorch.checkpoint import read_checkpoint
+    text = TextTransformer(dim = 16, depth = 1, heads = 2, dim_head = 8)
+    assert text.num_tokens == 49408 and text.config['num_tokens'] == 49408
+    torch.manual_seed(0)
+    old = MuLaN(AudioSpectrogramTransformer(dim = 16, depth = 1, heads = 2, dim_head = 8, patch_size = 4),
+                TextTransformer(dim = 16, depth = 1, heads = 2, dim_head = 8, num_tokens = 20000), dim_latent = 8)
+    path = old.save(tmp_path / 'old.pt')
+    pkg = torch.load(path, weights_only = True)
+    config = json.loads(pkg['config'])
+    del config['text_transformer']['config']['num_tokens']          # as versions <= 0.1.0 wrote the default
+    pkg['config'] = json.dumps(config)
+    torch.save(pkg, path)
+    assert 'num_tokens' not in read_checkpoint(path)['config']['text_transformer']['config']
+    rebuilt = MuLaN.init_and_load_from(path).eval()
+    assert rebuilt.text.num_tokens == 20000
+    ids = torch.randint(0, 20000, (2, 6))
+    with torch.no_grad():
+        assert torch.equal(rebuilt.get_text_latents(ids), old.eval().get_text_latents(ids))

@@ -523,7 +523,7 @@ def test_mulan_rejects_bad_audio(mulan, wavs, message):
 
 @pytest.mark.parametrize('texts, message', [
     (torch.ones(2, 20, dtype = torch.long), 'max_seq_len=8'),
-    (torch.full((2, 4), 30000), r'\[0, 20000\)'),
+    (torch.full((2, 4), 60000), r'\[0, 49408\)'),
     (torch.ones(2, 4), 'integer'),
     (torch.ones(0, 4, dtype = torch.long), 'empty batch'),
     ([], 'at least one text'),

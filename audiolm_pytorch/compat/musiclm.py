@@ -19,10 +19,6 @@ TABLES = {
         },
         'forward': {'x': Rename(to = 'wav')},
     },
-    'TextTransformer': {
-        '__init__': {'num_tokens': Note(note = 'default 20000 here (built-in byte tokenizer, or tokenizer_path=); the '
-                                               'reference defaults to its x-clip BPE tokenizer\'s vocabulary (49408)')},
-    },
     'MusicLM': {
         'forward': {'text': Rename(to = 'texts', note = 'a string or a list of strings')},
     },

@@ -36,8 +36,10 @@ class TextTransformer(Checkpointable, nn.Module):
 
     Args:
         dim, depth, heads, dim_head: encoder size.
-        num_tokens: vocabulary size of the token ids. The default (20000) covers ids ``[0, 20000)`` and the
-            built-in byte tokenizer (257 ids); a local tokenizer's vocabulary must fit too.
+        num_tokens: vocabulary size of the token ids. The default (49408, the size of the CLIP BPE vocabulary
+            musiclm-pytorch's text tower uses) covers ids ``[0, 49408)`` and the built-in byte tokenizer (257 ids);
+            a local tokenizer's vocabulary must fit too. Versions <= 0.1.0 defaulted to 20000 (their checkpoints
+            rebuild that size).
         max_seq_len: longest token sequence (raw texts are truncated to it, longer id tensors are refused).
         pad_id: id of padding in token-id inputs (masked out of attention).
         tokenizer_path: local directory of a ``transformers`` tokenizer for raw texts (loaded lazily with
@@ -47,9 +49,12 @@ class TextTransformer(Checkpointable, nn.Module):
     ``forward(x (b, n) long | None, raw_texts=None list[str]) -> (b, dim)`` (the CLS token's output).
     """
 
+    # checkpoints of versions <= 0.1.0 were written with a 20000-id vocabulary by default
+    legacy_defaults = dict(num_tokens = 20000)
+
     @beartype
     def __init__(
-        self, *, dim: int, depth: int, heads: int = 8, dim_head: int = 64, num_tokens: int = 20000,
+        self, *, dim: int, depth: int, heads: int = 8, dim_head: int = 64, num_tokens: int = 49408,
         max_seq_len: int = 256, pad_id: int = 0, tokenizer_path: str | None = None, attn_dropout: float = 0.,
         ff_dropout: float = 0., ff_mult: float = 4., qk_norm: bool = False,
     ):
