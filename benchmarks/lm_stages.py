@@ -304,7 +304,7 @@ def kv_heads_ablation(work: Path, train: Path, held: Path, args) -> dict:
     exec(LOOP, namespace)
     import audiolm_pytorch
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for kv_heads in (1, None):
             for stage in STAGES:
                 row = namespace['train_and_eval'](audiolm_pytorch, stage, data, args.ce_steps, seed = seed,
@@ -323,6 +323,7 @@ def main():
     parser.add_argument('--token-steps', type = int, default = 10)
     parser.add_argument('--ce-steps', type = int, default = 300)
     parser.add_argument('--seeds', type = int, default = 2, help = 'seeds per setting (--part kv_heads)')
+    parser.add_argument('--first-seed', type = int, default = 0)
     parser.add_argument('--skip-reference', action = 'store_true')
     parser.add_argument('--work', default = None, help = 'work folder (kept between runs; default: a temp folder)')
     parser.add_argument('--json', default = None, help = 'write the results here')
