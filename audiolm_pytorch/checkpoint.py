@@ -204,7 +204,11 @@ def with_legacy_defaults(cls: type, data: dict) -> dict:
     """A stored config with ``cls.legacy_defaults`` filled in for the keywords it lacks: a config written before
     a keyword's default changed rebuilds the network it was saved from."""
     legacy = getattr(cls, 'legacy_defaults', {})
-    return {**{k: v for k, v in legacy.items() if k not in data}, **data}
+    if not legacy:
+        return data
+    parameters = inspect.signature(cls.__init__).parameters     # a subclass may not take an inherited keyword
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return {**{k: v for k, v in legacy.items() if k not in data and (k in parameters or takes_any)}, **data}
 
 
 def legacy_mismatches(cls: type, stored: dict, own: dict, where: str = '') -> list[tuple[str, Any, Any]]:

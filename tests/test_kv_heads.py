@@ -103,3 +103,16 @@ def test_new_checkpoint_keeps_its_shared_head(tmp_path):
     assert read_checkpoint(path)['config']['attn_kv_heads'] == 1
     rebuilt = Checkpointable.init_and_load_from(path)
     assert rebuilt.decoder.transformer.layers[0].attn.kv_heads == 1
+
+
+class FixedSemantic(SemanticTransformer):
+    """A user subclass whose constructor does not take the keyword its base class records."""
+
+    def __init__(self, *, num_semantic_tokens: int):
+        super().__init__(num_semantic_tokens = num_semantic_tokens, **TINY)
+
+
+def test_subclass_without_the_keyword_still_rebuilds(tmp_path):
+    path = FixedSemantic(num_semantic_tokens = 10).save(tmp_path / 'sub.pt')
+    assert read_checkpoint(path)['config'] == {'num_semantic_tokens': 10}
+    assert isinstance(Checkpointable.init_and_load_from(path), FixedSemantic)
