@@ -81,6 +81,16 @@ DEVIATIONS = """
   (reference default None: none).
 - `SoundStorm` restores the reference defaults `schedule='linear'` and `generate(filter_thres=0.7)` (they were
   `'cosine'` and `0.0` before issue 15); the soundstorm-pytorch README passes `schedule='cosine'` explicitly.
+- Same constructor, same network: the semantic / coarse / fine transformers attend with the reference's single
+  shared key/value head (`attn_kv_heads=1`, a keyword the reference does not have; `None` gives one per query
+  head, this package's layout up to 0.1.0), SoundStorm's `ConformerWrapper` has the reference's per-codebook
+  `heads` projection (`quantizer_heads=True`; `False` is the old layout) and `TextTransformer(num_tokens=)`
+  defaults to the reference's 49408. Parameter counts then agree within 0.25% (SoundStorm, MuLaN, codec) and,
+  for the stage transformers, within 0.01% once the reference's parts absent here are set aside (its unused
+  `proj_text_embed`, hyper-connections, relative position bias MLP: 1.0% to 2.4% of its total); figures in
+  `docs/model_differences.md`, held-out cross-entropy of both key/value layouts in `benchmarks/RESULTS.md`.
+  Checkpoints of versions <= 0.1.0 rebuild their old layout with `init_and_load_from`; `load` into a model
+  built with the new defaults raises a `ValueError` naming the keyword to set.
 - Text conditioning never downloads T5: `t5_name` is loaded with `local_files_only=True` (a local directory or
   the Hugging Face cache); `EncodecWrapper()` with no arguments loads `facebook/encodec_24khz` from the local
   cache and raises a `ValueError` with the download command when it is absent.
