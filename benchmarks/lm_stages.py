@@ -5,7 +5,7 @@
 Corpus: the 16 kHz clips in tests/assets plus sentences spoken by espeak-ng (made on the fly), a few held out.
 
 throughput: per stage (semantic, coarse, fine), ``train_step()`` of the library's trainers on 2 s crops, batch 4,
-    the CLI's default transformer size (dim 512, depth 6), fed (a) raw audio (``folder=``) tokenized every step by a
+    the CLI's default transformer size (dim 512, depth 6; --dim / --depth), fed (a) raw audio (``folder=``) tokenized every step by a
     HuBERT-base-sized tokenizer (a randomly initialised transformers ``HubertModel`` with the base config, layer 9,
     500 k-means centroids: no download) and the default codec (``SoundStream(codebook_size=1024)``, 8 levels,
     50 Hz), and (b) the same corpus tokenized once by ``prepare_tokens`` (``tokens=``), with no tokenizer loaded.
@@ -146,22 +146,22 @@ def throughput(work: Path, train: Path, args) -> list[dict]:
     from audiolm_pytorch.tokens_writer import prepare_tokens
     wav2vec, codec = hubert_base_tokenizer(work), default_codec(train)
     tokens = work / 'tokens_hubert'
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     prepare_tokens([train], tokens, wav2vec = wav2vec, codec = codec, shard_size = 8, progress = False)
     seconds = sum(__import__('soundfile').info(str(p)).duration for p in train.glob('*.wav'))
-    print(f'prepare_tokens: {seconds:.0f} s of audio in {time.perf_counter() - start:.1f} s (HuBERT-base + SoundStream)')
+    print(f'prepare_tokens: {seconds:.0f} s of audio in {time.perf_counter() - start:.1f} s wall, {time.process_time() - cpu:.1f} s CPU (HuBERT-base + SoundStream)')
     rows = []
     common = dict(batch_size = 4, num_train_steps = 10 ** 6, data_max_length_seconds = 2., valid_frac = 0.,
                   progress_bar = False, force_clear_prev_results = True, save_results_every = 10 ** 6,
                   save_model_every = 10 ** 6)
-    for stage in STAGES:
+    for stage in args.stages:
         cls = dict(semantic = SemanticTransformerTrainer, coarse = CoarseTransformerTrainer, fine = FineTransformerTrainer)[stage]
         tokenizers = dict(semantic = dict(wav2vec = wav2vec), coarse = dict(wav2vec = wav2vec, codec = codec),
                           fine = dict(codec = codec))[stage]
         result = dict(stage = stage)
         for source in ('audio', 'tokens'):
             torch.manual_seed(0)
-            model = models(stage, num_semantic = 500, dim = 512, depth = 6)
+            model = models(stage, num_semantic = 500, dim = args.dim, depth = args.depth)
             data = dict(folder = train, **tokenizers) if source == 'audio' else dict(tokens = tokens)
             trainer = cls(model, results_folder = work / f'results_{stage}_{source}', **data, **common)
             steps = args.audio_steps if source == 'audio' else args.token_steps
@@ -324,6 +324,9 @@ def main():
     parser.add_argument('--ce-steps', type = int, default = 300)
     parser.add_argument('--seeds', type = int, default = 2, help = 'seeds per setting (--part kv_heads)')
     parser.add_argument('--first-seed', type = int, default = 0)
+    parser.add_argument('--dim', type = int, default = 512, help = 'throughput: transformer width (CLI default 512)')
+    parser.add_argument('--depth', type = int, default = 6, help = 'throughput: transformer depth (CLI default 6)')
+    parser.add_argument('--stages', nargs = '+', default = list(STAGES), choices = STAGES)
     parser.add_argument('--skip-reference', action = 'store_true')
     parser.add_argument('--work', default = None, help = 'work folder (kept between runs; default: a temp folder)')
     parser.add_argument('--json', default = None, help = 'write the results here')

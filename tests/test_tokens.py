@@ -333,7 +333,9 @@ from audiolm_pytorch.codecs.soundstream import SoundStream
 result = prepare_tokens([sys.argv[1]], sys.argv[2], shard_size = 2, progress = False,
                         wav2vec = SpectralKmeansTokenizer.init_and_load_from(sys.argv[3]).eval(),
                         codec = SoundStream.init_and_load_from(sys.argv[4]).eval())
-print('wrote', result['written'])
+import os
+from pathlib import Path
+(Path(sys.argv[2]).parent / f'rank{os.environ["RANK"]}.written').write_text(str(result['written']))
 '''
 
 
@@ -354,5 +356,30 @@ def test_accelerate_launch_two_processes_write_the_shards_of_one(shards, corpus,
            str(corpus), str(out), str(tmp_path / 'tok.pt'), str(tmp_path / 'codec.pt')]
     proc = subprocess.run(cmd, env = env, capture_output = True, text = True, timeout = 300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(proc.stdout.split('\n')[-3:]) == ['', 'wrote 2', 'wrote 2']     # each rank wrote its two shards
+    assert [(tmp_path / f'rank{r}.written').read_text() for r in range(2)] == ['2', '2']   # two shards each
     assert folder_bytes(out) == folder_bytes(shards)
+
+
+def test_file_end_flags_reach_a_wrapper_that_takes_them(shards, tmp_path, monkeypatch):
+    """Stage wrappers taking ``file_end`` (the EOS-target flag) get the dataset's per-item flags, as (b,) bools."""
+    from audiolm_pytorch import SemanticTransformer, SemanticTransformerTrainer
+    from audiolm_pytorch.lm.semantic import SemanticTransformerWrapper
+    seen, original = [], SemanticTransformerWrapper.forward
+
+    def forward(self, *, semantic_token_ids = None, file_end = None, **kwargs):
+        seen.append((semantic_token_ids.clone(), file_end))
+        return original(self, semantic_token_ids = semantic_token_ids, **kwargs)
+
+    monkeypatch.setattr(SemanticTransformerWrapper, 'forward', forward)
+    trainer = SemanticTransformerTrainer(SemanticTransformer(num_semantic_tokens = 16, **TINY), tokens = shards,
+                                         batch_size = 3, data_max_length_seconds = 0.3, num_train_steps = 8,
+                                         valid_frac = 0., results_folder = tmp_path, progress_bar = False,
+                                         force_clear_prev_results = True, save_results_every = 1000)
+    for _ in range(8):
+        trainer.train_step()
+    flags = torch.cat([file_end for _, file_end in seen])
+    assert flags.dtype == torch.bool and all(f.shape == (ids.shape[0],) for ids, f in seen)
+    assert flags.any() and not flags.all()
+    for ids, file_end in seen:                 # padded rows (the 0.1 s clip) always hold their file's end
+        padded = (ids == -1).any(dim = -1)
+        assert bool(file_end[padded].all())
