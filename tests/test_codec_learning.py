@@ -168,3 +168,31 @@ def test_trainer_lowers_held_out_mel_distance(tmp_path):
     trainer.train()
     after = distance()
     assert after < 0.8 * before, (before, after)
+
+
+def test_quantizer_dropout_is_per_example_with_a_probability():
+    from audiolm_pytorch.codecs.quantizer_training import drop_levels, per_example_dropout_levels
+    keep = per_example_dropout_levels(4000, 8, 0.5, 1, 1, torch.device('cpu'))
+    assert keep.min() == 2 and keep.max() == 8
+    assert abs((keep < 8).float().mean().item() - 0.5 * 6 / 7) < 0.03     # dropped with p, k + 1 < 8 for 6 of 7 k
+    assert torch.equal(per_example_dropout_levels(5, 8, 0., 1, 1, torch.device('cpu')), torch.full((5,), 8))
+    assert (per_example_dropout_levels(4000, 8, 1., 0, 4, torch.device('cpu')) % 4 == 0).all()
+    codes = drop_levels(torch.zeros(2, 3, 4, dtype = torch.long), torch.tensor([4, 2]))
+    assert (codes[0] == 0).all() and (codes[1, :, :2] == 0).all() and (codes[1, :, 2:] == -1).all()
+
+    model = SoundStream(**{**SMALL, 'codebook_size': 16}, **NO_DISCR, codebook_dim = 16, use_local_attn = False,
+                        rq_quantize_dropout_prob = 1., quantize_dropout_cutoff_index = 0)
+    codes = model(torch.randn(64, 640) * 0.1, return_codes_only = True)            # training mode
+    dropped_per_example = (codes == -1).flatten(1).any(dim = 1)
+    assert dropped_per_example.float().mean() > 0.6          # prob 1: every example but those that drew k = 3
+    assert 0 < (codes[:, 0, 1:] == -1).float().mean() < 1    # and the count differs between examples
+
+
+def test_gradient_penalty_per_logit_does_not_grow_with_length():
+    from audiolm_pytorch.codecs.losses import gradient_penalty
+    def penalty(n, per_logit):
+        x = torch.randn(2, 1, n, requires_grad = True)
+        logits = torch.nn.functional.conv1d(x, torch.ones(1, 1, 4), stride = 4)   # (2, 1, n / 4) patch logits
+        return gradient_penalty(x, logits, per_logit = per_logit).item()
+    assert penalty(4096, True) == pytest.approx(penalty(1024, True) / 4)          # ||grad||^2 ~ n / logits^2
+    assert penalty(4096, False) == pytest.approx(penalty(1024, False) * 4)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 
@@ -35,7 +36,10 @@ def set_dead_code_threshold(quantizer: nn.Module, fraction: float, num_vectors: 
     for codebook in _codebooks(quantizer):
         if not codebook.has_dead_code_replacement:
             continue
-        share = num_vectors / codebook.codebook_size
+        vectors = num_vectors
+        if getattr(codebook, 'use_ddp', False) and dist.is_available() and dist.is_initialized():
+            vectors *= dist.get_world_size()     # synced codebooks count the vectors of every process
+        share = vectors / codebook.codebook_size
         codebook.threshold_ema_dead_code = fraction * share
         codebook.reset_cluster_size = share
 

@@ -277,10 +277,11 @@ class SoundStream(Checkpointable, nn.Module):
 
         # quantizer
         self.quantizer_kind = 'lfq' if use_lookup_free_quantizer else ('fsq' if use_finite_scalar_quantizer else 'vq')
-        self.quantize_dropout_prob = rq_quantize_dropout_prob
+        # explicit vector-quantize-pytorch settings in rq_kwargs win: no dropout at all / an absolute threshold
+        self.quantize_dropout_prob = 0. if (rq_kwargs or {}).get('quantize_dropout') is False else rq_quantize_dropout_prob
         self.quantize_dropout_cutoff_index = quantize_dropout_cutoff_index
         self.quantize_dropout_multiple_of = rq_quantize_dropout_multiple_of
-        self.dead_code_threshold = rq_dead_code_threshold
+        self.dead_code_threshold = None if 'threshold_ema_dead_code' in (rq_kwargs or {}) else rq_dead_code_threshold
         self.rq = self._build_quantizer(codebook_dim, codebook_size, rq_num_quantizers, rq_groups,
                                         rq_commitment_weight, rq_ema_decay, rq_quantize_dropout_multiple_of,
                                         quantize_dropout_cutoff_index, finite_scalar_quantizer_levels, rq_kwargs or {})

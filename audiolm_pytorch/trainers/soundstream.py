@@ -19,13 +19,15 @@ class SoundStreamTrainer(Trainer):
     Each micro-batch runs one encoder / decoder pass (``soundstream(x, return_all_losses=True)``) whose generator
     loss reaches only the codec's parameters and whose discriminator (hinge) loss reaches only the
     discriminators', so a single backward serves both optimizers. The zero-centred gradient penalty on the
-    discriminators is added every ``apply_grad_penalty_every`` steps.
+    discriminators is added every ``apply_grad_penalty_every`` steps (default 0: off, as SoundStream / EnCodec / DAC
+    train; it was every 4 steps before issue 13).
 
     Args (the established ``audiolm-pytorch`` names; see :class:`~audiolm_pytorch.trainers.base.Trainer` for the
     shared ones):
         soundstream: the codec to train.
         data_max_length / data_max_length_seconds: random crop length of training clips (samples / seconds).
-        lr: learning rate of both optimizers. max_grad_norm / discr_max_grad_norm: clipping of each.
+        lr: learning rate of both optimizers. betas: AdamW betas, default ``(0.8, 0.99)`` as EnCodec and DAC (was the
+            base trainer's ``(0.9, 0.99)``). max_grad_norm / discr_max_grad_norm: clipping of each.
         use_ema, ema_beta=0.995, ema_update_after_step=500, ema_update_every=10: EMA of the codec (its weights
             are the ones ``SoundStream.load`` / ``init_and_load_from`` prefer).
 
