@@ -129,7 +129,7 @@ def _frozen(module: nn.Module, *args):
 
 # The training recipe of versions <= 0.1.0. None of it changes the network's parameters (weight normalisation,
 # the one layout change, converts exactly when a checkpoint loads), so old checkpoints load and decode as before;
-# ``SoundStream(**old_config, **LEGACY_RECIPE)`` also trains exactly as those versions did.
+# ``SoundStream(**{**old_config, **LEGACY_RECIPE})`` also trains exactly as those versions did.
 LEGACY_RECIPE = dict(multi_spectral_loss_kind = 'soundstream', recon_loss_weight = 1., feature_loss_weight = 100.,
                      rq_quantize_dropout_prob = None,
                      rq_dead_code_threshold = None, discr_weight_norm = False, grad_penalty_per_logit = False)
@@ -176,8 +176,9 @@ class SoundStream(Checkpointable, nn.Module):
         discr_weight_norm: weight normalisation in every discriminator conv (default on, as MelGAN / HiFi-GAN /
             EnCodec / DAC). Checkpoints written without it load exactly (``weight_norm_compat``).
 
-    ``LEGACY_RECIPE`` holds the former values of every changed default: ``SoundStream(**config, **LEGACY_RECIPE)``
-    trains exactly as version 0.1.0 did.
+    ``LEGACY_RECIPE`` holds the former values of every changed default:
+    ``SoundStream(**{**config, **LEGACY_RECIPE})`` trains exactly as version 0.1.0 did (with
+    ``SoundStreamTrainer(betas=(0.9, 0.99), apply_grad_penalty_every=4)``).
 
     Speed: architecture defaults match the paper / MelGAN / the established implementation (no default was
     changed for speed). Without autograd (``tokenize``, ``decode_from_codebook_indices`` under ``no_grad``) the
