@@ -197,6 +197,13 @@ DOCUMENTED_DEVIATIONS = {
         None, "taken from the model's config; a value that disagrees raises ValueError (class docstring)"),
     ('EncodecWrapper', '__init__', 'num_quantizers'): (
         None, 'taken from bandwidth (6 kbps -> 8 on the 24 kHz model); a mismatch raises ValueError'),
+    # the codec training recipe of issue 13 (benchmarks/RESULTS.md, "Codec recipe ablations"; README "SoundStream")
+    ('SoundStream', '__init__', 'recon_loss_weight'): (
+        10., 'waveform term weighed against the O(1) log-mel L1 term (multi_spectral_loss_kind="log_l1")'),
+    ('SoundStream', '__init__', 'feature_loss_weight'): (
+        2., 'feature matching no longer dominates the normalised mel term (held-out log-mel 0.758 vs 0.91 at 100)'),
+    ('SoundStreamTrainer', '__init__', 'apply_grad_penalty_every'): (
+        0, 'no gradient penalty by default, as SoundStream / EnCodec / DAC train'),
     # mutable defaults avoided: None means an empty dict
     ('SoundStream', '__init__', 'rq_kwargs'): (None, 'None = {} (no mutable default)'),
     ('SoundStreamTrainer', '__init__', 'accelerate_kwargs'): (None, 'None = {} (no mutable default)'),

@@ -22,10 +22,12 @@ built before ``init_process_group`` (what ``SoundStreamTrainer`` users do) got v
 ``sync_codebook=False`` from its process-wide cached ``is_distributed()``, so, FSDP broadcasting no buffers, its
 EMA codebooks drifted apart: ``enable_codebook_sync`` (called by the trainer) switches the sync on afterwards.
 
-Known failure, marked ``xfail(strict=True)`` (an unexpected pass fails the suite so the mark gets removed): the
-gradient penalty (a double backward inside the forward) with discriminators as FSDP units of their own: FSDP2
-frees a unit's unsharded parameters after the inner ``autograd.grad`` and the outer backward fails. Keep the
-discriminators in the root FSDP unit (the 'root' layout) when the penalty is on.
+Formerly a known failure (``xfail(strict=True)`` until issue 13): the gradient penalty (a double backward inside
+the forward) with discriminators as FSDP units of their own: FSDP2 freed a unit's unsharded parameters after the
+inner ``autograd.grad`` and the outer backward failed. Since the discriminators are weight-normalised by default
+(``discr_weight_norm=True``: their conv weights are recomputed from ``g`` and ``v`` at every forward) the
+'fp32_units_penalty' variant passes; with ``discr_weight_norm=False`` keep the discriminators in the root FSDP
+unit (the 'root' layout) when the penalty is on.
 """
 
 import os
@@ -67,9 +69,8 @@ PENALTY_DOUBLE_BACKWARD = 'FSDP2 frees the unsharded params of a unit after the 
 
 
 def xfail_units(name):
-    variant = VARIANTS[name]
-    if variant.layout == 'units' and variant.penalty:
-        return pytest.param(name, marks = pytest.mark.xfail(strict = True, reason = PENALTY_DOUBLE_BACKWARD))
+    # the penalty with discriminator units failed (PENALTY_DOUBLE_BACKWARD) before discriminators were
+    # weight-normalised by default; it passes now
     return name
 
 

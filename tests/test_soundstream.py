@@ -97,6 +97,20 @@ def test_tokenize_decode_matches_forward(name):
     assert model.decode_from_codebook_indices(coarse).shape == recon.shape
 
 
+def held_out_style_distance(model, wave):
+    """Eval-mode log10-mel L1 of the reconstruction (averaged over windows 64..2048): a fixed metric, whatever
+    the codec's own loss."""
+    from audiolm_pytorch.codecs.losses import MultiResolutionMelLoss
+    metric = MultiResolutionMelLoss(sample_hz = 16000, window_powers_of_two = range(6, 12), kind = 'log_l1')
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        recon = model(wave, return_recons_only = True)
+        distance = metric(recon, model.process_input(wave)).item()
+    model.train(was_training)
+    return distance
+
+
 @pytest.fixture(scope = 'module')
 def trained_on_speech():
     """A tiny model trained briefly (reconstruction + mel) on one real speech clip, quantizer dropout on."""
@@ -106,22 +120,23 @@ def trained_on_speech():
     model = tiny(adversarial_loss_weight = 0., feature_loss_weight = 0., quantize_dropout_cutoff_index = 0,
                  stft_discriminator = False, discr_multi_scales = (), multi_spectral_window_powers_of_two = range(6, 12))
     opt = torch.optim.Adam(model.non_discr_parameters(), lr = 3e-3)
-    mel_losses, start = [], time.process_time()
+    distances, start = [held_out_style_distance(model, wave)], time.process_time()
     for _ in range(60):
-        loss, breakdown = model(wave, return_loss_breakdown = True)
+        loss = model(wave)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        mel_losses.append(breakdown.multi_spectral.item())
-    return model.eval(), wave, mel_losses, time.process_time() - start
+    distances.append(held_out_style_distance(model, wave))
+    return model.eval(), wave, distances, time.process_time() - start
 
 
 def test_overfits_one_real_clip(trained_on_speech):
     # 60 steps are the "CPU-minute" budget of the issue: ~14 CPU-s on the 2-core dev VM with one thread. The time
-    # itself is not asserted (speed goals live in benchmarks/; CPU time inflates with OpenMP spinning on a busy box)
-    _, _, mel_losses, _ = trained_on_speech
-    assert len(mel_losses) == 60
-    assert mel_losses[-1] <= 0.5 * mel_losses[0], mel_losses[::10]
+    # itself is not asserted (speed goals live in benchmarks/; CPU time inflates with OpenMP spinning on a busy box).
+    # Measured with a fixed eval-mode metric (log-mel L1), not the training loss: the default mel loss became a
+    # log-mel L1 (issue 13), and with per-example quantizer dropout the training loss of a batch of one is noisy.
+    _, _, distances, _ = trained_on_speech
+    assert distances[-1] <= 0.7 * distances[0], distances
 
 
 def test_error_decreases_with_more_quantizers(trained_on_speech):
@@ -130,17 +145,22 @@ def test_error_decreases_with_more_quantizers(trained_on_speech):
         latents = model.encode(model.process_input(wave))
         unquantized = model.decode(latents)                 # what the decoder makes of the exact latents
         codes = model.tokenize(wave)
-        latent_errors, mel_errors = [], []
+        latent_errors, wave_errors, mel_errors = [], [], []
         for k in range(1, model.num_quantizers + 1):
             latent_errors.append((latents - model.codes_to_latents(codes[..., :k])).pow(2).mean().item())
             recon = model.decode_from_codebook_indices(model.tokenize(wave, num_quantizers = k))
+            wave_errors.append((recon - unquantized).pow(2).mean().item())
             mel_errors.append(model.mel_loss(recon, unquantized).item())
     assert all(b < a for a, b in zip(latent_errors, latent_errors[1:])), latent_errors
-    # decoded audio: the loss that quantizing to k levels adds (against decoding the exact latents) shrinks
-    # with k, up to 3% noise, and clearly so from one level to all. (Against the input itself, a decoder trained
-    # for only 60 steps is too far off for the bitrate to show reliably.)
-    assert all(b <= a * 1.03 for a, b in zip(mel_errors, mel_errors[1:])), mel_errors
-    assert mel_errors[-1] < 0.8 * mel_errors[0], mel_errors
+    # decoded audio: the error that quantizing to k levels adds (against decoding the exact latents) shrinks with
+    # k, and clearly so from one level to all. Since issue 13 the default loss weighs the waveform 10x against an
+    # O(1) log-mel term, so the waveform error is the one that falls level by level (measured: 4.0e-4, 2.3e-4,
+    # 1.4e-4, 1.1e-4); the mel error falls clearly from one level to all (0.39 -> 0.13) but not at every level
+    # after 60 steps (0.091, 0.090, 0.133). (Against the input itself, a decoder trained for only 60 steps is too
+    # far off for the bitrate to show reliably.)
+    assert all(b < a for a, b in zip(wave_errors, wave_errors[1:])), wave_errors
+    assert wave_errors[-1] < 0.5 * wave_errors[0], wave_errors
+    assert mel_errors[-1] < 0.5 * mel_errors[0], mel_errors
 
 
 def test_bad_input_raises_helpful_errors():

@@ -12,10 +12,11 @@ STREAM_TINY = dict(codebook_size = 32, rq_num_quantizers = 3, channels = 4, chan
                    squeeze_excite = True, stft_discriminator = False, discr_multi_scales = ())
 
 
-@pytest.fixture(scope = 'module')
-def model():
+@pytest.fixture(scope = 'module', params = ['elu', 'weight_norm_snake'])
+def model(request):
     torch.manual_seed(0)
-    model = SoundStream(**STREAM_TINY)
+    options = dict(use_weight_norm = True, activation = 'snake') if request.param == 'weight_norm_snake' else {}
+    model = SoundStream(**STREAM_TINY, **options)
     model.train()
     model(torch.randn(2, 800) * 0.1, return_codes_only = True)     # k-means init of the codebooks
     return model.eval()

@@ -21,16 +21,23 @@ from audiolm_pytorch.checkpoint import Checkpointable
 DiscriminatorOutput = list[tuple[Tensor, list[Tensor]]]
 
 
+def _wn(module: nn.Module, enabled: bool) -> nn.Module:
+    # weight normalisation in discriminators as MelGAN / HiFi-GAN / EnCodec / DAC use it
+    return nn.utils.parametrizations.weight_norm(module) if enabled else module
+
+
 class WaveDiscriminator(nn.Module):
     """One MelGAN-style waveform discriminator: grouped strided 1-D convolutions.
 
-    ``forward(x (b, c, n)) -> (logits (b, 1, n'), features [ (b, c_i, n_i) ... ])``.
+    ``forward(x (b, c, n)) -> (logits (b, 1, n'), features [ (b, c_i, n_i) ... ])``. ``weight_norm``: weight
+    normalisation on every conv.
     """
 
     def __init__(self, *, channels: int = 16, layers: int = 4, groups: Sequence[int] = (4, 16, 64, 256),
-                 chan_max: int = 1024, input_channels: int = 1):
+                 chan_max: int = 1024, input_channels: int = 1, weight_norm: bool = False):
         super().__init__()
-        self.init_conv = nn.Sequential(nn.Conv1d(input_channels, channels, 15, padding = 7), nn.LeakyReLU(0.1))
+        wn = lambda m: _wn(m, weight_norm)
+        self.init_conv = nn.Sequential(wn(nn.Conv1d(input_channels, channels, 15, padding = 7)), nn.LeakyReLU(0.1))
         self.conv_layers = nn.ModuleList()
         current = channels
         for _, group in zip(range(layers), groups):
@@ -39,10 +46,10 @@ class WaveDiscriminator(nn.Module):
             while current % group or chan_out % group:
                 group //= 2
             self.conv_layers.append(nn.Sequential(
-                nn.Conv1d(current, chan_out, 41, stride = 4, padding = 20, groups = group), nn.LeakyReLU(0.1)))
+                wn(nn.Conv1d(current, chan_out, 41, stride = 4, padding = 20, groups = group)), nn.LeakyReLU(0.1)))
             current = chan_out
-        self.final_conv = nn.Sequential(nn.Conv1d(current, current, 5, padding = 2), nn.LeakyReLU(0.1))
-        self.to_logits = nn.Conv1d(current, 1, 3, padding = 1)
+        self.final_conv = nn.Sequential(wn(nn.Conv1d(current, current, 5, padding = 2)), nn.LeakyReLU(0.1))
+        self.to_logits = wn(nn.Conv1d(current, 1, 3, padding = 1))
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         features = []
@@ -94,30 +101,32 @@ class STFTDiscriminator(Checkpointable, nn.Module):
     Args:
         channels: width of the first layer; block ``i`` has ``channels * channel_mults[i]``.
         strides: ``(time, frequency)`` stride per block. n_fft, hop_length, win_length: STFT settings
-        (paper: window 1024, hop 256). input_channels: audio channels.
+        (paper: window 1024, hop 256). input_channels: audio channels. weight_norm: weight normalisation on
+        every conv.
 
     ``forward(x (b, c, n)) -> [(logits (b, 1, t', f'), features)]``.
     """
 
     def __init__(self, *, channels: int = 32, strides: Sequence[Sequence[int]] = ((1, 2), (2, 2), (1, 2), (2, 2), (1, 2), (2, 2)),
                  channel_mults: Sequence[int] = (1, 2, 4, 4, 8, 8), n_fft: int = 1024, hop_length: int = 256,
-                 win_length: int = 1024, input_channels: int = 1):
+                 win_length: int = 1024, input_channels: int = 1, weight_norm: bool = False):
         super().__init__()
+        wn = lambda m: _wn(m, weight_norm)
         if len(strides) != len(channel_mults):
             raise ValueError(f'STFT discriminator needs one stride per channel multiple, got {len(strides)} and {len(channel_mults)}')
         self.n_fft, self.hop_length, self.win_length = n_fft, hop_length, win_length
         self.register_buffer('window', torch.hann_window(win_length), persistent = False)
-        self.init_conv = nn.Sequential(nn.Conv2d(2 * input_channels, channels, 7, padding = 3), nn.LeakyReLU(0.1))
+        self.init_conv = nn.Sequential(wn(nn.Conv2d(2 * input_channels, channels, 7, padding = 3)), nn.LeakyReLU(0.1))
         layer_channels = [channels, *(channels * m for m in channel_mults)]
         self.blocks = nn.ModuleList()
         for (chan_in, chan_out), stride in zip(zip(layer_channels[:-1], layer_channels[1:]), strides):
             stride = tuple(stride)
             kernel = tuple(s + 2 for s in stride)
             self.blocks.append(nn.Sequential(
-                nn.Conv2d(chan_in, chan_in, 3, padding = 1), nn.LeakyReLU(0.1),
-                nn.Conv2d(chan_in, chan_out, kernel, stride = stride, padding = tuple(k // 2 for k in kernel)),
+                wn(nn.Conv2d(chan_in, chan_in, 3, padding = 1)), nn.LeakyReLU(0.1),
+                wn(nn.Conv2d(chan_in, chan_out, kernel, stride = stride, padding = tuple(k // 2 for k in kernel))),
                 nn.LeakyReLU(0.1)))
-        self.to_logits = nn.Conv2d(layer_channels[-1], 1, 3, padding = 1)
+        self.to_logits = wn(nn.Conv2d(layer_channels[-1], 1, 3, padding = 1))
 
     def spectrogram(self, x: Tensor) -> Tensor:
         """``(b, c, n) -> (b, 2c, frames, freqs)`` real/imag channels, in float32."""
@@ -143,17 +152,19 @@ class STFTDiscriminator(Checkpointable, nn.Module):
 class PeriodDiscriminator(nn.Module):
     """HiFi-GAN period discriminator: the waveform folded to ``(n / period, period)`` and 2-D convs over time."""
 
-    def __init__(self, period: int, *, channels: Sequence[int] = (32, 64, 128, 256), input_channels: int = 1):
+    def __init__(self, period: int, *, channels: Sequence[int] = (32, 64, 128, 256), input_channels: int = 1,
+                 weight_norm: bool = False):
         super().__init__()
+        wn = lambda m: _wn(m, weight_norm)
         self.period = period
         layers, current = [], input_channels
         for chan_out in channels:
-            layers.append(nn.Sequential(nn.Conv2d(current, chan_out, (5, 1), stride = (3, 1), padding = (2, 0)),
+            layers.append(nn.Sequential(wn(nn.Conv2d(current, chan_out, (5, 1), stride = (3, 1), padding = (2, 0))),
                                         nn.LeakyReLU(0.1)))
             current = chan_out
-        layers.append(nn.Sequential(nn.Conv2d(current, current, (5, 1), padding = (2, 0)), nn.LeakyReLU(0.1)))
+        layers.append(nn.Sequential(wn(nn.Conv2d(current, current, (5, 1), padding = (2, 0))), nn.LeakyReLU(0.1)))
         self.layers = nn.ModuleList(layers)
-        self.to_logits = nn.Conv2d(current, 1, (3, 1), padding = (1, 0))
+        self.to_logits = wn(nn.Conv2d(current, 1, (3, 1), padding = (1, 0)))
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         n = x.shape[-1]
@@ -171,10 +182,11 @@ class MultiPeriodDiscriminator(nn.Module):
     """``forward(x (b, c, n)) -> [(logits, features) per period]``."""
 
     def __init__(self, *, periods: Sequence[int] = (2, 3, 5, 7, 11), channels: Sequence[int] = (32, 64, 128, 256),
-                 input_channels: int = 1):
+                 input_channels: int = 1, weight_norm: bool = False):
         super().__init__()
         self.discriminators = nn.ModuleList(
-            [PeriodDiscriminator(p, channels = channels, input_channels = input_channels) for p in periods])
+            [PeriodDiscriminator(p, channels = channels, input_channels = input_channels, weight_norm = weight_norm)
+             for p in periods])
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
         return [discr(x) for discr in self.discriminators]

@@ -5,6 +5,7 @@ All reductions run in float32, also under bf16 autocast.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -25,22 +26,36 @@ def waveform_loss(pred: Tensor, target: Tensor, kind: str = 'l2') -> Tensor:
 
 
 class MultiResolutionMelLoss(nn.Module):
-    """Multi-scale spectral reconstruction loss of SoundStream (arXiv 2107.03312, eq. 4-5).
+    """Multi-resolution mel reconstruction loss, averaged over resolutions.
 
-    For each window ``s = 2^p`` (hop ``s / 4``): per frame, the L1 distance of mel spectra summed over mel bins
-    plus ``sqrt(s / 2)`` times the L2 distance of log-mel spectra; averaged over frames and over resolutions.
+    ``kind='log_l1'`` (default): per resolution, the mean absolute difference of ``log10`` mel magnitudes (floor
+    ``eps``), as DAC (arXiv 2306.06546) and EnCodec (arXiv 2210.13438) normalise it: every term is O(1) whatever
+    the window, the number of mel bins or the clip length, so a weight means the same at any resolution.
+
+    ``kind='soundstream'``: SoundStream's eq. 4-5 (arXiv 2107.03312) as first implemented here: per frame, the L1
+    distance of mel spectra summed over mel bins plus ``sqrt(s / 2)`` times the L2 distance of log-mel spectra.
+    Its value is ~100-500 on speech at initialisation (the ``sqrt(s / 2)`` factor reaches 32 at ``s = 2048``), so
+    at weight 1 it drowns the waveform term; kept for old configurations.
+
+    For each window ``s = 2^p`` the hop is ``s / 4``.
 
     Args:
         sample_hz: audio rate. window_powers_of_two: ``p`` values (default 6..11, windows 64..2048).
         n_mels: mel bins per resolution. min_n_fft: FFT size is ``max(window, min_n_fft)`` so small windows keep
-        enough frequency bins for ``n_mels`` filters.
+        enough frequency bins for ``n_mels`` filters. kind: ``'log_l1'`` or ``'soundstream'``. eps: magnitude
+        floor before the log.
 
     ``forward(pred (b, ..., n), target (b, ..., n)) -> scalar``.
     """
 
+    KINDS = ('log_l1', 'soundstream')
+
     def __init__(self, *, sample_hz: int, window_powers_of_two: Sequence[int] = tuple(range(6, 12)),
-                 n_mels: int = 64, min_n_fft: int = 512, eps: float = 1e-5):
+                 n_mels: int = 64, min_n_fft: int = 512, eps: float = 1e-5, kind: str = 'log_l1'):
         super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f'mel loss kind must be one of {self.KINDS}, got {kind!r}')
+        self.kind = kind
         self.transforms = nn.ModuleList()
         self.alphas = []
         for power in window_powers_of_two:
@@ -63,9 +78,12 @@ class MultiResolutionMelLoss(nn.Module):
         total = torch.zeros((), device = pred.device)
         for transform, alpha in zip(self.transforms, self.alphas):
             mel_pred, mel_target = transform(both).split(batch, dim = 0)            # (b, ..., mels, frames)
+            log_diff = mel_pred.clamp(min = self.eps).log10() - mel_target.clamp(min = self.eps).log10()
+            if self.kind == 'log_l1':
+                total = total + log_diff.abs().mean()
+                continue
             l1 = (mel_pred - mel_target).abs().sum(dim = -2).mean()
-            log_diff = mel_pred.clamp(min = self.eps).log() - mel_target.clamp(min = self.eps).log()
-            l2_log = log_diff.pow(2).sum(dim = -2).add(1e-8).sqrt().mean()
+            l2_log = (log_diff * math.log(10)).pow(2).sum(dim = -2).add(1e-8).sqrt().mean()
             total = total + l1 + alpha * l2_log
         return total / max(len(self.transforms), 1)
 
@@ -88,14 +106,18 @@ def feature_matching_loss(real_features: Sequence[Tensor], fake_features: Sequen
     return torch.stack(losses).mean()
 
 
-def gradient_penalty(inputs: Tensor, outputs: Tensor | Sequence[Tensor], weight: float = 10.) -> Tensor:
-    """Zero-centred R1 penalty (arXiv 1801.04406): ``weight * mean_b ||d sum(D(x)) / d x||^2`` on real ``x``.
+def gradient_penalty(inputs: Tensor, outputs: Tensor | Sequence[Tensor], weight: float = 10.,
+                     per_logit: bool = False) -> Tensor:
+    """Zero-centred R1 penalty (arXiv 1801.04406): ``weight * mean_b ||d D(x) / d x||^2`` on real ``x``.
 
-    ``inputs`` must require grad and ``outputs`` be computed from it (logits of one or more discriminators).
+    ``D(x)`` is the sum of every logit of every discriminator in ``outputs`` (each ``(b, ...)``, computed from
+    ``inputs``, which must require grad). With ``per_logit=True`` each discriminator's logits are averaged over
+    their positions instead of summed, so the penalty no longer grows with the clip length (a patch discriminator
+    has more logits on a longer clip).
     """
     if not inputs.requires_grad:
         raise ValueError('gradient_penalty needs inputs that require grad (call inputs.requires_grad_() first)')
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    total = sum(out.float().sum() for out in outputs)
+    total = sum(out.float().sum() / (out[0].numel() if per_logit and out.ndim > 1 else 1) for out in outputs)
     (gradients,) = torch.autograd.grad(total, inputs, create_graph = True)
     return weight * gradients.float().pow(2).reshape(gradients.shape[0], -1).sum(dim = -1).mean()

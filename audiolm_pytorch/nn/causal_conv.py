@@ -27,6 +27,25 @@ from einops import rearrange
 from torch import Tensor, nn
 
 
+def maybe_weight_norm(module: nn.Module, enabled: bool) -> nn.Module:
+    """``module`` with its ``weight`` under weight normalisation (a parametrization, norm over all but dim 0)."""
+    return nn.utils.parametrizations.weight_norm(module) if enabled else module
+
+
+class Snake(nn.Module):
+    """Snake activation ``x + sin^2(alpha x) / alpha`` with a learned ``alpha`` per channel (arXiv 2006.08195), a
+    periodic inductive bias used by BigVGAN and DAC. Pointwise in time: ``(b, c, n)`` or time-major ``(b, c, 1, n)``."""
+
+    def __init__(self, dim: int, eps: float = 1e-9):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        alpha = self.alpha.to(x.dtype).reshape(-1, *([1] * (x.ndim - 2)))
+        return x + (alpha * x).sin().pow(2) / (alpha + self.eps)
+
+
 def to_time_major(x: Tensor) -> Tensor:
     """``(b, c, n) -> (b, c, 1, n)`` in channels-last memory (i.e. stored as ``(b, n, c)``)."""
     return x.unsqueeze(2).contiguous(memory_format = torch.channels_last)
@@ -58,13 +77,15 @@ class CausalConv1d(nn.Module):
 
     Args:
         chan_in, chan_out, kernel_size, stride, dilation, groups, bias: as ``nn.Conv1d``.
+        weight_norm: reparametrise the weight as ``g * v / ||v||`` (arXiv 1602.07868), as the SEANet / EnCodec /
+            DAC codecs do; the parameters are then ``conv.parametrizations.weight.original0`` (g) and ``original1`` (v).
 
     ``forward(x (b, chan_in, n)) -> (b, chan_out, n // stride)`` (or ``(b, c, 1, n)`` time-major in and out); in
     streaming, chunk lengths must be multiples of ``stride``. The streaming state keeps the last ``dilation * (kernel_size - 1) + 1 - stride`` inputs.
     """
 
     def __init__(self, chan_in: int, chan_out: int, kernel_size: int, *, stride: int = 1, dilation: int = 1,
-                 groups: int = 1, bias: bool = True):
+                 groups: int = 1, bias: bool = True, weight_norm: bool = False):
         super().__init__()
         receptive = dilation * (kernel_size - 1) + 1
         if receptive < stride:
@@ -72,8 +93,8 @@ class CausalConv1d(nn.Module):
         self.stride = stride
         self.chan_in = chan_in
         self.causal_padding = receptive - stride
-        self.conv = nn.Conv1d(chan_in, chan_out, kernel_size, stride = stride, dilation = dilation, groups = groups,
-                              bias = bias)
+        self.conv = maybe_weight_norm(nn.Conv1d(chan_in, chan_out, kernel_size, stride = stride, dilation = dilation,
+                                                groups = groups, bias = bias), weight_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.causal_padding > 0:
@@ -97,16 +118,19 @@ class CausalConvTranspose1d(nn.Module):
 
     ``forward(x (b, chan_in, n)) -> (b, chan_out, n * stride)``: the full transposed-conv output cut to
     ``n * stride`` (the cut part would need the next input frame). Streaming is overlap-add: the state holds the
-    ``kernel_size - stride`` samples that the next chunk's first frames still add to.
+    ``kernel_size - stride`` samples that the next chunk's first frames still add to. ``weight_norm``: as
+    :class:`CausalConv1d`.
     """
 
-    def __init__(self, chan_in: int, chan_out: int, *, stride: int, kernel_size: int | None = None, bias: bool = True):
+    def __init__(self, chan_in: int, chan_out: int, *, stride: int, kernel_size: int | None = None, bias: bool = True,
+                 weight_norm: bool = False):
         super().__init__()
         kernel_size = kernel_size if kernel_size is not None else 2 * stride
         if kernel_size < stride:
             raise ValueError(f'transposed conv kernel ({kernel_size}) must be at least its stride ({stride})')
         self.stride, self.kernel_size, self.chan_out = stride, kernel_size, chan_out
-        self.conv = nn.ConvTranspose1d(chan_in, chan_out, kernel_size, stride = stride, bias = bias)
+        self.conv = maybe_weight_norm(nn.ConvTranspose1d(chan_in, chan_out, kernel_size, stride = stride, bias = bias),
+                                      weight_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[-1]
@@ -135,7 +159,7 @@ def is_streamable(module: nn.Module) -> bool:
 
 
 # pointwise modules carry no state: they can run on any chunk as is
-_POINTWISE = (nn.ELU, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Identity, nn.Sigmoid)
+_POINTWISE = (Snake, nn.ELU, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Identity, nn.Sigmoid)
 
 
 class StreamingSequential(nn.Sequential):

@@ -21,13 +21,15 @@ class SoundStreamTrainer(Trainer):
     Each micro-batch runs one encoder / decoder pass (``soundstream(x, return_all_losses=True)``) whose generator
     loss reaches only the codec's parameters and whose discriminator (hinge) loss reaches only the
     discriminators', so a single backward serves both optimizers. The zero-centred gradient penalty on the
-    discriminators is added every ``apply_grad_penalty_every`` steps.
+    discriminators is added every ``apply_grad_penalty_every`` steps (default 0: off, as SoundStream / EnCodec / DAC
+    train; it was every 4 steps before issue 13).
 
     Args (the established ``audiolm-pytorch`` names; see :class:`~audiolm_pytorch.trainers.base.Trainer` for the
     shared ones):
         soundstream: the codec to train.
         data_max_length / data_max_length_seconds: random crop length of training clips (samples / seconds).
-        lr: learning rate of both optimizers. max_grad_norm / discr_max_grad_norm: clipping of each.
+        lr: learning rate of both optimizers. betas: AdamW betas, default ``(0.8, 0.99)`` as EnCodec and DAC (was the
+            base trainer's ``(0.9, 0.99)``). max_grad_norm / discr_max_grad_norm: clipping of each.
         warmup_steps / scheduler / scheduler_kwargs (base trainer): the codec's learning-rate schedule.
         discr_warmup_steps (default: warmup_steps) / discr_scheduler / discr_scheduler_kwargs: the
             discriminators' own schedule (no scheduler after the warmup unless discr_scheduler is given).
@@ -46,11 +48,12 @@ class SoundStreamTrainer(Trainer):
         data_max_length: int | None = None, data_max_length_seconds: float | None = None,
         folder: str | Path | None = None, dataset: Dataset | None = None,
         train_dataloader: DataLoader | None = None, val_dataloader: DataLoader | None = None,
-        lr: float = 2e-4, grad_accum_every: int = 4, wd: float = 0., max_grad_norm: float | None = 0.5,
+        lr: float = 2e-4, grad_accum_every: int = 4, wd: float = 0., betas: tuple = (0.8, 0.99),
+        max_grad_norm: float | None = 0.5,
         discr_max_grad_norm: float | None = None, save_results_every: int = 100, save_model_every: int = 1000,
         log_losses_every: int = 1, results_folder: str | Path = './results', valid_frac: float = 0.05,
         random_split_seed: int = 42, use_ema: bool = True, ema_beta: float = 0.995,
-        ema_update_after_step: int = 500, ema_update_every: int = 10, apply_grad_penalty_every: int = 4,
+        ema_update_after_step: int = 500, ema_update_every: int = 10, apply_grad_penalty_every: int = 0,
         dl_num_workers: int = 0, accelerator = None, accelerate_kwargs: dict | None = None,
         use_wandb_tracking: bool = False, force_clear_prev_results: bool | None = None,
         discr_warmup_steps: int | None = None, discr_scheduler = None, discr_scheduler_kwargs: dict | None = None,
