@@ -149,7 +149,8 @@ def throughput(work: Path, train: Path, args) -> list[dict]:
     start, cpu = time.perf_counter(), time.process_time()
     prepare_tokens([train], tokens, wav2vec = wav2vec, codec = codec, shard_size = 8, progress = False)
     seconds = sum(__import__('soundfile').info(str(p)).duration for p in train.glob('*.wav'))
-    print(f'prepare_tokens: {seconds:.0f} s of audio in {time.perf_counter() - start:.1f} s wall, {time.process_time() - cpu:.1f} s CPU (HuBERT-base + SoundStream)')
+    print(f'prepare_tokens: {seconds:.0f} s of audio in {time.perf_counter() - start:.1f} s wall, '
+          f'{time.process_time() - cpu:.1f} s CPU (HuBERT-base + SoundStream)')
     rows = []
     common = dict(batch_size = 4, num_train_steps = 10 ** 6, data_max_length_seconds = 2., valid_frac = 0.,
                   progress_bar = False, force_clear_prev_results = True, save_results_every = 10 ** 6,

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from audiolm_pytorch.lm.coarse import CoarseTransformer, CoarseTransformerWrapper
 from audiolm_pytorch.lm.fine import FineTransformer, FineTransformerWrapper
 from audiolm_pytorch.lm.semantic import SemanticTransformer, SemanticTransformerWrapper
-from test_lm_coarse_fine import StubCodec
 
 TINY = dict(dim = 32, depth = 2, heads = 2, dim_head = 16)
 

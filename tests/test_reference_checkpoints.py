@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 
 from audiolm_pytorch import CoarseTransformer, FineTransformer, SemanticTransformer, SoundStream

@@ -1,7 +1,6 @@
 """Adversarial review probes of the shared nn building blocks (rotary, transformer, local attention,
 conformer, causal convs)."""
 
-import math
 
 import pytest
 import torch

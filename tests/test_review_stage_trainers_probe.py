@@ -1,14 +1,13 @@
 """Adversarial review of the stage trainers: frozen tokenizers stay frozen, samples use the EMA weights, two-rate
 items cover the same time segment, and a resumed stage trainer continues with the identical loss."""
 
-import math
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from test_trainer_soundstream import ASSETS, sixteen_k_folder, tiny_soundstream
+from test_trainer_soundstream import sixteen_k_folder, tiny_soundstream
 from test_trainer_transformers import TINY, spectral_tokenizer
 
 

@@ -9,7 +9,6 @@ takes the keyword under the same name (followed through ``**kwargs`` into base c
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from dataclasses import dataclass

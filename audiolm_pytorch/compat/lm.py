@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from audiolm_pytorch.compat.core import AddMethod, Drop, Fixed, Handle, Ignore, Note, Rename
+from audiolm_pytorch.compat.core import AddMethod, Drop, Fixed, Handle, Ignore, Note
 
 _ATTENTION = 'attention is always torch SDPA (flash / memory-efficient kernels where the device supports them)'
 _POSITIONS = ('positions are rotary embeddings here (no T5 relative position bias); rel_pos_bias=True / False '

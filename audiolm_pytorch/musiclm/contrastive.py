@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from audiolm_pytorch.musiclm.distributed import all_gather_with_grad
 from audiolm_pytorch.utils import beartype, exists
 
 __all__ = ['SoftmaxContrastiveLearning', 'SigmoidContrastiveLearning', 'HierarchicalContrastiveLoss',
@@ -47,7 +48,6 @@ def sigmoid_contrastive_loss(sims: Tensor, bias: Tensor) -> Tensor:
 
 
 def _layered(audio_latents: Tensor, text_latents: Tensor, layers: int) -> tuple[Tensor, Tensor]:
-    from audiolm_pytorch.musiclm.mulan import all_gather_with_grad
     if audio_latents.ndim == 2:
         audio_latents = rearrange(audio_latents, 'b d -> 1 b d')
     if text_latents.ndim == 2:
