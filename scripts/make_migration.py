@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from audiolm_pytorch.compat.audit import load_reference, resolve  # noqa: E402
-from audiolm_pytorch.compat.core import AddMethod, Fixed, Positional, Refuse, table_for  # noqa: E402
+from audiolm_pytorch.compat.core import AddMethod, Positional, table_for  # noqa: E402
 
 OUT = ROOT / 'MIGRATION.md'
 
@@ -160,7 +160,7 @@ def render() -> str:
                              f'{_cell(positional.note)} |')
         lines.append('')
     total = sum(counts.values())
-    summary = [f'## Summary\n', f'{total} reference keywords: ' +
+    summary = ['## Summary\n', f'{total} reference keywords: ' +
                ', '.join(f'{n} {k}' for k, n in sorted(counts.items(), key = lambda kv: -kv[1])) + '.\n',
                f'Refused (always or for values other than the reference default): {len(refused)} - '
                + ', '.join(f'`{r}`' for r in refused) + '.\n']
