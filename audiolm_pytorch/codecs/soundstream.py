@@ -5,19 +5,20 @@ waveform (b, c, n) -> causal conv encoder (residual units, dilations 1/3/9, stri
 replacement, grouped RVQ, residual LFQ or residual FSQ; quantizer dropout for variable bitrate)
 -> local-attention transformer -> causal transposed-conv decoder -> waveform (b, c, n).
 
-Every layer is causal, so the codec also runs chunk by chunk with an explicit state (``init_encoder_state`` /
-``encode_chunk``, ``init_decoder_state`` / ``decode_chunk``) and gives the same codes and audio as a
-whole-signal run.
+This module holds the model (encode / quantize / decode, ``forward``); its parts live beside it:
+``soundstream_blocks.py`` (encoder / decoder), ``soundstream_quantizer.py`` (building the residual quantizer),
+``soundstream_streaming.py`` (chunk-by-chunk encoding and decoding with an explicit state),
+``soundstream_adversarial.py`` (discriminators and training losses) and ``soundstream_config.py`` (argument
+checks, presets, ``LEGACY_RECIPE``). The names they define that were public
+here (``LossBreakdown``, ``TrainingLosses``, ``CodecStreamState``, ``LEGACY_RECIPE``) are still importable from here.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import nullcontext
 from functools import reduce
 from collections.abc import Sequence
-from typing import Any, NamedTuple
 
 import torch
 from einops import rearrange
@@ -25,119 +26,26 @@ from torch import Tensor, nn
 
 from audiolm_pytorch.audio import LoadedAudio, resample
 from audiolm_pytorch.checkpoint import Checkpointable
-from audiolm_pytorch.codecs.discriminators import MultiPeriodDiscriminator, MultiScaleDiscriminator, STFTDiscriminator
-from audiolm_pytorch.codecs.losses import (MultiResolutionMelLoss, feature_matching_loss, gradient_penalty,
-                                           hinge_discr_loss, hinge_gen_loss, waveform_loss)
 from audiolm_pytorch.codecs import weight_norm_compat
 from audiolm_pytorch.codecs.quantizer_training import (builtin_dropout_off, drop_levels, per_example_dropout_levels,
                                                       set_dead_code_threshold)
+from audiolm_pytorch.codecs.soundstream_adversarial import AdversarialCodecMixin, LossBreakdown, TrainingLosses
+from audiolm_pytorch.codecs.soundstream_blocks import build_decoder, build_encoder
+from audiolm_pytorch.codecs.soundstream_config import AUDIOLM_PRESET, LEGACY_RECIPE, MUSICLM_PRESET, validate_config
+from audiolm_pytorch.codecs.soundstream_quantizer import ResidualQuantizerMixin
+from audiolm_pytorch.codecs.soundstream_streaming import CodecStreamState, StreamingCodecMixin
 from audiolm_pytorch.compat import reference_compat
-from audiolm_pytorch.nn.causal_conv import (CausalConv1d, CausalConvTranspose1d, CausalSqueezeExcite, Residual, Snake,
-                                            StreamingSequential, from_time_major, to_time_major)
+from audiolm_pytorch.nn.causal_conv import from_time_major, to_time_major
 from audiolm_pytorch.nn.local_attention import LocalTransformer
 from audiolm_pytorch.utils import beartype, eval_mode, exists
 
-
-class LossBreakdown(NamedTuple):
-    """Generator loss terms (unweighted), reconstruction first as in the established API."""
-    recon: Tensor
-    multi_spectral: Tensor
-    adversarial: Tensor
-    feature: Tensor
-    commitment: Tensor
-
-
-class TrainingLosses(NamedTuple):
-    """Everything one training step needs from a single encoder/decoder pass (``return_all_losses=True``).
-
-    ``generator`` only has gradients w.r.t. ``non_discr_parameters()`` and ``discriminator`` only w.r.t.
-    ``discriminator_parameters()``, so ``(generator + discriminator).backward()`` is one DDP-friendly backward.
-    """
-    generator: Tensor
-    discriminator: Tensor
-    breakdown: LossBreakdown
-    discr_breakdown: dict
-
-
-@dataclass
-class CodecStreamState:
-    """Streaming state of the encoder or the decoder: per-conv-layer buffers, attention kv caches, frames done."""
-    conv: list
-    attn: Any
-    frames: int = 0
-
-
-def _check_stream_batch(state: CodecStreamState, batch: int, method: str, init: str):
-    """A streaming state holds per-row buffers: a chunk must have the batch size the state was made for."""
-    buffers = [t for t in state.conv if isinstance(t, Tensor)] if isinstance(state, CodecStreamState) else None
-    if buffers is None:
-        raise ValueError(f'{method} needs the state from {init}() (or from the previous call), got {type(state).__name__}')
-    if buffers and buffers[0].shape[0] != batch:
-        raise ValueError(f'{method}: the chunk has batch size {batch} but the state was made for '
-                         f'{buffers[0].shape[0]}: call {init}(batch_size={batch})')
-
-
-# ----------------------------------------------------------------------------------------------------------
-# encoder / decoder blocks
-# ----------------------------------------------------------------------------------------------------------
-
-def _activation(kind: str, dim: int) -> nn.Module:
-    return Snake(dim) if kind == 'snake' else nn.ELU(inplace = True)
-
-
-def residual_unit(dim: int, dilation: int, squeeze_excite: bool = False, kernel_size: int = 7, *,
-                  weight_norm: bool = False, activation: str = 'elu') -> Residual:
-    layers = [CausalConv1d(dim, dim, kernel_size, dilation = dilation, weight_norm = weight_norm),
-              _activation(activation, dim), CausalConv1d(dim, dim, 1, weight_norm = weight_norm),
-              _activation(activation, dim)]
-    if squeeze_excite:
-        layers.append(CausalSqueezeExcite(dim))
-    return Residual(StreamingSequential(*layers))
-
-
-def encoder_block(chan_in: int, chan_out: int, stride: int, dilations: Sequence[int], squeeze_excite: bool, **conv):
-    return StreamingSequential(*(residual_unit(chan_in, d, squeeze_excite, **conv) for d in dilations),
-                               CausalConv1d(chan_in, chan_out, 2 * stride, stride = stride,
-                                            weight_norm = conv['weight_norm']),
-                               _activation(conv['activation'], chan_out))
-
-
-def decoder_block(chan_in: int, chan_out: int, stride: int, dilations: Sequence[int], squeeze_excite: bool, **conv):
-    return StreamingSequential(CausalConvTranspose1d(chan_in, chan_out, stride = stride,
-                                                     weight_norm = conv['weight_norm']),
-                               _activation(conv['activation'], chan_out),
-                               *(residual_unit(chan_out, d, squeeze_excite, **conv) for d in dilations))
-
-
-def _frozen(module: nn.Module, *args):
-    """Call ``module`` with its parameters out of autograd: gradients reach the inputs but not the module.
-
-    Done by switching ``requires_grad`` off for the call, not by swapping in detached copies: FSDP2 puts its own
-    unsharded parameters back on the module before each forward (which would undo a swap and leak the
-    generator's gradients into a discriminator that is its own FSDP unit), but it carries ``requires_grad`` over.
-    With ``requires_grad`` off, autocast also makes a fresh cast instead of reusing its cached (differentiable)
-    low-precision copy of the weight.
-    """
-    params = [p for p in module.parameters() if p.requires_grad]
-    for param in params:
-        param.requires_grad_(False)
-    try:
-        return module(*args)
-    finally:
-        for param in params:
-            param.requires_grad_(True)
-
-
-# The training recipe of versions <= 0.1.0. None of it changes the network's parameters (weight normalisation,
-# the one layout change, converts exactly when a checkpoint loads), so old checkpoints load and decode as before;
-# ``SoundStream(**{**old_config, **LEGACY_RECIPE})`` also trains exactly as those versions did.
-LEGACY_RECIPE = dict(multi_spectral_loss_kind = 'soundstream', recon_loss_weight = 1., feature_loss_weight = 100.,
-                     rq_quantize_dropout_prob = None,
-                     rq_dead_code_threshold = None, discr_weight_norm = False, grad_penalty_per_logit = False)
+# defined beside this module; importable from here as before
+__all__ = ['SoundStream', 'AudioLMSoundStream', 'MusicLMSoundStream', 'LossBreakdown', 'TrainingLosses',
+           'CodecStreamState', 'LEGACY_RECIPE']
 
 
 @reference_compat('SoundStream')
-class SoundStream(Checkpointable, nn.Module):
+class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, AdversarialCodecMixin, nn.Module):
     """SoundStream codec with its training losses (reconstruction, multi-scale mel, adversarial, feature matching,
     commitment) and discriminators (multi-scale waveform, STFT, optional multi-period).
 
@@ -238,10 +146,9 @@ class SoundStream(Checkpointable, nn.Module):
     ):
         super().__init__()
         strides, channel_mults = tuple(strides), tuple(channel_mults)
-        self._validate_config(strides, channel_mults, codebook_dim, codebook_size, rq_num_quantizers, rq_groups,
-                              quantize_dropout_cutoff_index, use_lookup_free_quantizer, use_finite_scalar_quantizer,
-                              finite_scalar_quantizer_levels, recon_loss_type, target_sample_hz, input_channels,
-                              activation)
+        validate_config(strides, channel_mults, codebook_dim, codebook_size, rq_num_quantizers, rq_groups,
+                        quantize_dropout_cutoff_index, use_lookup_free_quantizer, use_finite_scalar_quantizer,
+                        finite_scalar_quantizer_levels, recon_loss_type, target_sample_hz, input_channels, activation)
 
         self.target_sample_hz = target_sample_hz
         self.strides = strides
@@ -258,20 +165,12 @@ class SoundStream(Checkpointable, nn.Module):
         self.grad_penalty_per_logit = grad_penalty_per_logit
 
         # encoder / decoder
-        layer_channels = (channels, *(channels * m for m in channel_mults))
-        pairs = list(zip(layer_channels[:-1], layer_channels[1:]))
-        conv = dict(weight_norm = use_weight_norm, activation = activation)
-        self.encoder = StreamingSequential(
-            CausalConv1d(input_channels, channels, 7, weight_norm = use_weight_norm),
-            *(encoder_block(c_in, c_out, s, enc_cycle_dilations, squeeze_excite, **conv)
-              for (c_in, c_out), s in zip(pairs, strides)),
-            CausalConv1d(layer_channels[-1], codebook_dim, 3, weight_norm = use_weight_norm))
-        self.decoder = StreamingSequential(
-            CausalConv1d(codebook_dim, layer_channels[-1], 7, weight_norm = use_weight_norm),
-            _activation(activation, layer_channels[-1]),
-            *(decoder_block(c_out, c_in, s, dec_cycle_dilations, squeeze_excite, **conv)
-              for (c_in, c_out), s in zip(reversed(pairs), reversed(strides))),
-            CausalConv1d(channels, input_channels, 7, weight_norm = use_weight_norm))
+        blocks = dict(input_channels = input_channels, channels = channels, channel_mults = channel_mults,
+                      strides = strides, codebook_dim = codebook_dim, squeeze_excite = squeeze_excite,
+                      weight_norm = use_weight_norm, activation = activation)
+        self.encoder = build_encoder(dilations = enc_cycle_dilations, **blocks)
+        self.decoder = build_decoder(dilations = dec_cycle_dilations, **blocks)
+
 
         attn_kwargs = dict(dim = codebook_dim, depth = attn_depth, heads = attn_heads, dim_head = attn_dim_head,
                            window_size = attn_window_size)
@@ -290,91 +189,19 @@ class SoundStream(Checkpointable, nn.Module):
                                         quantize_dropout_cutoff_index, finite_scalar_quantizer_levels, rq_kwargs or {})
         self.codebook_size = codebook_size if self.quantizer_kind != 'fsq' else math.prod(finite_scalar_quantizer_levels)
 
-        # discriminators and spectral loss
-        self.discr_multi_scales = tuple(discr_multi_scales)
-        self.discriminators = MultiScaleDiscriminator(scales = discr_multi_scales, input_channels = input_channels,
-                                                      **{'weight_norm': discr_weight_norm,
-                                                         **(multi_scale_discr_kwargs or {})}) \
-            if len(self.discr_multi_scales) > 0 else None
-        if stft_discriminator is None or stft_discriminator is True or isinstance(stft_discriminator, dict):
-            stft_kwargs = stft_discriminator if isinstance(stft_discriminator, dict) else {}
-            stft_discriminator = STFTDiscriminator(input_channels = input_channels,
-                                                   **{'weight_norm': discr_weight_norm, **stft_kwargs})
-        self.stft_discriminator = stft_discriminator if isinstance(stft_discriminator, nn.Module) else None
-        self.period_discriminator = MultiPeriodDiscriminator(periods = multi_period_discr_periods,
-                                                             input_channels = input_channels,
-                                                             weight_norm = discr_weight_norm) \
-            if use_multi_period_discr else None
-        self.mel_loss = MultiResolutionMelLoss(sample_hz = target_sample_hz,
-                                               window_powers_of_two = tuple(multi_spectral_window_powers_of_two),
-                                               n_mels = multi_spectral_n_mels, kind = multi_spectral_loss_kind)
+        # discriminators and spectral loss (soundstream_adversarial.py)
+        self._build_discriminators(
+            input_channels = input_channels, target_sample_hz = target_sample_hz,
+            discr_multi_scales = discr_multi_scales, multi_scale_discr_kwargs = multi_scale_discr_kwargs,
+            stft_discriminator = stft_discriminator, use_multi_period_discr = use_multi_period_discr,
+            multi_period_discr_periods = multi_period_discr_periods, discr_weight_norm = discr_weight_norm,
+            multi_spectral_window_powers_of_two = multi_spectral_window_powers_of_two,
+            multi_spectral_n_mels = multi_spectral_n_mels, multi_spectral_loss_kind = multi_spectral_loss_kind)
         # checkpoints load whether or not they were written with weight normalisation (exact conversion)
         weight_norm_compat.register(self)
 
     # ------------------------------------------------------------------------------------------------------
-    # construction helpers
-    # ------------------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _validate_config(strides, channel_mults, codebook_dim, codebook_size, num_quantizers, groups, cutoff,
-                         use_lfq, use_fsq, fsq_levels, recon_loss_type, target_sample_hz, input_channels, activation):
-        if use_lfq and use_fsq:
-            raise ValueError('use_lookup_free_quantizer and use_finite_scalar_quantizer cannot both be set: pick one')
-        if use_fsq and not fsq_levels:
-            raise ValueError('use_finite_scalar_quantizer needs finite_scalar_quantizer_levels, e.g. [8, 5, 5, 5]')
-        if use_fsq and exists(codebook_size) and codebook_size != math.prod(fsq_levels):
-            raise ValueError(f'with FSQ the codebook size is prod(levels) = {math.prod(fsq_levels)}; '
-                             f'got codebook_size={codebook_size}: drop codebook_size or change the levels')
-        if not use_fsq and not exists(codebook_size):
-            raise ValueError('codebook_size is required (e.g. SoundStream(codebook_size=1024, ...)) unless '
-                             'use_finite_scalar_quantizer=True, where it is derived from the levels')
-        if use_lfq and (codebook_size & (codebook_size - 1)) != 0:
-            raise ValueError(f'lookup-free quantization needs a power-of-two codebook_size, got {codebook_size}')
-        if not use_fsq and codebook_size < 2:
-            raise ValueError(f'codebook_size must be at least 2, got {codebook_size}')
-        if len(strides) == 0 or len(strides) != len(channel_mults):
-            raise ValueError(f'strides {strides} and channel_mults {channel_mults} must be non-empty and of equal length')
-        if any(s < 1 for s in strides):
-            raise ValueError(f'strides must be positive, got {strides}')
-        if num_quantizers < 1 or groups < 1:
-            raise ValueError(f'rq_num_quantizers and rq_groups must be >= 1, got {num_quantizers} and {groups}')
-        if codebook_dim % groups:
-            raise ValueError(f'codebook_dim ({codebook_dim}) must be divisible by rq_groups ({groups})')
-        if num_quantizers > 1 and not 0 <= cutoff < num_quantizers:
-            raise ValueError(f'quantize_dropout_cutoff_index must be in [0, rq_num_quantizers), got {cutoff}')
-        if activation not in ('elu', 'snake'):
-            raise ValueError(f"activation must be 'elu' or 'snake', got {activation!r}")
-        if recon_loss_type not in ('l1', 'l2'):
-            raise ValueError(f"recon_loss_type must be 'l1' or 'l2', got {recon_loss_type!r}")
-        if target_sample_hz <= 0 or input_channels < 1:
-            raise ValueError('target_sample_hz and input_channels must be positive')
-
-    def _build_quantizer(self, dim, codebook_size, num_quantizers, groups, commitment_weight, ema_decay,
-                         dropout_multiple_of, cutoff, fsq_levels, rq_kwargs):
-        from vector_quantize_pytorch import (GroupedResidualFSQ, GroupedResidualLFQ, GroupedResidualVQ, ResidualFSQ,
-                                             ResidualLFQ, ResidualVQ)
-        common = dict(num_quantizers = num_quantizers, quantize_dropout = True,
-                      quantize_dropout_cutoff_index = cutoff, quantize_dropout_multiple_of = dropout_multiple_of)
-        if self.quantizer_kind == 'lfq':
-            kwargs = dict(common, codebook_size = codebook_size, **rq_kwargs)
-            single, grouped = ResidualLFQ, GroupedResidualLFQ
-        elif self.quantizer_kind == 'fsq':
-            kwargs = dict(common, levels = list(fsq_levels), **rq_kwargs)
-            single, grouped = ResidualFSQ, GroupedResidualFSQ
-        else:
-            # a relative threshold is set before every training forward (quantizer_training.py); the absolute
-            # 2 of earlier versions is kept when rq_dead_code_threshold=None
-            threshold = 2 if self.dead_code_threshold is None else (1. if self.dead_code_threshold > 0 else 0)
-            kwargs = dict(common, codebook_size = codebook_size, decay = ema_decay, commitment_weight = commitment_weight,
-                          kmeans_init = True, threshold_ema_dead_code = threshold)
-            kwargs.update(rq_kwargs)
-            single, grouped = ResidualVQ, GroupedResidualVQ
-        if groups == 1:
-            return single(dim = dim, **kwargs)
-        return grouped(dim = dim, groups = groups, **kwargs)
-
-    # ------------------------------------------------------------------------------------------------------
-    # properties and parameter groups
+    # properties (parameter groups: soundstream_adversarial.py)
     # ------------------------------------------------------------------------------------------------------
 
     @property
@@ -388,16 +215,6 @@ class SoundStream(Checkpointable, nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
-
-    def _discriminator_modules(self) -> list[nn.Module]:
-        return [m for m in (self.discriminators, self.stft_discriminator, self.period_discriminator) if exists(m)]
-
-    def discriminator_parameters(self) -> list[nn.Parameter]:
-        return [p for m in self._discriminator_modules() for p in m.parameters()]
-
-    def non_discr_parameters(self) -> list[nn.Parameter]:
-        discr = {id(p) for p in self.discriminator_parameters()}
-        return [p for p in self.parameters() if id(p) not in discr]
 
     # ------------------------------------------------------------------------------------------------------
     # input handling
@@ -482,23 +299,6 @@ class SoundStream(Checkpointable, nn.Module):
             codes = rearrange(codes, 'g b n q -> b n (g q)')
         return quantized.to(latents.dtype), codes.long(), loss
 
-    @contextmanager
-    def _codebooks_frozen_in_eval(self):
-        """vector-quantize-pytorch k-means-initialises a codebook on its first forward, in eval mode too. A level
-        that training never reached (quantizer dropout) would then be set from whatever is tokenized first, so
-        the same checkpoint would give different codes in different processes. In eval (of the quantizer: ``tokenize``
-        and ``encode_chunk`` put it in eval even while the model trains), such levels quantize
-        against their stored (untrained) codebook and stay uninitialised for later training."""
-        pending = [] if self.rq.training else [m.initted for m in self.rq.modules()
-                                             if isinstance(getattr(m, 'initted', None), Tensor) and not m.initted]
-        for flag in pending:
-            flag.fill_(True)
-        try:
-            yield
-        finally:
-            for flag in pending:
-                flag.fill_(False)
-
     def decode(self, latents: Tensor, quantize: bool = False) -> Tensor:
         """``(b, n, d)`` latents -> waveform ``(b, c, n * downsample_factor)``; ``quantize=True`` quantizes first."""
         if latents.ndim != 3 or latents.shape[-1] != self.codebook_dim:
@@ -559,128 +359,6 @@ class SoundStream(Checkpointable, nn.Module):
         return self.decode(latents)
 
     # ------------------------------------------------------------------------------------------------------
-    # streaming
-    # ------------------------------------------------------------------------------------------------------
-
-    def init_encoder_state(self, batch_size: int = 1) -> CodecStreamState:
-        device, dtype = self.device, next(self.parameters()).dtype
-        attn = self.encoder_attn.init_state(batch_size) if exists(self.encoder_attn) else None
-        return CodecStreamState(conv = self.encoder.init_state(batch_size, device, dtype), attn = attn)
-
-    def init_decoder_state(self, batch_size: int = 1) -> CodecStreamState:
-        device, dtype = self.device, next(self.parameters()).dtype
-        attn = self.decoder_attn.init_state(batch_size) if exists(self.decoder_attn) else None
-        return CodecStreamState(conv = self.decoder.init_state(batch_size, device, dtype), attn = attn)
-
-    @torch.no_grad()
-    def encode_chunk(self, audio: Tensor, state: CodecStreamState, num_quantizers: int | None = None
-                     ) -> tuple[Tensor, CodecStreamState]:
-        """Encode the next chunk ``(b, n)`` / ``(b, c, n)`` (``n`` a multiple of ``downsample_factor``) ->
-        ``(codes (b, n // hop, g * k), new_state)``. Concatenated chunk codes equal ``tokenize`` of the whole."""
-        x = self.process_input(audio, curtail = False)
-        _check_stream_batch(state, x.shape[0], 'encode_chunk', 'init_encoder_state')
-        if x.shape[-1] == 0:   # an empty chunk: no codes, state unchanged
-            empty = x.new_zeros(x.shape[0], 0, self.rq_groups * self.num_quantizers, dtype = torch.long)
-            return self._first_levels(empty, num_quantizers), state
-        if x.shape[-1] % self.downsample_factor:
-            raise ValueError(f'streaming chunks must hold whole frames: {x.shape[-1]} samples is not a multiple of '
-                             f'{self.downsample_factor}')
-        h, conv_state = self.encoder.forward_stream(x, state.conv)
-        latents, attn_state = rearrange(h, 'b d n -> b n d'), state.attn
-        if exists(self.encoder_attn):
-            latents, attn_state = self.encoder_attn.forward_stream(latents, attn_state)
-        with eval_mode(self.rq):
-            codes = self.quantize(latents)[1]
-        new_state = CodecStreamState(conv = conv_state, attn = attn_state, frames = state.frames + latents.shape[1])
-        return self._first_levels(codes, num_quantizers), new_state
-
-    @torch.no_grad()
-    def decode_chunk(self, codes: Tensor, state: CodecStreamState) -> tuple[Tensor, CodecStreamState]:
-        """Decode the next codes chunk ``(b, frames, g * k)`` -> ``(audio (b, c, frames * hop), new_state)``."""
-        latents, attn_state = self.codes_to_latents(codes), state.attn
-        _check_stream_batch(state, latents.shape[0], 'decode_chunk', 'init_decoder_state')
-        if latents.shape[1] == 0:   # an empty chunk: no audio, state unchanged
-            return latents.new_zeros(latents.shape[0], self.input_channels, 0), state
-        if exists(self.decoder_attn):
-            latents, attn_state = self.decoder_attn.forward_stream(latents, attn_state)
-        audio, conv_state = self.decoder.forward_stream(rearrange(latents, 'b n d -> b d n'), state.conv)
-        return audio, CodecStreamState(conv = conv_state, attn = attn_state, frames = state.frames + latents.shape[1])
-
-    def stream_tokenize(self, chunks, num_quantizers: int | None = None):
-        """Generator: yields the codes of each audio chunk in turn (see ``encode_chunk``)."""
-        state = None
-        for chunk in chunks:
-            if state is None:
-                batch = 1 if chunk.ndim == 1 else chunk.shape[0]
-                state = self.init_encoder_state(batch)
-            codes, state = self.encode_chunk(chunk, state, num_quantizers)
-            yield codes
-
-    # ------------------------------------------------------------------------------------------------------
-    # discriminators and losses
-    # ------------------------------------------------------------------------------------------------------
-
-    def _discriminate(self, x: Tensor, frozen: bool = False) -> list[tuple[str, Tensor, list[Tensor]]]:
-        """Run every discriminator -> ``[(name, logits, features), ...]``."""
-        call = _frozen if frozen else (lambda module, *args: module(*args))
-        results = []
-        if exists(self.discriminators):
-            for scale, (logits, feats) in zip(self.discr_multi_scales, call(self.discriminators, x)):
-                results.append((f'scale:{scale}', logits, feats))
-        if exists(self.stft_discriminator):
-            out = call(self.stft_discriminator, x)
-            if isinstance(out, Tensor):
-                out = [(out, [])]
-            elif isinstance(out, tuple):
-                out = [out]
-            results.extend(('stft', logits, feats) for logits, feats in out)
-        if exists(self.period_discriminator):
-            for period, (logits, feats) in zip([d.period for d in self.period_discriminator.discriminators],
-                                               call(self.period_discriminator, x)):
-                results.append((f'period:{period}', logits, feats))
-        return results
-
-    def _discriminator_losses(self, real: Tensor, fake: Tensor, apply_grad_penalty: bool):
-        """Hinge losses on ``real`` vs detached ``fake`` -> ``(total, [(name, loss)], real_features)``."""
-        real = real.detach().requires_grad_(apply_grad_penalty)
-        batch = real.shape[0]
-        outputs = self._discriminate(torch.cat((real, fake.detach()), dim = 0))
-        named, real_features, real_logits = [], [], []
-        for name, logits, feats in outputs:
-            real_l, fake_l = logits.split(batch, dim = 0)
-            named.append((name, hinge_discr_loss(fake_l, real_l)))
-            real_logits.append(real_l)
-            real_features.append([f[:batch].detach() for f in feats])
-        total = torch.stack([loss for _, loss in named]).sum() if named else real.new_zeros(())
-        if apply_grad_penalty and named:
-            penalty = gradient_penalty(real, real_logits, weight = self.grad_penalty_weight,
-                                       per_logit = self.grad_penalty_per_logit)
-            named.append(('grad_penalty', penalty))
-            total = total + penalty
-        return total, named, real_features
-
-    def _generator_losses(self, real: Tensor, recon: Tensor, commit_loss: Tensor, real_features=None):
-        zero = recon.new_zeros((), dtype = torch.float32)
-        recon_loss = waveform_loss(recon, real, self.recon_loss_type)
-        multi_spectral = self.mel_loss(recon, real) if self.multi_spectral_recon_loss_weight > 0 else zero
-        adversarial = feature = zero
-        use_discr = (self.adversarial_loss_weight > 0 or self.feature_loss_weight > 0) and self._discriminator_modules()
-        if use_discr:
-            if real_features is None:
-                with torch.no_grad():
-                    real_features = [feats for _, _, feats in self._discriminate(real)]
-            fake_outputs = self._discriminate(recon, frozen = True)
-            adversarial = torch.stack([hinge_gen_loss(logits) for _, logits, _ in fake_outputs]).mean()
-            pairs = [(r, f) for real_feats, (_, _, fake_feats) in zip(real_features, fake_outputs)
-                     for r, f in zip(real_feats, fake_feats)]
-            if pairs:
-                feature = feature_matching_loss([r for r, _ in pairs], [f for _, f in pairs])
-        breakdown = LossBreakdown(recon_loss, multi_spectral, adversarial, feature, commit_loss.float())
-        total = (recon_loss * self.recon_loss_weight + multi_spectral * self.multi_spectral_recon_loss_weight
-                 + adversarial * self.adversarial_loss_weight + feature * self.feature_loss_weight + breakdown.commitment)
-        return total, breakdown
-
-    # ------------------------------------------------------------------------------------------------------
     # forward
     # ------------------------------------------------------------------------------------------------------
 
@@ -733,17 +411,20 @@ class SoundStream(Checkpointable, nn.Module):
         return (total, breakdown) if return_loss_breakdown else total
 
 
+
 @beartype
-def AudioLMSoundStream(*, strides: Sequence[int] = (2, 4, 5, 8), target_sample_hz: int = 16000,
-                       rq_num_quantizers: int = 12, **kwargs) -> SoundStream:
+def AudioLMSoundStream(*, strides: Sequence[int] = AUDIOLM_PRESET['strides'],
+                       target_sample_hz: int = AUDIOLM_PRESET['target_sample_hz'],
+                       rq_num_quantizers: int = AUDIOLM_PRESET['rq_num_quantizers'], **kwargs) -> SoundStream:
     """SoundStream as configured for AudioLM: 16 kHz, 320 samples per frame, 12 quantizers."""
     return SoundStream(strides = strides, target_sample_hz = target_sample_hz, rq_num_quantizers = rq_num_quantizers,
                        **kwargs)
 
 
 @beartype
-def MusicLMSoundStream(*, strides: Sequence[int] = (3, 4, 5, 8), target_sample_hz: int = 24000,
-                       rq_num_quantizers: int = 12, **kwargs) -> SoundStream:
+def MusicLMSoundStream(*, strides: Sequence[int] = MUSICLM_PRESET['strides'],
+                       target_sample_hz: int = MUSICLM_PRESET['target_sample_hz'],
+                       rq_num_quantizers: int = MUSICLM_PRESET['rq_num_quantizers'], **kwargs) -> SoundStream:
     """SoundStream as configured for MusicLM: 24 kHz, 480 samples per frame, 12 quantizers."""
     return SoundStream(strides = strides, target_sample_hz = target_sample_hz, rq_num_quantizers = rq_num_quantizers,
                        **kwargs)
