@@ -36,7 +36,7 @@ _PUBLIC_NAMES = {
     'SoundStormTrainer': 'trainers.soundstorm', 'MuLaNTrainer': 'trainers.mulan',
     # soundstorm
     'SoundStorm': 'soundstorm', 'ConformerWrapper': 'soundstorm', 'Conformer': 'nn.conformer',
-    'SemanticToAudio': 'soundstorm_pipeline',
+    'SemanticToAudio': 'soundstorm',
     # musiclm
     'AudioSpectrogramTransformer': 'musiclm.mulan', 'TextTransformer': 'musiclm.mulan',
     'MuLaN': 'musiclm.mulan', 'MuLaNEmbedQuantizer': 'musiclm.mulan', 'MusicLM': 'musiclm.musiclm',

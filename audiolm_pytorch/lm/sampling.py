@@ -65,7 +65,8 @@ def init_eos_bias(bias: Tensor, eos_id: int, num_tokens: int, prior: float = EOS
 
 
 def top_k_filter(logits: Tensor, filter_thres: float = 0.9) -> Tensor:
-    """Keep the top ``ceil((1 - filter_thres) * vocab)`` logits (at least one), set the rest to -inf."""
+    """Keep the top ``ceil((1 - filter_thres) * vocab)`` logits (at least one), set the rest to -inf
+    (``filter_thres <= 0`` keeps all). The stage transformers and SoundStorm share it."""
     vocab = logits.shape[-1]
     k = max(1, min(vocab, math.ceil((1. - filter_thres) * vocab)))
     if k >= vocab:
@@ -74,15 +75,20 @@ def top_k_filter(logits: Tensor, filter_thres: float = 0.9) -> Tensor:
     return logits.masked_fill(logits < values[..., -1:], float('-inf'))
 
 
+def gumbel_noise(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard Gumbel noise ``-log(-log(u))`` of ``like``'s shape and device (float32), ``u ~ U(0, 1)`` kept in
+    ``[1e-20, 1 - 1e-7]`` so that the noise stays finite. The stage transformers and SoundStorm share it."""
+    uniform = torch.rand(like.shape, device = like.device, dtype = torch.float32, generator = generator)
+    return -torch.log(-torch.log(uniform.clamp(1e-20, 1. - 1e-7)))
+
+
 def sample_logits(logits: Tensor, *, filter_thres: float = 0.9, temperature: float = 1.,
                   generator: torch.Generator | None = None) -> Tensor:
     """Sample ids ``(...)`` from ``logits (..., vocab)``; ``temperature <= 0`` is greedy."""
     if temperature <= 0.:
         return logits.argmax(dim = -1)
     logits = top_k_filter(logits.float(), filter_thres) / temperature
-    uniform = torch.rand(logits.shape, device = logits.device, generator = generator)
-    gumbel = -torch.log((-torch.log(uniform.clamp(1e-20, 1.))).clamp(min = 1e-20))
-    return (logits + gumbel).argmax(dim = -1)
+    return (logits + gumbel_noise(logits, generator)).argmax(dim = -1)
 
 
 def batch_unique_consecutive(ids: Tensor, pad_id: int = -1) -> Tensor:
