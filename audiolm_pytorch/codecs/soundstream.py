@@ -189,7 +189,7 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
                                         quantize_dropout_cutoff_index, finite_scalar_quantizer_levels, rq_kwargs or {})
         self.codebook_size = codebook_size if self.quantizer_kind != 'fsq' else math.prod(finite_scalar_quantizer_levels)
 
-        # discriminators and spectral loss (soundstream_adversarial.py)
+        # discriminators and spectral loss
         self._build_discriminators(
             input_channels = input_channels, target_sample_hz = target_sample_hz,
             discr_multi_scales = discr_multi_scales, multi_scale_discr_kwargs = multi_scale_discr_kwargs,
