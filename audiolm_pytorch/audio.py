@@ -106,8 +106,7 @@ def load_audio(
 
     if data.size == 0:
         raise AudioDecodeError(f'audio file {path} holds no samples' + (f' after offset {offset}' if offset else ''))
-    if not np.isfinite(data).all():
-        raise AudioDecodeError(f'audio file {path} contains NaN or infinite samples')
+    check_audio_values(data, name = f'audio file {path}', error = AudioDecodeError, advice = 'the file is corrupt')
 
     wave = torch.from_numpy(np.ascontiguousarray(data.T))  # (channels, n)
     if mono:
@@ -129,20 +128,32 @@ _MAX_SAVE_CHANNELS = 16   # more channels than samples beyond this is a transpos
 
 
 @beartype
-def check_audio_values(wave: Tensor, *, name: str = 'audio') -> Tensor:
-    """The checks every entry point taking raw audio makes (shape rules stay with the caller): a float tensor,
-    at least one row and one sample, no NaN / inf. Returns ``wave``; raises ``ValueError`` saying what to do."""
-    if not torch.is_tensor(wave):
-        raise ValueError(f'{name} must be a waveform tensor, got {type(wave).__name__}')
-    if not wave.is_floating_point():
-        raise ValueError(f'{name} must be floating-point audio in [-1, 1], got dtype {wave.dtype}: convert with '
-                         '.float() (and divide int16 PCM by 32768)')
+def check_audio_values(wave: Tensor | np.ndarray, *, name: str = 'audio', error: type[Exception] = ValueError,
+                       advice: str = 'clean or drop this input') -> Tensor | np.ndarray:
+    """The checks every entry point taking raw audio makes (shape rules stay with the caller): a float tensor (or
+    numpy array), at least one row and one sample, no NaN / inf. Returns ``wave``; raises ``error`` (default
+    ``ValueError``; ``load_audio`` raises ``AudioDecodeError``) naming ``name`` and saying what to do (``advice``
+    for non-finite samples)."""
+    if isinstance(wave, np.ndarray):
+        if not np.issubdtype(wave.dtype, np.floating):
+            raise error(f'{name} must be floating-point audio in [-1, 1], got dtype {wave.dtype}: convert with '
+                        '.astype(np.float32) (and divide int16 PCM by 32768)')
+        finite = bool(np.isfinite(wave).all())
+    elif torch.is_tensor(wave):
+        if not wave.is_floating_point():
+            raise error(f'{name} must be floating-point audio in [-1, 1], got dtype {wave.dtype}: convert with '
+                        '.float() (and divide int16 PCM by 32768)')
+        finite = None
+    else:
+        raise error(f'{name} must be a waveform tensor, got {type(wave).__name__}')
     if wave.ndim > 1 and wave.shape[0] == 0:
-        raise ValueError(f'{name} is an empty batch (shape {tuple(wave.shape)}): pass at least one waveform')
-    if wave.numel() == 0:
-        raise ValueError(f'{name} is an empty waveform (shape {tuple(wave.shape)}): pass at least one sample')
-    if not bool(torch.isfinite(wave).all()):
-        raise ValueError(f'{name} contains NaN or infinite samples: clean or drop this input')
+        raise error(f'{name} is an empty batch (shape {tuple(wave.shape)}): pass at least one waveform')
+    if wave.size == 0 if isinstance(wave, np.ndarray) else wave.numel() == 0:
+        raise error(f'{name} is an empty waveform (shape {tuple(wave.shape)}): pass at least one sample')
+    if finite is None:
+        finite = bool(torch.isfinite(wave).all())
+    if not finite:
+        raise error(f'{name} contains non-finite (NaN or infinite) samples: {advice}')
     return wave
 
 
@@ -171,8 +182,7 @@ def save_audio(path: str | os.PathLike, wave: Tensor | np.ndarray, sample_hz: in
     if wave.shape[0] > _MAX_SAVE_CHANNELS and wave.shape[0] > wave.shape[1]:
         raise ValueError(f'wave of shape {tuple(wave.shape)} would be written as {wave.shape[0]} channels of '
                          f'{wave.shape[1]} samples; save_audio takes (channels, n): pass wave.T for (n, channels)')
-    if not np.isfinite(wave).all():
-        raise ValueError(f'refusing to write non-finite samples to {path}')
+    check_audio_values(wave, name = f'the wave to write to {path}', advice = 'refusing to write them')
     path = Path(path)
     if path.suffix.lstrip('.').upper() not in sf.available_formats():
         raise ValueError(f'cannot tell the audio format of {path} from its extension: use .wav, .flac, .ogg, .mp3 '

@@ -53,124 +53,22 @@ import logging
 import sys
 from pathlib import Path
 
-from audiolm_pytorch.cli_config import (GENERATE_KEYS, ConfigError, construct, load_codec, load_config,
-                                        load_semantic_tokenizer)
+from audiolm_pytorch.cli_config import GENERATE_KEYS, ConfigError, load_codec, load_config
+from audiolm_pytorch.codes_file import (check_codes_fit_codec, decode_codes, read_codes, tokenize_file, unique_stem,
+                                        write_codes)
+from audiolm_pytorch.stages import STAGES, TRAIN_SECTIONS, build_audiolm, build_trainer
+
+# re-exported: their former home (tests and scripts import them from here)
+__all__ = ['main', 'build_parser', 'build_trainer', 'build_audiolm', 'read_codes', 'GENERATE_KEYS', 'TRAIN_SECTIONS',
+           'STAGES', 'EXIT_OK', 'EXIT_FAILURE', 'EXIT_USAGE']
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
-STAGES = ('soundstream', 'semantic', 'coarse', 'fine')
-TRAIN_SECTIONS = ('model', 'trainer', 'codec', 'wav2vec')
-STAGE_SECTIONS = dict(
-    soundstream = ('model', 'trainer'),
-    semantic = ('model', 'trainer', 'wav2vec'),
-    coarse = ('model', 'trainer', 'codec', 'wav2vec'),
-    fine = ('model', 'trainer', 'codec'),
-)
-
-# defaults the config file / --set override
-MODEL_DEFAULTS = dict(
-    soundstream = dict(codebook_size = 1024, rq_num_quantizers = 8),
-    semantic = dict(dim = 512, depth = 6),
-    coarse = dict(dim = 512, depth = 6),     # num_coarse_quantizers: min(3, codec levels - 1) unless given
-    fine = dict(dim = 512, depth = 6),       # num_fine_quantizers: the codec's remaining levels unless given
-)
-TRAINER_DEFAULTS = dict(
-    soundstream = dict(num_train_steps = 10000, batch_size = 4, data_max_length_seconds = 1.),
-    semantic = dict(num_train_steps = 10000, batch_size = 4, data_max_length_seconds = 10.),
-    coarse = dict(num_train_steps = 10000, batch_size = 4, data_max_length_seconds = 10.),
-    fine = dict(num_train_steps = 10000, batch_size = 4, data_max_length_seconds = 10.),
-)
-
-
 # ------------------------------------------------------------------------------------------------------------
 # train
 # ------------------------------------------------------------------------------------------------------------
-
-def build_trainer(stage: str, config: dict, *, data: str, results: str | None, cpu: bool = False,
-                  progress: bool = True):
-    """Model + trainer for ``stage`` from a config dict (sections model / trainer / codec / wav2vec)."""
-    unknown = sorted(set(config) - set(TRAIN_SECTIONS))
-    if unknown:
-        raise ConfigError(f'unknown config section(s) {unknown}; expected {list(TRAIN_SECTIONS)}')
-    unused = sorted(k for k in set(config) - set(STAGE_SECTIONS[stage]) if config[k] is not None)
-    if unused:  # e.g. a wav2vec section in a fine config (one config shared by every stage is fine): say so
-        logger.warning('train %s does not use the config section(s) %s; it reads %s', stage, unused,
-                       list(STAGE_SECTIONS[stage]))
-    for section in ('model', 'trainer'):
-        if config.get(section) is not None and not isinstance(config[section], dict):
-            raise ConfigError(f'config section {section!r} must be a mapping of keyword arguments, got '
-                              f'{type(config[section]).__name__}')
-    if not Path(data).is_dir():
-        raise FileNotFoundError(f'--data folder not found: {data}')
-    model_cfg = {**MODEL_DEFAULTS[stage], **(config.get('model') or {})}
-    trainer_cfg = {**TRAINER_DEFAULTS[stage], **(config.get('trainer') or {})}
-    if 'data_max_length' in (config.get('trainer') or {}):
-        trainer_cfg.pop('data_max_length_seconds', None)
-    for key in ('folder', 'dataset', 'train_dataloader', 'tokens'):
-        if key in trainer_cfg:
-            raise ConfigError(f'trainer.{key} cannot be set in a config: the data comes from --data')
-    # a token folder written by `audiolm prepare` trains with no tokenizer or codec loaded
-    manifest = None
-    if stage != 'soundstream' and (Path(data) / 'tokens.json').is_file():
-        from audiolm_pytorch.tokens import read_manifest
-        manifest = read_manifest(data)
-    trainer_cfg.update(progress_bar = progress, **(dict(tokens = data) if manifest else dict(folder = data)))
-    if results is not None:
-        trainer_cfg['results_folder'] = results
-    trainer_cfg.setdefault('force_clear_prev_results', False)
-    if cpu:
-        trainer_cfg['accelerate_kwargs'] = {**trainer_cfg.get('accelerate_kwargs', {}), 'cpu': True}
-
-    def need(section):
-        if config.get(section) is None:
-            if manifest is not None:
-                return None
-            raise ConfigError(f'train {stage} needs a {section}: section in --config (or --set {section}=PATH)')
-        return load_codec(config[section]) if section == 'codec' else load_semantic_tokenizer(config[section])
-
-    def sizes(section, module):   # codebook sizes / levels: from the module, else from the token folder
-        if module is not None:
-            return module
-        from types import SimpleNamespace
-        identity = manifest.get('semantic' if section == 'wav2vec' else 'codec')
-        if identity is None:
-            raise ConfigError(f'train {stage} needs {section} tokens, but {data} holds none: `audiolm prepare` it '
-                              f'with --{section}')
-        return SimpleNamespace(**identity)
-
-    if stage == 'soundstream':
-        from audiolm_pytorch.codecs.soundstream import SoundStream
-        from audiolm_pytorch.trainers.soundstream import SoundStreamTrainer
-        model = construct(SoundStream, model_cfg, 'model (SoundStream)')
-        return construct(SoundStreamTrainer, trainer_cfg, 'trainer', (model,))
-
-    from audiolm_pytorch.trainers import transformers as tt
-    if stage == 'semantic':
-        from audiolm_pytorch.lm.semantic import SemanticTransformer
-        wav2vec = need('wav2vec')
-        model_cfg.setdefault('num_semantic_tokens', sizes('wav2vec', wav2vec).codebook_size)
-        model = construct(SemanticTransformer, model_cfg, 'model (SemanticTransformer)')
-        return construct(tt.SemanticTransformerTrainer, trainer_cfg, 'trainer', (model, wav2vec))
-
-    codec = need('codec')
-    levels = sizes('codec', codec)
-    model_cfg.setdefault('codebook_size', levels.codebook_size)
-    model_cfg.setdefault('rq_groups', getattr(levels, 'rq_groups', 1))
-    model_cfg.setdefault('num_coarse_quantizers', min(3, max(1, levels.num_quantizers - 1)))
-    if stage == 'coarse':
-        from audiolm_pytorch.lm.coarse import CoarseTransformer
-        wav2vec = need('wav2vec')
-        model_cfg.setdefault('num_semantic_tokens', sizes('wav2vec', wav2vec).codebook_size)
-        model = construct(CoarseTransformer, model_cfg, 'model (CoarseTransformer)')
-        return construct(tt.CoarseTransformerTrainer, trainer_cfg, 'trainer', (model, codec, wav2vec))
-
-    from audiolm_pytorch.lm.fine import FineTransformer
-    model_cfg.setdefault('num_fine_quantizers', max(1, levels.num_quantizers - model_cfg['num_coarse_quantizers']))
-    model = construct(FineTransformer, model_cfg, 'model (FineTransformer)')
-    return construct(tt.FineTransformerTrainer, trainer_cfg, 'trainer', (model, codec))
-
 
 def cmd_train(args) -> int:
     config = load_config(args.config, args.overrides)
@@ -198,49 +96,21 @@ def _device(name: str | None):
 
 
 def _input_files(inputs) -> list[Path]:
-    from audiolm_pytorch.data import list_audio_files
+    from audiolm_pytorch.audio import AUDIO_EXTENSIONS
+    from audiolm_pytorch.data import find_audio_files
     files = []
     for item in inputs:
         path = Path(item)
         if not path.exists():
             raise FileNotFoundError(f'input not found: {path}')
-        files.extend(list_audio_files(path) if path.is_dir() else [path])
+        found = find_audio_files(path) if path.is_dir() else [path]
+        if not found:
+            raise ValueError(f'no audio files ({", ".join(AUDIO_EXTENSIONS)}) found under {path}')
+        files.extend(found)
     return files
 
 
-def _tokenize_file(codec, path, num_quantizers, device):
-    import torch
-    from audiolm_pytorch.audio import load_audio
-    wave = load_audio(path, target_sample_hz = codec.target_sample_hz).wave.to(device)   # (1, n)
-    if wave.shape[-1] < codec.downsample_factor:
-        raise ValueError(f'{path} is shorter than one codec frame ({codec.downsample_factor} samples at '
-                         f'{codec.target_sample_hz} Hz)')
-    with torch.no_grad():
-        return codec.tokenize(wave, num_quantizers = num_quantizers)                      # (1, frames, q)
-
-
-def _decode(codec, codes):
-    import torch
-    with torch.no_grad():
-        return codec.decode_from_codebook_indices(codes).reshape(-1).float().cpu()
-
-
-def _unique_stem(path: Path, used: set) -> str:
-    """An output name for ``path`` no earlier input of this run has taken (inputs with the same file name in
-    different folders must not overwrite each other's codes)."""
-    stem = path.stem
-    if stem in used:
-        stem = f'{path.parent.name}_{path.stem}'
-    base, index = stem, 1
-    while stem in used:
-        stem = f'{base}_{index}'
-        index += 1
-    used.add(stem)
-    return stem
-
-
 def cmd_tokenize(args) -> int:
-    import numpy as np
     from tqdm.auto import tqdm
     device = _device(args.device)
     codec = load_codec(args.codec).to(device)
@@ -249,67 +119,10 @@ def cmd_tokenize(args) -> int:
     out_dir.mkdir(parents = True, exist_ok = True)
     used = set()
     for path in tqdm(files, desc = 'tokenize', disable = args.no_progress or len(files) < 2):
-        codes = _tokenize_file(codec, path, args.num_quantizers, device)[0].cpu().long()   # (frames, q)
-        stem = _unique_stem(path, used)
-        target = out_dir / f'{stem}.{args.format}'
-        if args.format == 'npy':
-            np.save(target, codes.numpy())
-        else:
-            from safetensors.torch import save_file
-            save_file({'codes': codes.contiguous()}, str(target), metadata = dict(
-                source = str(path), sample_hz = str(codec.target_sample_hz), hop = str(codec.downsample_factor),
-                num_quantizers = str(codes.shape[-1]), codebook_size = str(codec.codebook_size)))
+        codes = tokenize_file(codec, path, args.num_quantizers, device)[0].cpu().long()   # (frames, q)
+        target = write_codes(out_dir / f'{unique_stem(path, used)}.{args.format}', codes, codec = codec, source = path)
         print(f'{path} -> {target} ({codes.shape[0]} frames x {codes.shape[1]} quantizers)')
     return EXIT_OK
-
-
-def read_codes(path, *, return_metadata: bool = False):
-    """Codes ``(1, frames, q)`` from a ``.npy`` or ``.safetensors`` file written by ``audiolm tokenize`` (and, with
-    ``return_metadata``, the safetensors metadata: ``sample_hz``, ``hop``, ``codebook_size``, ... as strings)."""
-    import numpy as np
-    import torch
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'codes file not found: {path}')
-    metadata = {}
-    if path.suffix == '.npy':
-        try:
-            codes = torch.from_numpy(np.load(path, allow_pickle = False))
-        except ValueError as error:
-            raise ValueError(f'{path} is not a readable .npy codes file ({error})') from error
-    elif path.suffix == '.safetensors':
-        from safetensors.torch import load_file
-        try:
-            from safetensors import safe_open
-            codes = load_file(str(path))['codes']
-            with safe_open(str(path), framework = 'pt') as f:
-                metadata = dict(f.metadata() or {})
-        except Exception as error:
-            raise ValueError(f'{path} is not a codes file written by `audiolm tokenize` ({error})') from error
-    else:
-        raise ValueError(f'codes file {path} must end in .npy or .safetensors')
-    if codes.ndim == 2:
-        codes = codes[None]
-    if codes.ndim != 3 or codes.is_floating_point():
-        raise ValueError(f'{path} holds {tuple(codes.shape)} {codes.dtype} values, expected integer codes (frames, q)')
-    return (codes.long(), metadata) if return_metadata else codes.long()
-
-
-def _check_codes_fit_codec(codec, codes, metadata: dict, path) -> None:
-    """Refuse codes written by another codec (decoding them would give noise, not an error)."""
-    expected = dict(codebook_size = codec.codebook_size, sample_hz = codec.target_sample_hz,
-                    hop = codec.downsample_factor)
-    for key, value in expected.items():
-        stored = metadata.get(key)
-        if stored is not None and str(stored) != str(value):
-            raise ValueError(f'{path} was tokenized by a codec with {key}={stored}, but this codec has {key}={value}: '
-                             'decode with the codec that wrote the codes')
-    levels = codec.num_quantizers * getattr(codec, 'rq_groups', 1)
-    if codes.shape[-1] > levels:
-        raise ValueError(f'{path} holds {codes.shape[-1]} quantizer levels, but the codec has {levels}')
-    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= codec.codebook_size):
-        raise ValueError(f'{path} holds codes in [{int(codes.min())}, {int(codes.max())}], outside the codec\'s '
-                         f'codebook [0, {codec.codebook_size})')
 
 
 def cmd_decode(args) -> int:
@@ -317,8 +130,8 @@ def cmd_decode(args) -> int:
     device = _device(args.device)
     codec = load_codec(args.codec).to(device)
     codes, metadata = read_codes(args.codes, return_metadata = True)
-    _check_codes_fit_codec(codec, codes, metadata, args.codes)
-    wave = _decode(codec, codes.to(device))
+    check_codes_fit_codec(codec, codes, metadata, args.codes)
+    wave = decode_codes(codec, codes.to(device))
     save_audio(args.output, wave, codec.target_sample_hz)
     print(f'{args.codes} -> {args.output} ({wave.numel() / codec.target_sample_hz:.2f} s at {codec.target_sample_hz} Hz)')
     return EXIT_OK
@@ -328,8 +141,8 @@ def cmd_reconstruct(args) -> int:
     from audiolm_pytorch.audio import save_audio
     device = _device(args.device)
     codec = load_codec(args.codec).to(device)
-    codes = _tokenize_file(codec, Path(args.input), args.num_quantizers, device)
-    wave = _decode(codec, codes)
+    codes = tokenize_file(codec, Path(args.input), args.num_quantizers, device)
+    wave = decode_codes(codec, codes)
     save_audio(args.output, wave, codec.target_sample_hz)
     print(f'{args.input} -> {args.output} ({codes.shape[1]} frames x {codes.shape[2]} quantizers, '
           f'{wave.numel() / codec.target_sample_hz:.2f} s at {codec.target_sample_hz} Hz)')
@@ -339,30 +152,6 @@ def cmd_reconstruct(args) -> int:
 # ------------------------------------------------------------------------------------------------------------
 # generate / fit-kmeans / demo
 # ------------------------------------------------------------------------------------------------------------
-
-def build_audiolm(config: dict):
-    """``AudioLM`` from a config naming the codec, the semantic tokenizer and the three transformer checkpoints."""
-    unknown = sorted(set(config) - set(GENERATE_KEYS))
-    if unknown:
-        raise ConfigError(f'unknown key(s) {unknown} in the AudioLM config; expected {list(GENERATE_KEYS)}')
-    missing = [key for key in ('codec', 'semantic', 'coarse', 'fine') if not config.get(key)]
-    if missing:
-        raise ConfigError(f'the AudioLM config needs {", ".join(missing)}')
-    from audiolm_pytorch.audiolm import AudioLM
-    from audiolm_pytorch.lm.coarse import CoarseTransformer
-    from audiolm_pytorch.lm.fine import FineTransformer
-    from audiolm_pytorch.lm.semantic import SemanticTransformer
-    stages = {}
-    for key, cls in (('semantic', SemanticTransformer), ('coarse', CoarseTransformer), ('fine', FineTransformer)):
-        path = Path(config[key])
-        if not path.is_file():
-            raise FileNotFoundError(f'{key} transformer checkpoint not found: {path}')
-        stages[key] = cls.init_and_load_from(path).eval()
-    codec = load_codec(config['codec'])
-    wav2vec = load_semantic_tokenizer(config['wav2vec']) if config.get('wav2vec') else None
-    return AudioLM(wav2vec = wav2vec, codec = codec, semantic_transformer = stages['semantic'],
-                   coarse_transformer = stages['coarse'], fine_transformer = stages['fine']).eval()
-
 
 def cmd_generate(args) -> int:
     import torch

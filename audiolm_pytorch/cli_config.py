@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from audiolm_pytorch.transformers_dirs import transformers_model_type
+
 
 class ConfigError(ValueError):
     """A configuration file, override or argument is malformed (the command line exits with code 2)."""
@@ -148,14 +150,6 @@ def _resolve_paths(config: dict, base: Path) -> dict:
     return {key: spec(value) if key in GENERATE_KEYS else value for key, value in config.items()}
 
 
-def _transformers_model_type(folder: Path) -> str:
-    config_file = folder / 'config.json'
-    if not config_file.is_file():
-        raise FileNotFoundError(f'{folder} is a directory without config.json: expected a transformers model '
-                                'directory (saved with save_pretrained) or a checkpoint file')
-    return str(json.loads(config_file.read_text()).get('model_type', ''))
-
-
 def load_codec(spec):
     """A codec from a SoundStream checkpoint path, a transformers EnCodec / DAC / Mimi directory, or a dict
     ``{kind, path, ...wrapper kwargs}``."""
@@ -176,7 +170,7 @@ def load_codec(spec):
     if path.is_dir():
         from audiolm_pytorch.codecs.pretrained import DacWrapper, EncodecWrapper, MimiWrapper
         wrappers = dict(encodec = EncodecWrapper, dac = DacWrapper, mimi = MimiWrapper)
-        kind = kind or _transformers_model_type(path)
+        kind = kind or transformers_model_type(path)
         if kind not in wrappers:
             raise ValueError(f'{path} holds a transformers model of type {kind!r}; codecs read here: '
                              f'{", ".join(wrappers)} directories, or SoundStream checkpoint files')

@@ -7,6 +7,9 @@
 - ``get_dataloader``: a ``DataLoader`` whose collate pads to the longest item (or crops to the shortest); strings
   pass through as lists. Batches are always tuples, one entry per field (``(wave,)`` for audio-only data).
 
+The manifest format and ``split_text_audio`` live in ``data_text.py``, the collation in ``data_collate.py``; both are
+re-exported here.
+
 Bad files (empty, truncated, corrupt, zero-length, NaN-containing, not audio) never crash an epoch: each is
 skipped with one ``SkippedAudioWarning`` and recorded in ``dataset.skipped`` as ``(path, reason)``; an item whose
 file turns out to be unreadable is replaced by the next readable file. With ``num_workers > 0`` the skips found
@@ -15,21 +18,20 @@ inside worker processes are warned about there but do not reach the main process
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from audiolm_pytorch.audio import AUDIO_EXTENSIONS, AudioDecodeError, audio_info, load_audio, resample
+from audiolm_pytorch.data_collate import PAD_ID, collate_crop, collate_pad, get_dataloader  # noqa: F401 (re-exported)
+from audiolm_pytorch.data_text import _is_text, read_manifest, split_text_audio  # noqa: F401 (re-exported)
 from audiolm_pytorch.utils import beartype, cast_tuple, curtail_to_multiple, exists
 
 __all__ = [
@@ -371,160 +373,3 @@ class TextAudioDataset(_AudioFiles):
             audio = self._load_audio(i)
             return (self.texts[i], *audio) if self.text_first else (*audio, self.texts[i])
         return self._first_good(index, load)
-
-
-def read_manifest(manifest: str | os.PathLike) -> list[tuple[Path, str]]:
-    """``[(absolute audio path, text)]`` from a CSV / TSV / JSONL manifest with ``path`` and ``text`` fields."""
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise FileNotFoundError(f'manifest not found: {manifest}')
-    root = manifest.parent
-    suffix = manifest.suffix.lower()
-
-    records: list[tuple[int, dict]] = []
-    if suffix in ('.jsonl', '.json'):
-        for line_number, line in enumerate(manifest.read_text(encoding = 'utf-8').splitlines(), start = 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f'{manifest} line {line_number} is not valid JSON ({error}); expected one '
-                                 '{"path": ..., "text": ...} object per line') from error
-            records.append((line_number, record))
-    elif suffix in ('.csv', '.tsv'):
-        with open(manifest, newline = '', encoding = 'utf-8') as f:
-            reader = csv.DictReader(f, delimiter = '\t' if suffix == '.tsv' else ',')
-            missing = {'path', 'text'} - set(reader.fieldnames or ())
-            if missing:
-                raise ValueError(f'{manifest} needs a header row with columns "path" and "text" '
-                                 f'(found {reader.fieldnames}, missing {sorted(missing)})')
-            records = [(line_number, row) for line_number, row in enumerate(reader, start = 2)]
-    else:
-        raise ValueError(f'unknown manifest type {manifest.suffix!r} for {manifest}: use .csv, .tsv or .jsonl')
-
-    rows = []
-    for line_number, record in records:
-        if not isinstance(record, dict) or not isinstance(record.get('path'), str) or not isinstance(record.get('text'), str):
-            raise ValueError(f'{manifest} line {line_number}: expected string fields "path" and "text", got {record!r}')
-        path = Path(record['path'])
-        rows.append((path if path.is_absolute() else root / path, record['text']))
-    return rows
-
-
-# ----------------------------------------------------------------------------------------------------------
-# routing and collation
-# ----------------------------------------------------------------------------------------------------------
-
-def _is_text(value) -> bool:
-    if isinstance(value, str):
-        return True
-    return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, str) for v in value)
-
-
-def split_text_audio(item) -> tuple[Any, Any]:
-    """Route the fields of an item or batch by type: returns ``(text, audio)``.
-
-    ``text`` is the string field (a ``str`` for an item, a list of strings for a batch) or None; ``audio`` is the
-    single tensor field, or a tuple of them when there are several (one per rate). Works for ``(text, audio)``,
-    ``(audio, text)``, audio alone, and multi-rate items such as ``(text, wave_16k, wave_24k)``.
-    """
-    if isinstance(item, Tensor):
-        return None, item
-    if not isinstance(item, (tuple, list)):
-        raise TypeError(f'expected a tensor or a tuple of fields, got {type(item).__name__}')
-    if _is_text(item):
-        raise TypeError('item holds only text, no audio tensor')
-
-    texts, audio = [], []
-    for field in item:
-        if _is_text(field):
-            texts.append(field)
-        elif isinstance(field, Tensor):
-            audio.append(field)
-        elif isinstance(field, (tuple, list)) and all(isinstance(f, Tensor) for f in field):
-            audio.extend(field)
-        else:
-            raise TypeError(f'cannot route a field of type {type(field).__name__}: expected text or audio tensors')
-    if len(texts) > 1:
-        raise TypeError(f'item holds {len(texts)} text fields; expected at most one')
-    if not audio:
-        raise TypeError('item holds no audio tensor')
-    text = texts[0] if texts else None
-    if isinstance(text, tuple):
-        text = list(text)
-    return text, audio[0] if len(audio) == 1 else tuple(audio)
-
-
-PAD_ID = -1   # what collate_pad writes after the end of integer items (token ids, codes): never a real id
-
-
-def _stack_padded(tensors: Sequence[Tensor]) -> Tensor:
-    """Audio ``(n,)`` / ``(c, n)``: zeros after the end of the last axis. Token ids ``(n,)`` and codes ``(n, q)``:
-    ``PAD_ID`` after the end of the first (time) axis. Boolean masks ``(n,)``: False."""
-    first = tensors[0]
-    if first.is_floating_point() or first.is_complex():
-        longest = max(t.shape[-1] for t in tensors)
-        return torch.stack([F.pad(t, (0, longest - t.shape[-1])) for t in tensors])
-    longest = max(t.shape[0] for t in tensors)
-    value = False if first.dtype == torch.bool else PAD_ID
-    padded = []
-    for t in tensors:
-        extra = t.new_full((longest - t.shape[0], *t.shape[1:]), value)
-        padded.append(torch.cat((t, extra), dim = 0))
-    return torch.stack(padded)
-
-
-def _stack_cropped(tensors: Sequence[Tensor]) -> Tensor:
-    shortest = min(t.shape[-1] for t in tensors)
-    return torch.stack([t[..., :shortest] for t in tensors])
-
-
-def _collate(batch: list, stack) -> tuple:
-    if len(batch) == 0:
-        raise ValueError('cannot collate an empty batch')
-    first = batch[0]
-    if not isinstance(first, (tuple, list)) or isinstance(first, str):
-        batch = [(item,) for item in batch]
-
-    num_fields = len(batch[0])
-    if any(not isinstance(item, (tuple, list)) or len(item) != num_fields for item in batch):
-        raise ValueError('every item in a batch must have the same fields')
-
-    outputs = []
-    for field in zip(*batch):
-        if all(isinstance(v, str) for v in field):
-            outputs.append(list(field))
-        elif all(isinstance(v, Tensor) for v in field):
-            # scalars (e.g. file_end flags) stack into (b,); everything else is padded / cropped
-            outputs.append(torch.stack(field) if all(v.ndim == 0 for v in field) else stack(field))
-        elif all(isinstance(v, (tuple, list)) for v in field):
-            outputs.append(_collate(list(field), stack))   # nested fields, e.g. (text, (wave_16k, wave_24k))
-        else:
-            outputs.append(torch.utils.data.default_collate(list(field)))
-    return tuple(outputs)
-
-
-def collate_pad(batch: list) -> tuple:
-    """Collate items (a tensor or a tuple of fields each): tensors are padded at the end to the longest item and
-    stacked — audio with zeros along its last axis, integer token ids ``(n,)`` / codes ``(n, q)`` with ``PAD_ID``
-    (-1, never a real id) along time, boolean masks with False; strings become a list. Always returns a tuple with
-    one entry per field."""
-    return _collate(batch, _stack_padded)
-
-
-def collate_crop(batch: list) -> tuple:
-    """Like ``collate_pad`` but crops every tensor field to its shortest item."""
-    return _collate(batch, _stack_cropped)
-
-
-@beartype
-def get_dataloader(ds: Dataset, pad_to_longest: bool = True, **kwargs) -> DataLoader:
-    """``DataLoader`` over ``ds`` that pads to the longest item (``pad_to_longest=True``) or crops to the
-    shortest. Other keyword arguments go to ``DataLoader`` (``batch_size``, ``shuffle``, ``num_workers``, ...).
-
-    Batches are tuples with one entry per item field: ``(wave (b, n),)`` for ``SoundDataset`` with one rate,
-    ``(wave_16k (b, n1), wave_24k (b, n2))`` for two rates, ``(texts list[str], wave (b, n))`` for text–audio."""
-    if 'collate_fn' in kwargs:
-        raise ValueError('get_dataloader supplies its own collate_fn; build a torch DataLoader directly for another')
-    return DataLoader(ds, collate_fn = collate_pad if pad_to_longest else collate_crop, **kwargs)

@@ -22,58 +22,20 @@ converged: the output shows that every stage works end to end, not what a traine
 from __future__ import annotations
 
 import copy
-import json
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from audiolm_pytorch.demo_config import (BUDGET_SHARES, DEFAULT_CONFIG, DEFAULT_MINUTES,  # noqa: F401 (re-exported)
+                                         MAX_CONTINUATION_SECONDS, PROMPT_CLIP, PROMPT_SECONDS,
+                                         RECONSTRUCTION_BEFORE, TRAIN_CLIPS)
+from audiolm_pytorch.demo_report import (DemoResult, StageResult, _format_loss, _plot,  # noqa: F401 (re-exported)
+                                         _reconstruction_lines, _spectrogram, _write_report)
+
 ASSETS = Path(__file__).parent / 'assets'
-
-# the training clips (16 kHz) and the held-out clip whose beginning primes the continuation
-TRAIN_CLIPS = ('speech_0_16k.wav', 'music_0_16k.wav', 'music_2_16k.wav')
-PROMPT_CLIP = 'speech_1_16k.wav'
-PROMPT_SECONDS = 1.0
-DEFAULT_MINUTES = 5.
-# the held-out prompt's reconstruction with the codec recipe before issue 13 (measured at the default budget on a
-# 2-core CPU; log-mel L1 as in codecs/metrics.py), quoted in report.md for comparison
-RECONSTRUCTION_BEFORE = dict(log_mel_l1 = 1.32)
-MAX_CONTINUATION_SECONDS = 3.0
-
-# share of the budget per stage; the rest (5%) absorbs plots and the report. The codec gets the most: it needs a
-# few hundred steps before its reconstructions follow the input, and every later stage hears through it.
-BUDGET_SHARES = dict(soundstream = 0.52, tokenizer = 0.02, semantic = 0.07, coarse = 0.13, fine = 0.12, generate = 0.09)
-
-DEFAULT_CONFIG = dict(
-    soundstream = dict(
-        model = dict(codebook_size = 64, rq_num_quantizers = 4, channels = 8, strides = [2, 4, 5, 8],
-                     channel_mults = [1, 2, 4, 8], codebook_dim = 32, use_local_attn = False,
-                     discr_multi_scales = [],       # the STFT discriminator only: the waveform ones cost 2x time
-                     stft_discriminator = dict(channels = 8, channel_mults = [1, 2, 2, 4], n_fft = 512,
-                                               win_length = 512, hop_length = 128,
-                                               strides = [[1, 2], [2, 2], [1, 2], [2, 2]]),
-                     multi_spectral_window_powers_of_two = [6, 7, 8, 9, 10], multi_spectral_n_mels = 32,
-                     target_sample_hz = 16000),
-        trainer = dict(batch_size = 4, data_max_length_seconds = 0.5, lr = 1e-3, grad_accum_every = 1,
-                       use_ema = False, apply_grad_penalty_every = 4),
-    ),
-    tokenizer = dict(codebook_size = 32, target_sample_hz = 16000, frame_hz = 50, n_mels = 32),
-    semantic = dict(
-        model = dict(dim = 64, depth = 2, heads = 4, dim_head = 16),
-        trainer = dict(batch_size = 4, data_max_length_seconds = 2.0, lr = 1e-3),
-    ),
-    coarse = dict(
-        model = dict(num_coarse_quantizers = 2, dim = 64, depth = 2, heads = 4, dim_head = 16),
-        trainer = dict(batch_size = 4, data_max_length_seconds = 2.0, lr = 1e-3),
-    ),
-    fine = dict(
-        model = dict(num_coarse_quantizers = 2, num_fine_quantizers = 2, dim = 64, depth = 2, heads = 4, dim_head = 16),
-        trainer = dict(batch_size = 4, data_max_length_seconds = 2.0, lr = 1e-3),
-    ),
-    generate = dict(),    # AudioLM's per-stage sampling defaults (lm.sampling.STAGE_SAMPLING_DEFAULTS)
-)
 
 # trainer settings the demo always uses: no periodic samples / checkpoints (the demo saves its own), no
 # validation split (three clips), the demo's own progress bar
@@ -83,35 +45,6 @@ _TRAINER_FIXED = dict(num_train_steps = 10 ** 9, save_results_every = 10 ** 9, s
 OUTPUT_FILES = ('prompt.wav', 'prompt_reconstruction.wav', 'continuation.wav', 'unconditional.wav', 'demo.png',
                 'report.md', 'audiolm.yaml', 'checkpoints/soundstream.pt', 'checkpoints/semantic_tokenizer.pt',
                 'checkpoints/semantic.pt', 'checkpoints/coarse.pt', 'checkpoints/fine.pt')
-
-
-@dataclass
-class StageResult:
-    name: str
-    seconds: float
-    steps: int = 0
-    losses: dict = field(default_factory = dict)       # curve name -> [(step, value)]
-    notes: str = ''
-    extra: dict = field(default_factory = dict)        # stage-specific counts (generate: draws, ended_early)
-
-    def summary(self, key: str) -> tuple[float, float] | None:
-        """(first, mean of the last 10% of steps) of a loss curve."""
-        curve = self.losses.get(key)
-        if not curve:
-            return None
-        tail = [value for _, value in curve[-max(1, len(curve) // 10):]]
-        return curve[0][1], sum(tail) / len(tail)
-
-
-@dataclass
-class DemoResult:
-    out_dir: Path
-    stages: list
-    total_seconds: float
-    budget_seconds: float
-    device: str
-    files: list
-    reconstruction: dict = field(default_factory = dict)   # held-out prompt through the codec: log_mel_l1, si_sdr
 
 
 def _now() -> float:
@@ -258,11 +191,10 @@ class _Run:
 
 def _train_codec(run: _Run, deadline: float):
     """1. SoundStream on the training clips until ``deadline``."""
-    from audiolm_pytorch.codecs.soundstream import SoundStream
-    from audiolm_pytorch.trainers.soundstream import SoundStreamTrainer
+    from audiolm_pytorch.stages import model_class, trainer_class
     start = _now()
-    trainer = _without_periodic_results(SoundStreamTrainer)(SoundStream(**run.cfg['soundstream']['model']),
-                                                            **run.trainer_kwargs('soundstream'))
+    trainer = _without_periodic_results(trainer_class('soundstream'))(model_class('soundstream')(
+        **run.cfg['soundstream']['model']), **run.trainer_kwargs('soundstream'))
     steps = _train_until(trainer, deadline, '1/5 soundstream', ('gen_multi_spectral', 'gen_recon'), run.progress)
     codec = trainer.soundstream.eval()
     codec.save(run.checkpoint('soundstream'))
@@ -285,21 +217,9 @@ def _fit_tokenizer(run: _Run, seed: int):
 
 def _train_transformer(run: _Run, name: str, codec, tokenizer, deadline: float):
     """3-5. One of the semantic / coarse / fine transformers until ``deadline``."""
-    from audiolm_pytorch.lm.coarse import CoarseTransformer
-    from audiolm_pytorch.lm.fine import FineTransformer
-    from audiolm_pytorch.lm.semantic import SemanticTransformer
-    from audiolm_pytorch.trainers import transformers as trainers
+    from audiolm_pytorch.stages import build_stage
     start = _now()
-    if name == 'semantic':
-        model = SemanticTransformer(num_semantic_tokens = tokenizer.codebook_size, **run.cfg[name]['model'])
-        trainer_cls, tokenizers = trainers.SemanticTransformerTrainer, (tokenizer,)
-    elif name == 'coarse':
-        model = CoarseTransformer(num_semantic_tokens = tokenizer.codebook_size, codebook_size = codec.codebook_size,
-                                  **run.cfg[name]['model'])
-        trainer_cls, tokenizers = trainers.CoarseTransformerTrainer, (codec, tokenizer)
-    else:
-        model = FineTransformer(codebook_size = codec.codebook_size, **run.cfg[name]['model'])
-        trainer_cls, tokenizers = trainers.FineTransformerTrainer, (codec,)
+    model, trainer_cls, tokenizers = build_stage(name, run.cfg[name]['model'], codec = codec, wav2vec = tokenizer)
     trainer = _without_periodic_results(trainer_cls)(model, *tokenizers, **run.trainer_kwargs(name))
     index = ('semantic', 'coarse', 'fine').index(name) + 3
     steps = _train_until(trainer, deadline, f'{index}/5 {name}', ('loss',), run.progress)
@@ -475,101 +395,4 @@ def _write_generate_config(out_dir: Path):
             'fine: checkpoints/fine.pt\n')
     (out_dir / 'audiolm.yaml').write_text(text)
 
-
-def _spectrogram(wave, sample_hz: int):
-    import torch
-    from audiolm_pytorch.audio import MelSpectrogram
-    mel = MelSpectrogram(sample_hz = sample_hz, n_fft = 1024, hop_length = 160, n_mels = 64, log = True)
-    wave = torch.nn.functional.pad(wave.float(), (0, max(0, 1024 - wave.numel())))
-    return mel(wave).numpy()
-
-
-def _plot(path: Path, waves, sample_hz: int, stages, prompt_seconds: float):
-    try:
-        from matplotlib.figure import Figure   # no pyplot: no global backend or figure state is touched
-    except ImportError as error:   # an install requirement: only a broken environment lacks it
-        raise ImportError('audiolm demo draws demo.png with matplotlib, an install requirement of audiolm-pytorch: '
-                          'reinstall the package (pip install -e .) or pip install matplotlib') from error
-    curves = [(stage.name, key, curve) for stage in stages for key, curve in stage.losses.items()
-              if stage.name != 'tokenizer' and key != 'discriminator']
-    fig = Figure(figsize = (10, 9))
-    grid = fig.add_gridspec(len(waves) + 1, 4, height_ratios = [1] * len(waves) + [1.1])
-    for row, (title, wave) in enumerate(waves):
-        ax = fig.add_subplot(grid[row, :])
-        spec = _spectrogram(wave, sample_hz)
-        seconds = wave.numel() / sample_hz
-        ax.imshow(spec, origin = 'lower', aspect = 'auto', interpolation = 'nearest', extent = (0, seconds, 0, spec.shape[0]))
-        if title.startswith('continuation'):
-            ax.axvline(prompt_seconds, color = 'white', linestyle = '--', linewidth = 1)
-        ax.set_title(f'{title}: log-mel spectrogram', fontsize = 9)
-        ax.set_ylabel('mel bin', fontsize = 8)
-        ax.set_xlabel('seconds', fontsize = 8)
-    stage_names = ['soundstream', 'semantic', 'coarse', 'fine']
-    for col, stage_name in enumerate(stage_names):
-        ax = fig.add_subplot(grid[len(waves), col])
-        for name, key, curve in curves:
-            if name != stage_name:
-                continue
-            steps, values = zip(*curve)
-            ax.plot(steps, values, label = key, linewidth = 1, marker = 'o' if len(steps) < 20 else None, markersize = 2)
-        ax.set_title(f'{stage_name} loss', fontsize = 9)
-        ax.set_xlabel('step', fontsize = 8)
-        ax.tick_params(labelsize = 7)
-        if ax.lines:
-            ax.legend(fontsize = 6)
-    fig.tight_layout()
-    fig.savefig(path, dpi = 90)
-
-
-def _format_loss(stage: StageResult) -> str:
-    parts = []
-    for key in stage.losses:
-        summary = stage.summary(key)
-        if summary is not None:
-            parts.append(f'{key} {summary[0]:.3f} → {summary[1]:.3f}')
-    return '; '.join(parts) or '-'
-
-
-def _reconstruction_lines(metrics: dict) -> list[str]:
-    if not metrics:
-        return []
-    return [f'- held-out prompt through the codec (tokenize -> decode): log-mel L1 {metrics["log_mel_l1"]:.3f} '
-            f'(0 = perfect), SI-SDR {metrics["si_sdr"]:.2f} dB (higher is better); for comparison, the codec recipe '
-            f'before issue 13 scored log-mel L1 {RECONSTRUCTION_BEFORE["log_mel_l1"]:.2f} at the default '
-            f'{DEFAULT_MINUTES:g}-minute budget on a 2-core CPU. Metrics: `audiolm_pytorch/codecs/metrics.py`']
-
-
-def _write_report(path: Path, result: DemoResult, cfg: dict):
-    import torch
-    from audiolm_pytorch.version import __version__
-    lines = [
-        '# audiolm demo report', '',
-        f'- library: audiolm_pytorch {__version__}, torch {torch.__version__}, python {platform.python_version()}',
-        f'- device: {result.device}',
-        f'- budget: {result.budget_seconds:.0f} s; total wall time: {result.total_seconds:.1f} s',
-        f'- training clips: {", ".join(TRAIN_CLIPS)} (random crops; EOS trained only where a crop ends its file); '
-        f'held-out prompt: first {PROMPT_SECONDS:g} s of {PROMPT_CLIP}',
-        *_reconstruction_lines(result.reconstruction),
-    ]
-    generate = next((stage for stage in result.stages if stage.name == 'generate'), None)
-    if generate is not None and 'draws' in generate.extra:
-        lines.append(f'- generation draws: {generate.extra["draws"]}, ended early (before the requested length): '
-                     f'{generate.extra["ended_early"]}')
-    lines += [
-        '', '## Stages', '',
-        '| stage | steps | seconds | loss (first → mean of last 10% of steps) | notes |',
-        '|---|---:|---:|---|---|',
-    ]
-    for stage in result.stages:
-        lines.append(f'| {stage.name} | {stage.steps} | {stage.seconds:.1f} | {_format_loss(stage)} | {stage.notes} |')
-    lines += ['', 'The models are tiny and trained for minutes on three clips: the generations show that every '
-              'stage runs end to end, not what a trained AudioLM sounds like.', '',
-              '## Files', '']
-    for file in result.files:
-        lines.append(f'- `{Path(file).relative_to(result.out_dir).as_posix()}`')
-    lines += ['', 'Generate again from the checkpoints: `audiolm generate --audiolm '
-              f'{result.out_dir / "audiolm.yaml"} --prime {result.out_dir / "prompt.wav"} --out again.wav`', '',
-              '## Configs', '', '```json', json.dumps(cfg, indent = 2), '```', '',
-              f'Budget shares: `{json.dumps(BUDGET_SHARES)}`', '']
-    path.write_text('\n'.join(lines), encoding = 'utf-8')
 

@@ -16,18 +16,13 @@ from typing import Callable
 import torch
 
 import audiolm_pytorch
+# the tiny model sizes live in the package, beside `audiolm demo`'s config that uses them
+from audiolm_pytorch.demo_config import (NUM_COARSE, NUM_FINE, TINY_SOUNDSTREAM,  # noqa: F401 (used by the examples)
+                                         TINY_SOUNDSTREAM_TRAINER, TINY_TRANSFORMER)
 
 ASSETS = Path(audiolm_pytorch.__file__).parent / 'assets'
 CLIPS = ('speech_0_16k.wav', 'speech_1_16k.wav', 'music_0_16k.wav', 'music_2_16k.wav')
 
-TINY_SOUNDSTREAM = dict(
-    codebook_size = 64, rq_num_quantizers = 4, channels = 8, strides = (2, 4, 5, 8), channel_mults = (1, 2, 4, 8),
-    codebook_dim = 32, use_local_attn = False, discr_multi_scales = (),
-    stft_discriminator = dict(channels = 8, channel_mults = (1, 2, 2, 4), n_fft = 512, win_length = 512,
-                              hop_length = 128, strides = ((1, 2), (2, 2), (1, 2), (2, 2))),
-    multi_spectral_window_powers_of_two = (6, 7, 8, 9, 10), multi_spectral_n_mels = 32, target_sample_hz = 16000)
-TINY_TRANSFORMER = dict(dim = 64, depth = 2, heads = 4, dim_head = 16)
-NUM_COARSE, NUM_FINE = 2, 2
 # trainer settings for short runs: no validation split (four clips), results only at the end
 QUICK = dict(valid_frac = 0., save_results_every = 10 ** 9, save_model_every = 10 ** 9, force_clear_prev_results = True)
 
@@ -80,9 +75,8 @@ def data_folder(args) -> Path:
 def train_soundstream(out: Path, data: Path, steps: int):
     from audiolm_pytorch import SoundStream, SoundStreamTrainer
     soundstream = SoundStream(**TINY_SOUNDSTREAM)
-    trainer = SoundStreamTrainer(soundstream, folder = data, batch_size = 4, data_max_length_seconds = 0.5,
-                                 num_train_steps = steps, grad_accum_every = 1, lr = 1e-3, use_ema = False,
-                                 results_folder = out / 'results' / 'soundstream', **QUICK)
+    trainer = SoundStreamTrainer(soundstream, folder = data, num_train_steps = steps,
+                                 results_folder = out / 'results' / 'soundstream', **TINY_SOUNDSTREAM_TRAINER, **QUICK)
     trainer.train()
     soundstream.save(out / 'soundstream.pt')
     return soundstream.eval()

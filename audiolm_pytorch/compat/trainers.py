@@ -67,8 +67,8 @@ def _stage_data_tuple_to_kwargs(self, data):
 
 def _mulan_data_tuple_to_kwargs(self, data):
     from audiolm_pytorch.trainers.data_stream import route_batch
-    from audiolm_pytorch.trainers.mulan import split_text_audio
-    wavs, text = split_text_audio(route_batch(data, self.device))
+    from audiolm_pytorch.trainers.mulan import mulan_inputs
+    wavs, text = mulan_inputs(route_batch(data, self.device))
     return dict(wavs = wavs, **text)
 
 

@@ -17,7 +17,9 @@ micro-batches, mixed precision, clipping, warmup + optional scheduler, EMA, skip
 trackers, a progress bar, periodic validation / samples / plots and atomic checkpoints that resume exactly.
 The pieces it is built from live beside it and are re-exported here: :class:`~.ema.EMA` (``ema.py``), RNG
 snapshots (``rng.py``), the batch stream and :class:`Batch` (``data_stream.py``), the results folder, samples and
-plots (``artifacts.py``, with :class:`Sample`).
+plots (``artifacts.py``, with :class:`Sample`). ``Trainer``'s own methods are in four files: the loop (here),
+accelerator / scheduler / data setup (``setup.py``), checkpoints and resume (``checkpoints.py``) and the periodic
+validation, samples, plots and trackers (``results.py``), the last three as mixins.
 
 Step numbering starts at 0: ``num_train_steps=9, save_model_every=4`` writes checkpoints after steps 0, 4 and 8;
 ``train()`` also writes one after the last step when that is not a multiple (``num_train_steps=10``: 0, 4, 8, 9).
@@ -33,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -42,13 +43,17 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from audiolm_pytorch.checkpoint import atomic_save, read_checkpoint
-from audiolm_pytorch.trainers.artifacts import Sample, plot_results, prepare_results_folder, write_samples
+from audiolm_pytorch.trainers.artifacts import Sample
+from audiolm_pytorch.trainers.checkpoints import TrainerCheckpoints
 from audiolm_pytorch.trainers.data_stream import (
-    Batch, StreamBatchSampler, cycle, route_batch, split_train_valid, stream_batches,
+    Batch,
+    StreamBatchSampler,
+    route_batch,
 )
 from audiolm_pytorch.trainers.ema import EMA
-from audiolm_pytorch.trainers.rng import preserved_rng, rng_state as _rng_state, set_rng_state as _set_rng_state
+from audiolm_pytorch.trainers.results import TrainerResults
+from audiolm_pytorch.trainers.rng import preserved_rng
+from audiolm_pytorch.trainers.setup import TrainerSetup
 from audiolm_pytorch.utils import default, exists
 
 __all__ = ['Batch', 'EMA', 'NonFiniteLossError', 'Phase', 'Sample', 'StreamBatchSampler', 'Trainer',
@@ -109,7 +114,7 @@ def _trainer_kwarg_names() -> tuple[str, ...]:
 # ----------------------------------------------------------------------------------------------------------
 
 
-class Trainer:
+class Trainer(TrainerSetup, TrainerCheckpoints, TrainerResults):
     """Base class of every trainer. See the module docstring for what a subclass implements.
 
     Args:
@@ -247,119 +252,6 @@ class Trainer:
     def tracker_config(self) -> dict:
         return dict(num_train_steps = self.num_train_steps, batch_size = self.batch_size,
                     grad_accum_every = self.grad_accum_every, lr = self.lr)
-
-    # ---------------------------------------------------------------- construction helpers
-
-    def _make_accelerator(self, kwargs: dict, results_folder):
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, is_tensorboard_available, is_wandb_available
-
-        if self.use_wandb_tracking and 'log_with' not in kwargs and not is_wandb_available():
-            raise ImportError("use_wandb_tracking=True needs wandb: pip install 'audiolm-pytorch[wandb]'")
-        if 'log_with' not in kwargs:
-            kwargs['log_with'] = 'wandb' if self.use_wandb_tracking else ('tensorboard' if is_tensorboard_available() else None)
-        kwargs.setdefault('project_dir', str(results_folder))
-        # explicit, as Accelerate itself resolves it: otherwise a fresh Accelerator silently inherits the precision
-        # of an earlier trainer in this process (its state is global)
-        kwargs.setdefault('mixed_precision', os.environ.get('ACCELERATE_MIXED_PRECISION', 'no'))
-        handlers = list(kwargs.get('kwargs_handlers', []))
-        if self.ddp_find_unused_parameters and not any(isinstance(h, DistributedDataParallelKwargs) for h in handlers):
-            handlers.append(DistributedDataParallelKwargs(find_unused_parameters = True))
-        kwargs['kwargs_handlers'] = handlers
-        try:
-            return Accelerator(**kwargs)
-        except ValueError as error:
-            if 'already been initialized' not in str(error):
-                raise
-            from accelerate.state import AcceleratorState, PartialState
-            if PartialState().num_processes > 1:
-                raise ValueError(
-                    'in a distributed run every trainer must use the same mixed_precision / cpu settings '
-                    f'({error}); pass the same accelerate_kwargs, or accelerator=other_trainer.accelerator') from error
-            # One process (a notebook with several trainers): Accelerate keeps one global state, so start a fresh
-            # one. Earlier trainers keep working: their model forward was wrapped at prepare time and this class
-            # autocasts with its own recorded precision (fp16 next to another precision is not supported).
-            AcceleratorState._reset_state()
-            return Accelerator(**kwargs)
-
-    def _make_scheduler(self, optimizer, warmup_steps, scheduler, scheduler_kwargs):
-        from torch.optim import lr_scheduler
-        after = scheduler(optimizer, **scheduler_kwargs) if exists(scheduler) else None
-        if warmup_steps <= 0:
-            return after
-        start = self.warmup_start_lr
-        if exists(start):   # from start to each group's lr, linearly (the reference SoundStormTrainer's warmup)
-            factors = [lambda step, base = group['lr']: (start + (base - start) * min(1., step / warmup_steps)) / base
-                       for group in optimizer.param_groups]
-            warmup = lr_scheduler.LambdaLR(optimizer, factors)
-        else:
-            warmup = lr_scheduler.LambdaLR(optimizer, lambda step: min(1., (step + 1) / warmup_steps))
-        if after is None:
-            return warmup
-        return lr_scheduler.SequentialLR(optimizer, [warmup, after], milestones = [warmup_steps])
-
-    def _ignore_unoptimized_params_in_ddp(self):
-        if self.accelerator.num_processes == 1:
-            return
-        optimized = {id(p) for phase in self._phases for p in phase.params}
-        ignored = [name for name, p in self.train_module.named_parameters() if id(p) not in optimized]
-        if ignored:
-            from torch.nn.parallel import DistributedDataParallel
-            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.train_module, ignored)
-
-    def _setup_data(self, folder, dataset, train_dataloader, val_dataloader, valid_dataset = None):
-        given = [name for name, value in dict(folder = folder, dataset = dataset, train_dataloader = train_dataloader).items() if exists(value)]
-        if len(given) != 1:
-            raise ValueError(f'pass exactly one of folder=, dataset= or train_dataloader= (got {given or "none"})')
-        self._train_dl = self._valid_dl = None
-        self.train_ds = self.valid_ds = None
-        if exists(train_dataloader) and exists(valid_dataset):
-            raise ValueError('with train_dataloader= pass the validation data as val_dataloader=, not valid_dataset=')
-        if exists(train_dataloader):
-            self._train_dl = self.accelerator.prepare(train_dataloader)
-            self._valid_dl = self.accelerator.prepare(val_dataloader) if exists(val_dataloader) else self._train_dl
-            self._train_position = self._valid_position = 0
-            self._train_iter = self._valid_iter = None
-            return
-
-        ds = dataset if exists(dataset) else self.make_dataset(folder)
-        if exists(valid_dataset):
-            self.train_ds, self.valid_ds = ds, valid_dataset
-        else:
-            self.train_ds, self.valid_ds = split_train_valid(ds, self.valid_frac, self.random_split_seed)
-        if self.train_ds is not ds:
-            self.print(f'training with {len(self.train_ds)} samples, validating on {len(self.valid_ds)}')
-        self._train_position = self._valid_position = 0
-        self._train_iter = self._valid_iter = None
-
-    def _stream(self, train: bool):
-        """A fresh iterator over the train / validation stream, starting where the last one stopped."""
-        if exists(self._train_dl):
-            return cycle(self._train_dl if train else self._valid_dl)
-        seed = self.random_split_seed + (0 if train else 1)
-        return stream_batches(self.train_ds if train else self.valid_ds, self.batch_size,
-                              rank = self.accelerator.process_index, world_size = self.accelerator.num_processes,
-                              seed = seed, start = self._train_position if train else self._valid_position,
-                              num_workers = self.dl_num_workers, pin_memory = self.device.type == 'cuda')
-
-    def next_batch(self, train: bool = True) -> Batch:
-        if train:
-            if self._train_iter is None:
-                self._train_iter = self._stream(True)
-            batch = next(self._train_iter)
-            self._train_position += 1
-        else:
-            if self._valid_iter is None:
-                self._valid_iter = self._stream(False)
-            batch = next(self._valid_iter)
-            self._valid_position += 1
-        return route_batch(batch, self.device)
-
-    def _setup_results_folder(self, force_clear):
-        if self.is_main:
-            prepare_results_folder(self.results_folder, force_clear = force_clear,
-                                   can_ask = self.accelerator.num_processes == 1)
-        self.accelerator.wait_for_everyone()
 
     # ---------------------------------------------------------------- properties
 
@@ -526,125 +418,3 @@ class Trainer:
             # save_model_every=1000): write the last step's checkpoint too
             self.save(self.results_folder / f'{self.checkpoint_name}.{last}.pt')
         self.print('training complete')
-
-    # ---------------------------------------------------------------- results: validation, samples, plots
-
-    def _record(self, step: int, logs: dict):
-        for key, value in logs.items():
-            history = self.loss_history.setdefault(key, [])
-            history.append([step, float(value)])
-            if len(history) > 20_000:  # keep plots and checkpoints small on very long runs
-                self.loss_history[key] = history[::2]
-
-    def save_results(self, step: int):
-        """Validation loss, audio samples and plots (RNG preserved so training is unaffected). Every process
-        runs the forward passes (models may hold collectives, e.g. synced codebooks); the main one writes."""
-        with preserved_rng():
-            self.train_module.eval()
-            try:
-                with torch.no_grad(), self.autocast():
-                    batch = self.next_batch(train = False)
-                    valid = {f'valid_{k}': v for k, v in self.validation_losses(self.train_module, batch).items()}
-                    samples = self.make_samples(batch)
-                    for _ in range(self.num_valid_batches - 1):   # averaged over several batches
-                        more = self.validation_losses(self.train_module, self.next_batch(train = False))
-                        for k, v in more.items():
-                            valid[f'valid_{k}'] = valid.get(f'valid_{k}', 0.) + v
-                    if self.num_valid_batches > 1:
-                        valid = {k: v / self.num_valid_batches for k, v in valid.items()}
-            finally:
-                self.train_module.train()
-        if not self.is_main:
-            return
-        self._record(step, valid)
-        self.accelerator.log(valid, step = step)
-        self.print(f'{step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in valid.items()))
-
-        write_samples(self.results_folder, f'{self.checkpoint_name}.{step}', samples)
-        if not plot_results(self.results_folder, self.checkpoint_name, step, samples, self.loss_history) and not self._warned_no_plot:
-            logger.info('matplotlib is not installed: skipping plots (pip install "audiolm-pytorch[plot]")')
-            self._warned_no_plot = True
-
-    # ---------------------------------------------------------------- checkpoints
-
-    def state_dict(self) -> dict:
-        from accelerate.utils import gather_object
-        rng = gather_object([_rng_state()]) if self.accelerator.num_processes > 1 else [_rng_state()]
-        return dict(
-            step = self.steps,
-            optimizers = {phase.name: phase.optimizer.state_dict() for phase in self._phases},
-            schedulers = {phase.name: phase.scheduler.state_dict() for phase in self._phases if exists(phase.scheduler)},
-            ema_step = self.ema.step if exists(self.ema) else None,
-            data_position = [self._train_position, self._valid_position],
-            nonfinite = [self.nonfinite_steps, self._consecutive_nonfinite],
-            loss_history = self.loss_history,
-            rng = rng,
-            num_processes = self.accelerator.num_processes,
-            grad_scaler = self.accelerator.scaler.state_dict() if exists(self.accelerator.scaler) else None,
-            extra = self.extra_state(),
-        )
-
-    def save(self, path: str | Path) -> Path:
-        """Atomically write config + weights (+ EMA) + full trainer state (``step`` = the next step to run)."""
-        path = Path(path)
-        state = self.state_dict()  # collective (RNG gathering): every process takes part
-        if self.is_main:
-            ema = self.ema.ema_model.state_dict() if exists(self.ema) else None
-            atomic_save(self.model.checkpoint_dict(ema_state_dict = ema, trainer = state), path)
-        self.accelerator.wait_for_everyone()
-        return path
-
-    def load(self, path: str | Path, *, restore_rng: bool = True, restore_optimizer: bool = True) -> dict:
-        """Restore weights, EMA, optimizers, schedulers, step, data position and RNG states from ``path``
-        (``restore_optimizer=False``: optimizer and scheduler states start fresh)."""
-        pkg = read_checkpoint(path)
-        self.model.load_state_dict(pkg['model'])
-        state = pkg.get('trainer')
-        if exists(self.ema):
-            if exists(pkg.get('ema_model')):
-                self.ema.ema_model.load_state_dict(pkg['ema_model'])
-            else:
-                self.ema.ema_model.load_state_dict(self.model.state_dict())
-        if not exists(state):
-            logger.warning('%s holds weights only: optimizer, step and RNG states start fresh', path)
-            return pkg
-        for phase in self._phases if restore_optimizer else ():
-            if phase.name in state['optimizers']:
-                phase.optimizer.load_state_dict(state['optimizers'][phase.name])
-            if exists(phase.scheduler) and phase.name in state.get('schedulers', {}):
-                phase.scheduler.load_state_dict(state['schedulers'][phase.name])
-        if exists(self.ema) and exists(state.get('ema_step')):
-            self.ema.step = state['ema_step']
-        self.steps = state['step']
-        self._train_position, self._valid_position = state['data_position']
-        self._train_iter = self._valid_iter = None
-        if exists(self._train_dl) and self._train_position:
-            logger.warning('resuming with user-provided dataloaders restarts their iteration: the data order after '
-                           'resume differs from an uninterrupted run (pass folder= or dataset= for exact resume)')
-        self.nonfinite_steps, self._consecutive_nonfinite = state['nonfinite']
-        if exists(self.accelerator.scaler) and exists(state.get('grad_scaler')):
-            self.accelerator.scaler.load_state_dict(state['grad_scaler'])  # fp16 loss scale: resume without re-warming
-        self.loss_history = {k: [list(p) for p in v] for k, v in state.get('loss_history', {}).items()}
-        self.load_extra_state(state.get('extra', {}))
-        if restore_rng:
-            rng = state['rng']
-            rank = self.accelerator.process_index
-            if len(rng) != self.accelerator.num_processes:
-                logger.warning('%s was written by %d process(es), resuming with %d: RNG streams are not restored exactly',
-                               path, len(rng), self.accelerator.num_processes)
-            _set_rng_state(rng[rank] if rank < len(rng) else rng[0])
-        return pkg
-
-    # ---------------------------------------------------------------- trackers
-
-    @contextlib.contextmanager
-    def wandb_tracker(self, project: str, run: str | None = None, hps: dict | None = None):
-        """``with trainer.wandb_tracker(project='audiolm', run='soundstream-1'): trainer.train()``"""
-        if not self.use_wandb_tracking:
-            raise ValueError('construct the trainer with use_wandb_tracking=True to log to wandb')
-        init_kwargs = {'wandb': {'name': run}} if exists(run) else {}
-        self.accelerator.init_trackers(project, config = default(hps, self.tracker_config()), init_kwargs = init_kwargs)
-        try:
-            yield
-        finally:
-            self.accelerator.end_training()

@@ -17,7 +17,7 @@ from audiolm_pytorch.trainers.base import Batch, Trainer, trainer_kwargs
 from audiolm_pytorch.utils import beartype, exists
 
 
-def split_text_audio(batch: Batch) -> tuple[Tensor, dict]:
+def mulan_inputs(batch: Batch) -> tuple[Tensor, dict]:
     """A routed batch -> ``(wavs (b, n), text kwargs for MuLaN)``: float tensors are audio (multi-channel items
     ``(c, n)`` are averaged to mono), an integer tensor is token ids, strings are raw texts."""
     audio = [t for t in batch.waves if t.is_floating_point()]
@@ -38,6 +38,10 @@ def split_text_audio(batch: Batch) -> tuple[Tensor, dict]:
     if len(token_ids) != 1:
         raise ValueError('MuLaNTrainer needs one text per item: a string, or a (t,) integer tensor of token ids')
     return wavs, dict(texts = token_ids[0].long())
+
+
+# its former name (another function, ``data.split_text_audio``, routes dataset items): kept importable
+split_text_audio = mulan_inputs
 
 
 @reference_compat('MuLaNTrainer')
@@ -95,7 +99,7 @@ class MuLaNTrainer(Trainer):
         return TextAudioDataset(folder, target_sample_hz = self.target_sample_hz, max_length = self.data_max_length)
 
     def compute_loss(self, module: nn.Module, batch: Batch):
-        wavs, text = split_text_audio(batch)
+        wavs, text = mulan_inputs(batch)
         if 'texts' in text:   # collate_pad pads token ids with -1: that is the text transformer's padding
             text['texts'] = text['texts'].masked_fill(text['texts'] < 0, getattr(self.mulan.text, 'pad_id', 0))
         return module(wavs, **text), {}

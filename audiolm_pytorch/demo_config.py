@@ -1,0 +1,58 @@
+"""The tiny configuration of ``audiolm demo`` and of the example scripts (one home for both): model sizes a CPU
+trains in minutes. Scale ``dim`` / ``depth`` / ``channels`` up for real training (``examples/configs/*.yaml``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+__all__ = ['TRAIN_CLIPS', 'PROMPT_CLIP', 'PROMPT_SECONDS', 'DEFAULT_MINUTES', 'BUDGET_SHARES',
+           'RECONSTRUCTION_BEFORE', 'MAX_CONTINUATION_SECONDS', 'TINY_SOUNDSTREAM', 'TINY_SOUNDSTREAM_TRAINER',
+           'TINY_TOKENIZER', 'TINY_TRANSFORMER', 'TINY_TRANSFORMER_TRAINER', 'NUM_COARSE', 'NUM_FINE', 'DEFAULT_CONFIG', 'default_config']
+
+# the training clips (16 kHz) and the held-out clip whose beginning primes the continuation
+TRAIN_CLIPS = ('speech_0_16k.wav', 'music_0_16k.wav', 'music_2_16k.wav')
+PROMPT_CLIP = 'speech_1_16k.wav'
+PROMPT_SECONDS = 1.0
+DEFAULT_MINUTES = 5.
+# the held-out prompt's reconstruction with the codec recipe before issue 13 (measured at the default budget on a
+# 2-core CPU; log-mel L1 as in codecs/metrics.py), quoted in report.md for comparison
+RECONSTRUCTION_BEFORE = dict(log_mel_l1 = 1.32)
+MAX_CONTINUATION_SECONDS = 3.0
+
+# share of the budget per stage; the rest (5%) absorbs plots and the report. The codec gets the most: it needs a
+# few hundred steps before its reconstructions follow the input, and every later stage hears through it.
+BUDGET_SHARES = dict(soundstream = 0.52, tokenizer = 0.02, semantic = 0.07, coarse = 0.13, fine = 0.12, generate = 0.09)
+
+TINY_SOUNDSTREAM = dict(
+    codebook_size = 64, rq_num_quantizers = 4, channels = 8, strides = [2, 4, 5, 8], channel_mults = [1, 2, 4, 8],
+    codebook_dim = 32, use_local_attn = False,
+    discr_multi_scales = [],       # the STFT discriminator only: the waveform ones cost 2x time
+    stft_discriminator = dict(channels = 8, channel_mults = [1, 2, 2, 4], n_fft = 512, win_length = 512,
+                              hop_length = 128, strides = [[1, 2], [2, 2], [1, 2], [2, 2]]),
+    multi_spectral_window_powers_of_two = [6, 7, 8, 9, 10], multi_spectral_n_mels = 32, target_sample_hz = 16000)
+TINY_SOUNDSTREAM_TRAINER = dict(batch_size = 4, data_max_length_seconds = 0.5, lr = 1e-3, grad_accum_every = 1,
+                                use_ema = False)
+TINY_TOKENIZER = dict(codebook_size = 32, target_sample_hz = 16000, frame_hz = 50, n_mels = 32)
+TINY_TRANSFORMER = dict(dim = 64, depth = 2, heads = 4, dim_head = 16)
+TINY_TRANSFORMER_TRAINER = dict(batch_size = 4, data_max_length_seconds = 2.0, lr = 1e-3)
+NUM_COARSE, NUM_FINE = 2, 2
+
+# ``audiolm demo``'s layout (``run_demo(config = ...)`` overrides merge into it); every entry is its own dict (a deep
+# copy keeps shared dicts shared, so an override of one stage would otherwise reach the others)
+DEFAULT_CONFIG = dict(
+    soundstream = dict(model = copy.deepcopy(TINY_SOUNDSTREAM),
+                       trainer = dict(TINY_SOUNDSTREAM_TRAINER, apply_grad_penalty_every = 4)),
+    tokenizer = dict(TINY_TOKENIZER),
+    semantic = dict(model = dict(TINY_TRANSFORMER), trainer = dict(TINY_TRANSFORMER_TRAINER)),
+    coarse = dict(model = dict(num_coarse_quantizers = NUM_COARSE, **TINY_TRANSFORMER),
+                  trainer = dict(TINY_TRANSFORMER_TRAINER)),
+    fine = dict(model = dict(num_coarse_quantizers = NUM_COARSE, num_fine_quantizers = NUM_FINE, **TINY_TRANSFORMER),
+                trainer = dict(TINY_TRANSFORMER_TRAINER)),
+    generate = dict(),    # AudioLM's per-stage sampling defaults (lm.sampling.STAGE_SAMPLING_DEFAULTS)
+)
+
+
+def default_config() -> dict:
+    """A deep copy of ``DEFAULT_CONFIG`` (safe to modify)."""
+    return copy.deepcopy(DEFAULT_CONFIG)
