@@ -6,7 +6,6 @@ with the CPU model raises. On a GPU the same call would silently land on the CPU
 """
 
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,8 +17,8 @@ from audiolm_pytorch import (AudioLM, AudioSpectrogramTransformer, CoarseTransfo
                              TextTransformer)
 from audiolm_pytorch.audio import MelSpectrogram, resample
 from audiolm_pytorch.soundstorm_pipeline import SemanticToAudio
+from tests.helpers import ASSETS
 
-ASSETS = Path(__file__).parent / 'assets'
 LM = dict(dim = 32, depth = 1, heads = 2, dim_head = 16)
 
 
