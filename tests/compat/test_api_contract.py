@@ -3,13 +3,14 @@ API (version 2.4), which scripts written for it rely on.
 
 The expectations are explicit data transcribed from that API (not read from it at test time): a change to a public
 signature that breaks the contract fails here with the name, the keyword and what was found. One test per public
-callable checks all of its keywords and reports every broken one at once, so the number of tests is the number of
-callables in the contract, not of keywords.
+name (class or function) checks all of its members' keywords, positional arguments, classmethods and properties
+and reports every broken one at once, so the number of tests is the number of public names in the contract, not of
+keywords.
 
 Checks are by ``inspect.signature`` (import only); the only models built are a tiny ``SoundStream`` and a tiny
 random ``EncodecWrapper``, whose codec attributes are instance attributes.
 Checked against: ``SemanticTransformer(cond_drop_prob=)`` default 0.5 -> 0.4 fails
-``test_callable_accepts_its_keywords_with_their_defaults[SemanticTransformer-__init__]``, naming the keyword.
+``test_public_name_keeps_the_established_signatures[SemanticTransformer]``, naming the keyword.
 """
 
 import importlib
@@ -343,14 +344,51 @@ def _contract_by_member():
     return merged
 
 
-@pytest.mark.parametrize('name, member', sorted(_contract_by_member()))
-def test_callable_accepts_its_keywords_with_their_defaults(name, member):
-    assert callable(_callable(name, member))
+def _positional_problems(name, member):
+    """What is wrong with the leading positional arguments of ``name.member`` (empty when nothing)."""
+    params = [p for p in _signature(name, member).values() if p.kind is not p.VAR_POSITIONAL]
+    expected = POSITIONAL[name, member]
+    head = params[:len(expected)]
+    if len(head) != len(expected):
+        return [f'{member}: too few parameters {[p.name for p in params]}']
+    problems = []
+    for want, param in zip(expected, head):
+        if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            problems.append(f'{member}: {param.name!r} must be positional (established API), is '
+                            f'{param.kind.description}')
+        elif want is not None and param.name != want:
+            problems.append(f'{member}: expected {want!r} in that position, found {param.name!r}')
+    return problems
+
+
+def _member_problems(name, member, expected):
+    obj = getattr(audiolm_pytorch, name)
+    if member != '__init__' and not hasattr(obj, member):
+        return [f'{member} is missing (established API)']
+    if not callable(_callable(name, member)):
+        return [f'{member} is not callable']
     params = _signature(name, member)
-    expected = _contract_by_member()[name, member]
-    problems = [problem for kw, default in expected.items()
+    problems = [f'{member}: {problem}' for kw, default in expected.items()
                 if (problem := _keyword_problem(name, member, params, kw, default)) is not None]
-    assert not problems, f'{name}.{member}: ' + '; '.join(problems)
+    if (name, member) in POSITIONAL:
+        problems += _positional_problems(name, member)
+    if (name, member) in CLASSMETHODS and not isinstance(inspect.getattr_static(obj, member), classmethod):
+        problems.append(f'{member} must be a classmethod')
+    return problems
+
+
+@pytest.mark.parametrize('name', API_NAMES)
+def test_public_name_keeps_the_established_signatures(name):
+    """One test per public class / function of the contract: every member's keywords with their defaults, the
+    leading positional arguments, classmethods and class properties. The failure lists every broken one."""
+    problems = []
+    for (contract_name, member), expected in sorted(_contract_by_member().items()):
+        if contract_name == name:
+            problems += _member_problems(name, member, expected)
+    cls = getattr(audiolm_pytorch, name)
+    problems += [f'{prop} is not a property' for prop in CLASS_PROPERTIES.get(name, ())
+                 if not isinstance(inspect.getattr_static(cls, prop, None), property)]
+    assert not problems, f'{name}: {len(problems)} problem(s):\n' + '\n'.join(problems)
 
 
 def test_documented_deviations_are_contract_keywords():
@@ -359,30 +397,9 @@ def test_documented_deviations_are_contract_keywords():
     assert set(DOCUMENTED_DEVIATIONS) <= contract
 
 
-@pytest.mark.parametrize('name, member', sorted(POSITIONAL))
-def test_leading_arguments_positional(name, member):
-    params = [p for p in _signature(name, member).values() if p.kind is not p.VAR_POSITIONAL]
-    expected = POSITIONAL[name, member]
-    head = params[:len(expected)]
-    assert len(head) == len(expected), f'{name}.{member}: too few parameters {[p.name for p in params]}'
-    for want, param in zip(expected, head):
-        assert param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD), \
-            f'{name}.{member}: {param.name!r} must be positional (established API), is {param.kind.description}'
-        if want is not None:
-            assert param.name == want, f'{name}.{member}: expected {want!r} in that position, found {param.name!r}'
-
-
-@pytest.mark.parametrize('name, member', CLASSMETHODS)
-def test_init_and_load_from_is_classmethod(name, member):
-    cls = getattr(audiolm_pytorch, name)
-    assert isinstance(inspect.getattr_static(cls, member), classmethod)
-
-
-@pytest.mark.parametrize('name', sorted(CLASS_PROPERTIES))
-def test_semantic_tokenizer_properties(name):
-    cls = getattr(audiolm_pytorch, name)
-    for prop in CLASS_PROPERTIES[name]:
-        assert isinstance(inspect.getattr_static(cls, prop, None), property), f'{name}.{prop} is not a property'
+def test_positional_and_classmethod_tables_name_contract_members():
+    members = set(_contract_by_member())
+    assert set(POSITIONAL) <= members and set(CLASSMETHODS) <= members
 
 
 def test_soundstream_codec_attributes():
