@@ -9,7 +9,14 @@ import soundfile as sf
 import torch
 
 from audiolm_pytorch.audio import (
-    AudioDecodeError, MelSpectrogram, hz_to_mel, load_audio, mel_filterbank, mel_to_hz, resample, save_audio,
+    AudioDecodeError,
+    MelSpectrogram,
+    hz_to_mel,
+    load_audio,
+    mel_filterbank,
+    mel_to_hz,
+    resample,
+    save_audio,
     stft_magnitude,
 )
 from tests.helpers import NAN, write_bad_files

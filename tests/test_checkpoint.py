@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import pickle
+import stat
 
 import pytest
 import torch
@@ -11,7 +12,6 @@ from torch import nn
 
 from audiolm_pytorch.checkpoint import Checkpointable, atomic_save, read_checkpoint
 from audiolm_pytorch.version import __version__
-import stat
 
 
 class CkptToy(Checkpointable, nn.Module):
@@ -344,6 +344,7 @@ def test_checkpoint_writes_fsync_the_file_then_the_folder(tmp_path, monkeypatch,
 
 def test_kmeans_files_are_written_atomically(tmp_path, monkeypatch):
     import stat
+
     from audiolm_pytorch.semantic.kmeans import KMeans
     real_fsync, synced = os.fsync, []
     monkeypatch.setattr(os, 'fsync', lambda fd: (synced.append(stat.S_ISDIR(os.fstat(fd).st_mode)), real_fsync(fd))[1])
@@ -386,6 +387,7 @@ def test_corrupt_safetensors_raises_value_error(tmp_path):
 
 def test_unsaveable_constructor_argument_names_the_argument(tmp_path):
     from torch import nn
+
     from audiolm_pytorch.checkpoint import Checkpointable
 
     class HoldsAModule(Checkpointable, nn.Module):

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import soundfile as sf
 import torch
-import soundfile
+
 from tests.helpers import tiny_soundstream as shared_tiny_soundstream
 
 ASSETS = Path(__file__).resolve().parents[1] / 'audiolm_pytorch' / 'assets'
@@ -167,6 +168,7 @@ def test_reconstruct_equals_tokenize_then_decode(workdir, tmp_path):
 
 def test_fewer_quantizers_and_safetensors(workdir, tmp_path):
     from safetensors.torch import load_file
+
     from audiolm_pytorch import SoundStream
     from audiolm_pytorch.cli import main
     result = run_cli('tokenize', '--codec', workdir / 'codec.pt', CLIP, '--out', tmp_path, '--format', 'safetensors',
@@ -266,6 +268,7 @@ def test_train_needs_its_tokenizers(workdir, tmp_path):
 def test_examples_and_configs_are_valid(tmp_path):
     """Every example script compiles and every example config parses into the sections `train` / `generate` read."""
     import py_compile
+
     from audiolm_pytorch.cli import GENERATE_KEYS, TRAIN_SECTIONS
     from audiolm_pytorch.cli_config import load_config_file
     examples = Path(__file__).resolve().parents[1] / 'examples'

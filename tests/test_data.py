@@ -3,6 +3,7 @@
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +12,14 @@ import torch
 
 from audiolm_pytorch.audio import load_audio, resample
 from audiolm_pytorch.data import (
-    SkippedAudioWarning, SoundDataset, TextAudioDataset, collate_crop, collate_pad, get_dataloader, split_text_audio,
+    SkippedAudioWarning,
+    SoundDataset,
+    TextAudioDataset,
+    collate_crop,
+    collate_pad,
+    get_dataloader,
+    split_text_audio,
 )
-from pathlib import Path
 from tests.helpers import write_bad_files
 
 

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ASSETS, tiny_soundstream
-from tests.helpers import TINY_LM, spectral_tokenizer, stages
+from tests.helpers import ASSETS, TINY_LM, spectral_tokenizer, stages, tiny_soundstream
 
 NAMES = ('music_0_16k.wav', 'music_1_16k.wav', 'speech_0_16k.wav', 'speech_1_16k.wav', 'speech_2_16k.wav')
 

@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from audiolm_pytorch.codecs.discriminators import MultiPeriodDiscriminator, MultiScaleDiscriminator, STFTDiscriminator
-from audiolm_pytorch.codecs.losses import (MultiResolutionMelLoss, feature_matching_loss, gradient_penalty,
-                                           hinge_discr_loss, hinge_gen_loss, waveform_loss)
+from audiolm_pytorch.codecs.losses import (
+    MultiResolutionMelLoss,
+    feature_matching_loss,
+    gradient_penalty,
+    hinge_discr_loss,
+    hinge_gen_loss,
+    waveform_loss,
+)
 
 
 def test_waveform_losses():

@@ -3,16 +3,16 @@ checkpoints, presets and the seed configs."""
 
 import time
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from audiolm_pytorch import AudioLMSoundStream, MusicLMSoundStream, SoundStream, load_audio
+from audiolm_pytorch.audio import LoadedAudio
 from audiolm_pytorch.codecs.base import Codec
 from audiolm_pytorch.codecs.soundstream import LossBreakdown, TrainingLosses
-from audiolm_pytorch.audio import LoadedAudio
 from tests.helpers import INF, NAN
-import numpy as np
-import soundfile as sf
 
 TINY = dict(codebook_size = 64, rq_num_quantizers = 4, channels = 8, channel_mults = (2, 4, 8), strides = (2, 4, 4),
             codebook_dim = 32, attn_window_size = 16, attn_heads = 2, attn_dim_head = 16,

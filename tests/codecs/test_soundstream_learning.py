@@ -16,7 +16,6 @@ import torch
 from audiolm_pytorch import SoundStream, load_audio
 from tests.helpers import ASSETS
 
-
 # the small configuration of issue 13 (channels 8, 4 x 256 codes, strides 2.4.5.8), discriminators off where
 # the test trains on the generator loss alone (they would only cost time: they are never stepped)
 SMALL = dict(channels = 8, codebook_size = 256, rq_num_quantizers = 4, strides = (2, 4, 5, 8))

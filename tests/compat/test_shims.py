@@ -10,9 +10,7 @@ import torch
 
 from audiolm_pytorch.compat import LegacyKeywordError, LegacyKeywordWarning, reset_warnings, table_for
 from audiolm_pytorch.compat.audit import check_call
-
 from tests.helpers import tiny_soundstream as shared_tiny_soundstream
-
 
 # ---- shims with behaviour -------------------------------------------------------------------------------------
 
@@ -273,7 +271,9 @@ def test_trainer_valid_dataset_restore_optimizer_and_valid_batches(tmp_path):
 
 def test_init_process_group_timeout_reaches_the_accelerator():
     from datetime import timedelta
+
     from accelerate.utils import InitProcessGroupKwargs
+
     from audiolm_pytorch.compat.trainers import _init_process_group_timeout
     _, kwargs = _init_process_group_timeout(None, 60, (), dict(accelerate_kwargs = dict(mixed_precision = 'no')))
     handlers = kwargs['accelerate_kwargs']['kwargs_handlers']
@@ -303,8 +303,8 @@ def test_soundstream_trainer_discriminator_schedule_and_legacy_keywords(tmp_path
 
 
 def test_semantic_trainer_positional_swap():
-    from audiolm_pytorch.compat.trainers import _semantic_trainer_positional
     from audiolm_pytorch import SemanticTransformer
+    from audiolm_pytorch.compat.trainers import _semantic_trainer_positional
     transformer = SemanticTransformer(num_semantic_tokens = 10, dim = 16, depth = 1)
     wav2vec = SimpleNamespace(codebook_size = 10)
     args, _ = _semantic_trainer_positional(None, (wav2vec, transformer), {})
@@ -373,8 +373,9 @@ def test_encodec_wrapper_embeddings_decode_and_reference_positional_order():
 
 
 def test_encodec_wrapper_without_arguments_reads_only_the_local_cache(monkeypatch):
-    from audiolm_pytorch import EncodecWrapper
     import transformers
+
+    from audiolm_pytorch import EncodecWrapper
 
     def no_cache(*args, **kwargs):
         assert kwargs.get('local_files_only') is True and args[0] == 'facebook/encodec_24khz'
@@ -469,8 +470,7 @@ def test_can_mask_prev_unmasked_remasks_revealed_tokens_only_when_true():
 
 def test_semantic_trainer_accepts_the_reference_positional_order(tmp_path):
     from audiolm_pytorch import SemanticTransformer, SemanticTransformerTrainer
-    from tests.helpers import ToyWaves
-    from tests.helpers import TINY_LM, spectral_tokenizer
+    from tests.helpers import TINY_LM, ToyWaves, spectral_tokenizer
     wav2vec = spectral_tokenizer()
     transformer = SemanticTransformer(num_semantic_tokens = wav2vec.codebook_size, **TINY_LM)
     common = dict(num_train_steps = 1, batch_size = 2, dataset = ToyWaves(length = 3200), progress_bar = False,

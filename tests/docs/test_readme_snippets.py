@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from tests.helpers import ASSETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +59,7 @@ SKIP = {
 def _hubert_stand_in(ns, workdir):
     """HuBERT-sized interface (500 tokens, 320-sample hop at 16 kHz) without the checkpoint."""
     import torch
+
     from audiolm_pytorch import SpectralKmeansTokenizer
     wav2vec = SpectralKmeansTokenizer(codebook_size = 500, target_sample_hz = 16000, frame_hz = 50)
     wav2vec.fit(torch.randn(4, 16000 * 4), input_sample_hz = 16000)

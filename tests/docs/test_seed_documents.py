@@ -11,7 +11,7 @@ from tests.helpers import tiny_soundstream as shared_tiny_soundstream
 
 
 def test_seed_000_fine_transformer_on_soundstream_as_written():
-    from audiolm_pytorch.audiolm_pytorch import SoundStream, AudioLM, FineTransformer, FineTransformerWrapper  # noqa: F401
+    from audiolm_pytorch.audiolm_pytorch import AudioLM, FineTransformer, FineTransformerWrapper, SoundStream  # noqa: F401
 
     soundstream = SoundStream(codebook_size = 1024, rq_num_quantizers = 8)
     transformer = FineTransformer(num_coarse_quantizers = 3, num_fine_quantizers = 5, codebook_size = 1024,
@@ -63,9 +63,18 @@ def test_musiclm_readme_blocks_as_written():
     """Seed 003: MuLaN, the MuLaNEmbedQuantizer, and MusicLM over an AudioLM built WITHOUT audio_conditioner."""
     from pathlib import Path
 
-    from audiolm_pytorch import (AudioLM, AudioSpectrogramTransformer, CoarseTransformer, FineTransformer,
-                                 HubertWithKmeans, MuLaN, MuLaNEmbedQuantizer, MusicLM, SemanticTransformer,
-                                 TextTransformer)
+    from audiolm_pytorch import (
+        AudioLM,
+        AudioSpectrogramTransformer,
+        CoarseTransformer,
+        FineTransformer,
+        HubertWithKmeans,
+        MuLaN,
+        MuLaNEmbedQuantizer,
+        MusicLM,
+        SemanticTransformer,
+        TextTransformer,
+    )
 
     torch.manual_seed(0)
     audio_transformer = AudioSpectrogramTransformer(dim = 32, depth = 1, heads = 2, dim_head = 16, spec_n_fft = 128,
@@ -164,9 +173,16 @@ def test_audiolm_readme_stage_trainers_then_audiolm(audio_folder, tmp_path):
     init_and_load_from)."""
     from pathlib import Path
 
-    from audiolm_pytorch import (AudioLM, CoarseTransformer, CoarseTransformerTrainer, FineTransformer,
-                                 FineTransformerTrainer, HubertWithKmeans, SemanticTransformer,
-                                 SemanticTransformerTrainer)
+    from audiolm_pytorch import (
+        AudioLM,
+        CoarseTransformer,
+        CoarseTransformerTrainer,
+        FineTransformer,
+        FineTransformerTrainer,
+        HubertWithKmeans,
+        SemanticTransformer,
+        SemanticTransformerTrainer,
+    )
 
     assets = Path(__file__).parents[1] / 'assets' / 'fairseq_hubert_tiny'
     from audiolm_pytorch import SoundStream

@@ -10,8 +10,14 @@ TINY_LM = dict(dim = 16, depth = 1, heads = 2, dim_head = 8)
 
 @pytest.fixture(scope = 'module')
 def wrappers():
-    from audiolm_pytorch import (CoarseTransformer, CoarseTransformerWrapper, FineTransformer, FineTransformerWrapper,
-                                 SemanticTransformer, SemanticTransformerWrapper)
+    from audiolm_pytorch import (
+        CoarseTransformer,
+        CoarseTransformerWrapper,
+        FineTransformer,
+        FineTransformerWrapper,
+        SemanticTransformer,
+        SemanticTransformerWrapper,
+    )
     torch.manual_seed(0)
     wav2vec, codec = StubSemanticTokenizer(codebook_size = 10), StubCodec(codebook_size = 8, num_quantizers = 4)
     semantic = SemanticTransformerWrapper(transformer = SemanticTransformer(num_semantic_tokens = 10, **TINY_LM),

@@ -5,8 +5,7 @@ import torch
 
 from audiolm_pytorch.lm.coarse import CoarseTransformer, CoarseTransformerWrapper
 from audiolm_pytorch.lm.fine import FineTransformer, FineTransformerWrapper
-from tests.helpers import StubCodec
-from tests.helpers import INF, NAN
+from tests.helpers import INF, NAN, StubCodec
 
 TINY = dict(dim = 32, depth = 2, heads = 2, dim_head = 16)
 

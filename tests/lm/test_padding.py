@@ -8,8 +8,7 @@ from audiolm_pytorch.audiolm import AudioLM
 from audiolm_pytorch.lm.coarse import CoarseTransformer, CoarseTransformerWrapper
 from audiolm_pytorch.lm.fine import FineTransformer, FineTransformerWrapper
 from audiolm_pytorch.lm.semantic import SemanticTransformer, SemanticTransformerWrapper
-from tests.helpers import StubCodec
-from tests.helpers import StubSemanticTokenizer
+from tests.helpers import StubCodec, StubSemanticTokenizer
 
 TINY = dict(dim = 32, depth = 2, heads = 2, dim_head = 16)
 

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from audiolm_pytorch.lm.semantic import SemanticTransformer, SemanticTransformerWrapper
-from tests.helpers import StubSemanticTokenizer
-from tests.helpers import NAN
+from tests.helpers import NAN, StubSemanticTokenizer
 
 TINY = dict(dim = 32, depth = 2, heads = 2, dim_head = 16)
 

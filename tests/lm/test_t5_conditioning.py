@@ -6,17 +6,15 @@ same ``transformers`` loading code as a downloaded ``google/t5-v1_1-base`` would
 """
 
 import pytest
-import torch
 import tokenizers
+import torch
 import transformers
 
 from audiolm_pytorch.audiolm import AudioLM
 from audiolm_pytorch.lm.coarse import CoarseTransformer, CoarseTransformerWrapper
 from audiolm_pytorch.lm.fine import FineTransformer
 from audiolm_pytorch.lm.semantic import SemanticTransformer, SemanticTransformerWrapper
-from tests.helpers import StubCodec
-from tests.helpers import StubSemanticTokenizer
-
+from tests.helpers import StubCodec, StubSemanticTokenizer
 
 TINY = dict(dim = 32, depth = 1, heads = 2, dim_head = 16)
 T5_DIM = 24

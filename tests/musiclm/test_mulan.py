@@ -143,7 +143,7 @@ def test_text_transformer_padding_and_raw_texts():
 
 
 def test_text_transformer_local_tokenizer(tmp_path):
-    import tokenizers   # installed with transformers
+    import tokenizers  # installed with transformers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {'[PAD]': 0, '[UNK]': 1, 'piano': 2, 'drums': 3, 'soft': 4, 'loud': 5}
@@ -457,6 +457,7 @@ def test_text_vocabulary_defaults_to_the_reference_and_old_checkpoints_keep_thei
     (20000, not named in its config) rebuilds that size. Checked against: dropping TextTransformer.legacy_defaults
     (the rebuilt text tower gets 49408 ids and the weights do not fit)."""
     import json
+
     from audiolm_pytorch.checkpoint import read_checkpoint
     text = TextTransformer(dim = 16, depth = 1, heads = 2, dim_head = 8)
     assert text.num_tokens == 49408 and text.config['num_tokens'] == 49408

@@ -4,9 +4,21 @@ import pytest
 import torch
 from torch import nn
 
-from audiolm_pytorch import (AudioLM, AudioSpectrogramTransformer, CoarseTransformer, CoarseTransformerWrapper,
-                             FineTransformer, FineTransformerWrapper, MuLaN, MuLaNEmbedQuantizer, MusicLM,
-                             SemanticTransformer, SemanticTransformerWrapper, TextTransformer)
+from audiolm_pytorch import (
+    AudioLM,
+    AudioSpectrogramTransformer,
+    CoarseTransformer,
+    CoarseTransformerWrapper,
+    FineTransformer,
+    FineTransformerWrapper,
+    MuLaN,
+    MuLaNEmbedQuantizer,
+    MusicLM,
+    SemanticTransformer,
+    SemanticTransformerWrapper,
+    TextTransformer,
+)
+from tests.helpers import StubCodec
 
 
 def tiny_quantizer(conditioning_dims = (16, 24, 40), codebook_size = 8, **kwargs):
@@ -102,22 +114,6 @@ def test_musiclm_checks_the_conditioner():
 # the three AudioLM stages accept the quantizer as their audio_conditioner
 # ---------------------------------------------------------------------------------------------------------
 
-class StubCodec:
-    """Tiny local stand-in for a codec: 4 quantizers of 16 codes, 4 samples per frame."""
-    target_sample_hz, downsample_factor, seq_len_multiple_of = 8000, 4, 4
-    num_quantizers, codebook_size, rq_groups = 4, 16, 1
-
-    def tokenize(self, wave):
-        wave = wave.reshape(wave.shape[0], -1)
-        frames = wave.shape[-1] // 4
-        level = ((wave[:, :frames * 4].reshape(wave.shape[0], frames, 4).mean(-1) + 1) * 8).long().clamp(0, 15)
-        return level[..., None].expand(-1, -1, 4).contiguous()
-
-    def decode_from_codebook_indices(self, codes):
-        level = codes.clamp(min = 0).float().mean(dim = -1) / 8 - 1             # (b, n)
-        return level.repeat_interleave(4, dim = -1)[:, None]
-
-
 def tiny_stages(cond_dims = (16, 24, 40)):
     common = dict(depth = 1, heads = 2, dim_head = 16, audio_text_condition = True)
     semantic = SemanticTransformer(num_semantic_tokens = 10, dim = 32, cond_dim = cond_dims[0], **common)
@@ -169,7 +165,7 @@ def test_musiclm_end_to_end_with_audiolm():
 
     quantizer.forward = spy
     semantic, coarse, fine = tiny_stages()
-    audio_lm = AudioLM(wav2vec = None, codec = StubCodec(), semantic_transformer = semantic,
+    audio_lm = AudioLM(wav2vec = None, codec = StubCodec(target_sample_hz = 8000), semantic_transformer = semantic,
                        coarse_transformer = coarse, fine_transformer = fine, audio_conditioner = quantizer)
     musiclm = MusicLM(audio_lm = audio_lm, mulan_embed_quantizer = quantizer)
 
@@ -191,7 +187,7 @@ def test_musiclm_conditions_an_audiolm_built_without_conditioner():
     quantizer.forward = lambda *a, **kw: namespaces.append(kw.get('namespace')) or original_forward(*a, **kw)
     semantic, coarse, fine = tiny_stages()
     stages = dict(semantic_transformer = semantic, coarse_transformer = coarse, fine_transformer = fine)
-    audio_lm = AudioLM(wav2vec = None, codec = StubCodec(), **stages)                 # no audio_conditioner
+    audio_lm = AudioLM(wav2vec = None, codec = StubCodec(target_sample_hz = 8000), **stages)                 # no audio_conditioner
     keys = set(audio_lm.state_dict())
 
     musiclm = MusicLM(audio_lm = audio_lm, mulan_embed_quantizer = quantizer)
@@ -206,7 +202,7 @@ def test_musiclm_conditions_an_audiolm_built_without_conditioner():
     assert all(stage.audio_conditioner is None for stage in (audio_lm.semantic, audio_lm.coarse, audio_lm.fine))
     assert set(audio_lm.state_dict()) == keys
 
-    with_conditioner = AudioLM(wav2vec = None, codec = StubCodec(), audio_conditioner = quantizer, **stages)
+    with_conditioner = AudioLM(wav2vec = None, codec = StubCodec(target_sample_hz = 8000), audio_conditioner = quantizer, **stages)
     torch.manual_seed(0)
     same = MusicLM(audio_lm = with_conditioner, mulan_embed_quantizer = quantizer)(
         ['the crystalline sounds of the piano in a ballroom'], **kwargs)
@@ -272,7 +268,6 @@ def test_every_stage_conditions_on_the_clip_at_mulans_rate():
     """The semantic and coarse stages hold audio at the semantic tokenizer's rate, the fine stage at the codec's:
     with mulan_sample_hz set, MuLaN sees the same clip at its own rate from all three."""
     from audiolm_pytorch.audio import resample
-    from tests.helpers import StubCodec
     from tests.helpers import StubSemanticTokenizer
 
     quantizer = tiny_quantizer()

@@ -1,9 +1,8 @@
 """Causal convolutions and squeeze-excite: streaming equals the full pass."""
 import pytest
 import torch
-from audiolm_pytorch.nn.causal_conv import CausalConv1d
-from audiolm_pytorch.nn.causal_conv import CausalConvTranspose1d
-from audiolm_pytorch.nn.causal_conv import CausalSqueezeExcite
+
+from audiolm_pytorch.nn.causal_conv import CausalConv1d, CausalConvTranspose1d, CausalSqueezeExcite
 
 
 @pytest.mark.parametrize('stride, kernel', [(2, 3), (3, 5), (2, 2), (4, 7), (3, 3)])

@@ -1,6 +1,7 @@
 """Local attention: window and streaming."""
 import pytest
 import torch
+
 from audiolm_pytorch.nn.local_attention import LocalTransformer
 
 

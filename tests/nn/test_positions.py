@@ -1,7 +1,7 @@
 """Rotary positions: exact angles in bf16 models, far positions, tensor positions, partial rotary."""
 import torch
-from audiolm_pytorch.nn.positions import RotaryEmbedding
-from audiolm_pytorch.nn.positions import apply_rotary
+
+from audiolm_pytorch.nn.positions import RotaryEmbedding, apply_rotary
 
 
 def test_rotary_angles_stay_exact_after_casting_the_module_to_bfloat16():

@@ -1,5 +1,6 @@
 """The shared transformer: kv cache with left padding, grad shrink, context masks, dropout."""
 import torch
+
 from audiolm_pytorch.nn.transformer import Transformer
 
 

@@ -17,14 +17,16 @@ from audiolm_pytorch import HubertWithKmeans
 from audiolm_pytorch.audio import resample
 from audiolm_pytorch.semantic.base import SemanticTokenizer
 from audiolm_pytorch.semantic.fairseq_checkpoint import (
-    FairseqCheckpointError, FairseqDictionary, convert_state_dict, fairseq_configs, parse_conv_feature_layers,
-    read_fairseq_checkpoint, transformers_config_from_fairseq,
+    FairseqCheckpointError,
+    FairseqDictionary,
+    convert_state_dict,
+    fairseq_configs,
+    parse_conv_feature_layers,
+    read_fairseq_checkpoint,
+    transformers_config_from_fairseq,
 )
 from audiolm_pytorch.semantic.kmeans import KMeans, KMeansFileError
-from tests.helpers import NAN
-from tests.helpers import ASSETS
-
-
+from tests.helpers import ASSETS, NAN
 
 
 @pytest.fixture(scope = 'module')
@@ -365,6 +367,7 @@ def test_vq_wav2vec_names_the_fairseq_problem(tmp_path):
 @pytest.fixture(scope = 'module')
 def hubert(tmp_path_factory):
     import transformers
+
     from audiolm_pytorch import HubertWithKmeans
     from audiolm_pytorch.semantic.kmeans import KMeans
     root = tmp_path_factory.mktemp('hubert')

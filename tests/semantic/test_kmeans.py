@@ -13,7 +13,11 @@ import torch
 
 from audiolm_pytorch import fit_kmeans
 from audiolm_pytorch.semantic.kmeans import (
-    KMeans, KMeansFileError, load_kmeans_centroids, minibatch_kmeans, read_sklearn_kmeans_pickle,
+    KMeans,
+    KMeansFileError,
+    load_kmeans_centroids,
+    minibatch_kmeans,
+    read_sklearn_kmeans_pickle,
 )
 from tests.helpers import ASSETS
 

@@ -10,7 +10,6 @@ from audiolm_pytorch.semantic.base import SemanticTokenizer
 from tests.helpers import ASSETS
 
 
-
 @pytest.fixture(scope = 'module')
 def fitted():
     tokenizer = SpectralKmeansTokenizer(codebook_size = 32, n_mels = 40)

@@ -1,10 +1,8 @@
 """SemanticToAudio: rates, EOS and lengths taken from the semantic transformer, prime waves."""
 import torch
-from tests.helpers import STORM_CODEC
-from tests.helpers import StubCodec
-from tests.helpers import StubSemantic
-from tests.helpers import tiny_soundstorm
+
 from audiolm_pytorch.soundstorm_pipeline import SemanticToAudio
+from tests.helpers import STORM_CODEC, StubCodec, StubSemantic, tiny_soundstorm
 
 
 class SemanticWrapperStub:

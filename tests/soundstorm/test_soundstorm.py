@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -6,7 +8,7 @@ from audiolm_pytorch.codecs.base import Codec
 from audiolm_pytorch.semantic.base import SemanticTokenizer
 from audiolm_pytorch.soundstorm_pipeline import SemanticToAudio
 from tests.helpers import STORM_CODEC, TINY_CONFORMER, StubCodec, StubSemantic, tiny_soundstorm
-import math
+
 
 def test_stubs_follow_the_interfaces():
     assert isinstance(StubCodec(**STORM_CODEC), Codec) and isinstance(StubSemantic(), SemanticTokenizer)

@@ -5,14 +5,17 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
+from audiolm_pytorch.checkpoint import Checkpointable
 from audiolm_pytorch.trainers.base import (
-    NonFiniteLossError, Phase, StreamBatchSampler, route_batch,
+    NonFiniteLossError,
+    Phase,
+    StreamBatchSampler,
+    Trainer,
+    route_batch,
 )
 from tests.helpers import ToyDenoiser, ToyTrainer, ToyWaves
-from torch import nn
-from audiolm_pytorch.checkpoint import Checkpointable
-from audiolm_pytorch.trainers.base import Trainer
 
 
 def make(tmp_path, name = 'results', **kwargs):

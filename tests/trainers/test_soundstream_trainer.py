@@ -7,14 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
-import torch
-from tests.helpers import sixteen_k_folder, tiny_soundstream
-import warnings
 import numpy as np
 import pytest
-from tests.helpers import write_bad_files
+import torch
+
+from tests.helpers import sixteen_k_folder, tiny_soundstream, write_bad_files
+
 
 def make_trainer(results, folder, **kwargs):
     from audiolm_pytorch import SoundStreamTrainer

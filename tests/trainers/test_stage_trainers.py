@@ -2,16 +2,23 @@
 
 from pathlib import Path
 
-import torch
-
-from tests.helpers import ASSETS, TINY_LM, sixteen_k_folder, spectral_tokenizer, stages, tiny_soundstream
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+
+from tests.helpers import ASSETS, TINY_LM, sixteen_k_folder, spectral_tokenizer, stages, tiny_soundstream
+
 
 def test_three_trainers_train_save_and_load(tmp_path):
-    from audiolm_pytorch import (CoarseTransformer, CoarseTransformerTrainer, FineTransformer, FineTransformerTrainer,
-                                 SemanticTransformer, SemanticTransformerTrainer)
+    from audiolm_pytorch import (
+        CoarseTransformer,
+        CoarseTransformerTrainer,
+        FineTransformer,
+        FineTransformerTrainer,
+        SemanticTransformer,
+        SemanticTransformerTrainer,
+    )
     torch.manual_seed(0)
     codec, wav2vec = tiny_soundstream().eval(), spectral_tokenizer()
     semantic, coarse, fine = stages(wav2vec)
@@ -72,8 +79,7 @@ def test_text_audio_dataset_any_order_routes_text(tmp_path):
 
 def test_established_notebook_flow(tmp_path, monkeypatch):
     """44.1 kHz wavs in nested folders -> SoundStream 9 steps -> load soundstream.8.pt -> three trainers -> AudioLM."""
-    from audiolm_pytorch import (AudioLM, CoarseTransformerTrainer, FineTransformerTrainer, SemanticTransformerTrainer,
-                                 SoundStreamTrainer)
+    from audiolm_pytorch import AudioLM, CoarseTransformerTrainer, FineTransformerTrainer, SemanticTransformerTrainer, SoundStreamTrainer
     from audiolm_pytorch.audio import load_audio, save_audio
 
     data = tmp_path / 'placeholder_dataset'
