@@ -15,8 +15,11 @@ from tests.helpers import tiny_soundstream as shared_tiny_soundstream
 # ---- shims with behaviour -------------------------------------------------------------------------------------
 
 def tiny_soundstream(**kwargs):
+    """The default strides (320 samples a frame) and spectral loss, 2 quantizers, no attention."""
     return shared_tiny_soundstream(codebook_size = 16, channels = 4, codebook_dim = 8, rq_num_quantizers = 2,
-                                   attn_depth = 0, stft_discriminator = False, discr_multi_scales = (1,), **kwargs)
+                                   strides = (2, 4, 5, 8), channel_mults = (2, 4, 8, 16), attn_depth = 0,
+                                   multi_spectral_window_powers_of_two = range(6, 12), multi_spectral_n_mels = 64,
+                                   stft_discriminator = False, discr_multi_scales = (1,), **kwargs)
 
 
 def test_soundstream_rq_options_reach_the_quantizer_kwargs():
