@@ -3,7 +3,7 @@
     python scripts/make_migration.py            # write MIGRATION.md
     python scripts/make_migration.py --check    # exit 1 if MIGRATION.md differs from what the code says
 
-``tests/test_compat.py`` runs the check. Every keyword of the three reference packages appears once, with its
+``tests/compat/test_reference_keywords.py`` runs the check. Every keyword of the three reference packages appears once, with its
 decision: accepted as is; accepted with a documented difference; a compatibility spelling; accepted with the
 reference meaning through a shim; only the reference default (other values refused or warned about); accepted
 without effect (warns once); refused (with the message naming the replacement).

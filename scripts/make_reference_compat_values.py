@@ -1,5 +1,5 @@
 """Write ``tests/assets/reference_compat_values.pt``: outputs of the reference ``musiclm_pytorch`` contrastive losses
-and ``audiolm_pytorch.get_embeds`` (2.4.0) on fixed inputs, which ``tests/test_compat.py`` compares ours against.
+and ``audiolm_pytorch.get_embeds`` (2.4.0) on fixed inputs, which ``tests/compat/test_reference_keywords.py`` compares ours against.
 
 Run ONCE with the reference packages installed in their own virtualenv, never with this repository on the path
 (the reference uses the same import name ``audiolm_pytorch``); fairseq only has to be importable::

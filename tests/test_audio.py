@@ -9,9 +9,17 @@ import soundfile as sf
 import torch
 
 from audiolm_pytorch.audio import (
-    AudioDecodeError, MelSpectrogram, hz_to_mel, load_audio, mel_filterbank, mel_to_hz, resample, save_audio,
+    AudioDecodeError,
+    MelSpectrogram,
+    hz_to_mel,
+    load_audio,
+    mel_filterbank,
+    mel_to_hz,
+    resample,
+    save_audio,
     stft_magnitude,
 )
+from tests.helpers import NAN, write_bad_files
 
 
 def snr_db(reference, estimate):
@@ -389,3 +397,54 @@ def test_mel_spectrogram_in_float32_when_cast_to_bf16_or_autocast():
     half = mel.to(torch.bfloat16)           # e.g. a whole SoundStream cast with .to(torch.bfloat16)
     out = half(wave.bfloat16())
     assert out.dtype == torch.float32 and torch.allclose(out, reference, atol = 0.1)
+
+
+# ---- bad files and what save_audio cannot write faithfully ---------------------------------------------------------
+
+@pytest.mark.parametrize('case', ['zero_bytes', 'truncated_header', 'not_audio', 'zero_frames', 'nan'])
+def test_load_audio_bad_files_raise_audio_decode_error(tmp_path, case):
+    path = write_bad_files(tmp_path)[case]
+    with pytest.raises(AudioDecodeError) as info:
+        load_audio(path)
+    assert isinstance(info.value, ValueError) and str(path) in str(info.value)
+
+
+def test_load_audio_missing_file_and_bad_rate(tmp_path):
+    good = write_bad_files(tmp_path)['good']
+    with pytest.raises(FileNotFoundError):
+        load_audio(tmp_path / 'missing.wav')
+    for rate in (0, -16000):   # was a ZeroDivisionError / a misleading "holds no samples"
+        with pytest.raises(ValueError, match = 'target_sample_hz must be a positive'):
+            load_audio(good, target_sample_hz = rate)
+
+
+@pytest.mark.parametrize('case', ['rate_zero', 'empty', 'transposed', 'unknown_extension', 'nan', 'int'])
+def test_save_audio_refuses_what_it_cannot_write_faithfully(tmp_path, case):
+    wave, name, hz, message = {
+        'rate_zero': (torch.zeros(100), 'a.wav', 0, 'positive'),                       # was LibsndfileError
+        'empty': (torch.zeros(0), 'a.wav', 16000, 'empty'),                            # unreadable afterwards
+        'transposed': (torch.zeros(1000, 2), 'a.wav', 16000, 'wave.T'),               # was 1000 channels, 2 samples
+        'unknown_extension': (torch.zeros(100), 'a.xyz', 16000, 'extension'),          # was TypeError
+        'nan': (torch.full((100,), NAN), 'a.wav', 16000, 'non-finite'),
+        'int': (torch.zeros(100, dtype = torch.int16), 'a.wav', 16000, 'float'),
+    }[case]
+    with pytest.raises(ValueError, match = message):
+        save_audio(tmp_path / name, wave, hz)
+    assert not (tmp_path / name).exists()
+    # a short stereo clip (more channels than samples, but plausibly (channels, n)) is still written
+    back = load_audio(save_audio(tmp_path / 'short.wav', torch.zeros(2, 1), 8000), mono = False)
+    assert back.wave.shape == (2, 1)
+
+
+# ---- integer PCM is refused by save_audio --------------------------------------------------------------------------
+
+def test_save_audio_refuses_integer_pcm(tmp_path):
+    # clipping int16 samples to [-1, 1] used to write a file of -1 / 0 / 1 values without a word
+    from audiolm_pytorch.audio import save_audio
+    pcm = (np.sin(np.arange(800) / 5.) * 20000).astype(np.int16)
+    with pytest.raises(ValueError, match = 'integer PCM'):
+        save_audio(tmp_path / 'a.wav', pcm, 16000)
+    with pytest.raises(ValueError, match = 'integer PCM'):
+        save_audio(tmp_path / 'a.wav', torch.from_numpy(pcm), 16000)
+    save_audio(tmp_path / 'a.wav', pcm.astype(np.float32) / 32768, 16000)
+    assert np.abs(load_audio(tmp_path / 'a.wav').wave.numpy()[0] * 32768 - pcm).max() <= 1

@@ -7,8 +7,7 @@ from audiolm_pytorch.audiolm import AudioLM
 from audiolm_pytorch.lm.coarse import CoarseTransformer
 from audiolm_pytorch.lm.fine import FineTransformer
 from audiolm_pytorch.lm.semantic import SemanticTransformer
-from test_lm_coarse_fine import StubCodec
-from test_lm_semantic import StubSemanticTokenizer
+from tests.helpers import NAN, StubCodec, StubSemanticTokenizer, tiny_soundstream
 
 TINY = dict(dim = 32, depth = 1, heads = 2, dim_head = 16)
 
@@ -72,15 +71,10 @@ def test_audiolm_checks_stage_compatibility():
     assert 'num_semantic_tokens' in message and 'num_coarse_quantizers' in message and 'num_quantizers' in message
 
 
-def tiny_soundstream():
-    from audiolm_pytorch.codecs.soundstream import SoundStream
-    return SoundStream(codebook_size = 16, rq_num_quantizers = 4, channels = 8, strides = (2, 2), channel_mults = (2, 4),
-                       codebook_dim = 8, use_local_attn = False, target_sample_hz = 800)
-
-
 def test_audiolm_with_tiny_soundstream_and_seed_flow():
     from audiolm_pytorch.audiolm_pytorch import FineTransformerWrapper
-    codec = tiny_soundstream().eval()
+    codec = tiny_soundstream(codebook_size = 16, strides = (2, 2), codebook_dim = 8, use_local_attn = False,
+                             target_sample_hz = 800).eval()
     wav2vec = StubSemanticTokenizer(target_sample_hz = 800)
     audiolm = build(codec, wav2vec, conditioned = True)
     out = audiolm(batch_size = 1, text_embeds = torch.randn(1, 2, 8), max_length = 6, max_coarse_time_steps = 6)
@@ -178,3 +172,45 @@ def test_generation_from_a_model_that_never_ends_reaches_the_requested_length():
     prime = torch.randn(1, 8 * codec.downsample_factor)
     out = audiolm(prime_wave = prime, max_length = 12, max_coarse_time_steps = 14)
     assert out.shape == (1, 14 * codec.downsample_factor)
+
+
+# ---- bad primes and sizes, mismatched stages -----------------------------------------------------------------------
+
+@pytest.fixture(scope = 'module')
+def audiolm():
+    torch.manual_seed(0)
+    return build(StubCodec(), StubSemanticTokenizer())
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(prime_wave = torch.full((1, 32), NAN)), 'NaN'),                   # was a silent generation from NaN
+    (dict(prime_wave = torch.zeros(1, 0)), 'empty'),                        # was RuntimeError from julius
+    (dict(prime_wave = torch.zeros(1, 1, 1, 32)), 'mono waveform'),         # was silently accepted
+    (dict(batch_size = 0), 'batch_size'),                                   # was RuntimeError
+    (dict(max_length = 0), 'max_length'),
+])
+def test_audiolm_rejects_bad_primes_and_sizes(audiolm, kwargs, message):
+    with pytest.raises(ValueError, match = message):
+        audiolm(**{**dict(max_length = 6, max_coarse_time_steps = 4), **kwargs})
+
+
+def test_audiolm_mismatched_stage_configs():
+    from audiolm_pytorch import AudioLM, CoarseTransformer, FineTransformer, SemanticTransformer
+    semantic = SemanticTransformer(num_semantic_tokens = 20, **TINY)
+    coarse = CoarseTransformer(num_semantic_tokens = 20, codebook_size = 16, num_coarse_quantizers = 2, rq_groups = 2,
+                               **TINY)
+    fine = FineTransformer(num_coarse_quantizers = 2, num_fine_quantizers = 3, codebook_size = 32, **TINY)
+    with pytest.raises(ValueError) as info:
+        AudioLM(wav2vec = StubSemanticTokenizer(codebook_size = 30), codec = StubCodec(num_quantizers = 4),
+                semantic_transformer = semantic, coarse_transformer = coarse, fine_transformer = fine)
+    message = str(info.value)
+    for problem in ('wav2vec has codebook_size=30', 'fine codebook_size=32', 'rq_groups', 'exceed'):
+        assert problem in message
+
+
+@pytest.mark.parametrize('kwargs', [dict(prime_wave = torch.randint(-3000, 3000, (1, 32))),
+                                    dict(prime_wave = torch.randn(1, 32), prime_wave_input_sample_hz = 0),
+                                    dict(prime_wave = torch.randn(1, 2, 32))])
+def test_audiolm_rejects_int_stereo_and_zero_rate_primes(audiolm, kwargs):
+    with pytest.raises(ValueError):
+        audiolm(max_length = 6, max_coarse_time_steps = 4, **kwargs)

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import pickle
+import stat
 
 import pytest
 import torch
@@ -343,6 +344,7 @@ def test_checkpoint_writes_fsync_the_file_then_the_folder(tmp_path, monkeypatch,
 
 def test_kmeans_files_are_written_atomically(tmp_path, monkeypatch):
     import stat
+
     from audiolm_pytorch.semantic.kmeans import KMeans
     real_fsync, synced = os.fsync, []
     monkeypatch.setattr(os, 'fsync', lambda fd: (synced.append(stat.S_ISDIR(os.fstat(fd).st_mode)), real_fsync(fd))[1])
@@ -385,6 +387,7 @@ def test_corrupt_safetensors_raises_value_error(tmp_path):
 
 def test_unsaveable_constructor_argument_names_the_argument(tmp_path):
     from torch import nn
+
     from audiolm_pytorch.checkpoint import Checkpointable
 
     class HoldsAModule(Checkpointable, nn.Module):
@@ -396,3 +399,54 @@ def test_unsaveable_constructor_argument_names_the_argument(tmp_path):
     with pytest.raises(TypeError, match = "argument 'head'.*Linear"):
         model.save(tmp_path / 'model.pt')
     assert not list(tmp_path.iterdir())
+
+
+# ---- file permissions, module arguments, integer keys --------------------------------------------------------------
+
+def _umask() -> int:
+    from audiolm_pytorch.checkpoint import _current_umask
+    return _current_umask()
+
+
+def test_atomic_writes_give_ordinary_file_permissions(tmp_path):
+    from audiolm_pytorch import SpectralKmeansTokenizer
+    from audiolm_pytorch.checkpoint import atomic_save
+    expected = 0o666 & ~_umask()
+    model = SpectralKmeansTokenizer(codebook_size = 4, n_mels = 8)
+    for path in (atomic_save({'model': {}}, tmp_path / 'a.pt'), model.save(tmp_path / 'm.pt'),
+                 model.save(tmp_path / 'm.safetensors')):
+        assert stat.S_IMODE(os.stat(path).st_mode) == expected, path
+
+    existing = tmp_path / 'shared.pt'
+    existing.write_bytes(b'old')
+    os.chmod(existing, 0o640)                     # overwriting keeps the file's own permissions
+    model.save(existing)
+    assert stat.S_IMODE(os.stat(existing).st_mode) == 0o640
+    assert SpectralKmeansTokenizer.init_and_load_from(existing).codebook_size == 4
+
+
+class ModuleArgumentToy(Checkpointable, nn.Module):
+    def __init__(self, *, dim = 2, activation = None, table = None):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+
+def test_model_with_a_module_argument_can_still_load_weights(tmp_path):
+    saved = ModuleArgumentToy(dim = 3)
+    with torch.no_grad():
+        saved.proj.weight.normal_()
+    path = saved.save(tmp_path / 'toy.pt')
+    custom = ModuleArgumentToy(dim = 3, activation = nn.ReLU())     # cannot be saved (TypeError), but must load
+    custom.load(path)
+    assert torch.equal(custom.proj.weight, saved.proj.weight)
+    with pytest.raises(TypeError, match = 'activation'):
+        custom.save(tmp_path / 'custom.pt')
+
+
+def test_integer_dict_keys_fail_at_save_instead_of_becoming_strings(tmp_path):
+    model = ModuleArgumentToy(table = {1: 'a', 2: 'b'})
+    with pytest.raises(TypeError, match = "'table'.*keys must be strings"):
+        model.save(tmp_path / 'toy.pt')
+    assert not list(tmp_path.iterdir())
+    rebuilt = ModuleArgumentToy.init_and_load_from(ModuleArgumentToy(table = {'x': [1, 2]}).save(tmp_path / 'ok.pt'))
+    assert rebuilt.config['table'] == {'x': [1, 2]}

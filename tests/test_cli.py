@@ -8,8 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import soundfile as sf
 import torch
+
+from tests.helpers import tiny_soundstream as shared_tiny_soundstream
 
 ASSETS = Path(__file__).resolve().parents[1] / 'audiolm_pytorch' / 'assets'
 CLIP = ASSETS / 'speech_0_16k.wav'
@@ -28,14 +31,14 @@ def _console_script() -> str:
     return str(script) if script.exists() else 'audiolm'
 
 
-def tiny_soundstream():
-    from audiolm_pytorch import SoundStream
+def tiny_soundstream(codebook_size = 16, rq_num_quantizers = 4):
+    """Deterministic codes: seeded, random codebooks (no lazy k-means init, which would run on the first input and
+    make codes depend on the RNG), eval mode."""
     torch.manual_seed(0)
-    # random codebooks (no lazy k-means init, which would run on the first input and make codes RNG-dependent)
-    codec = SoundStream(codebook_size = 16, rq_num_quantizers = 4, channels = 4, strides = (4, 5), channel_mults = (2, 4),
-                        codebook_dim = 8, use_local_attn = False, discr_multi_scales = (), rq_kwargs = dict(kmeans_init = False),
-                        multi_spectral_window_powers_of_two = (6, 7), multi_spectral_n_mels = 16)
-    return codec.eval()
+    return shared_tiny_soundstream(codebook_size = codebook_size, rq_num_quantizers = rq_num_quantizers, channels = 4,
+                                   strides = (4, 5), codebook_dim = 8, use_local_attn = False,
+                                   rq_kwargs = dict(kmeans_init = False),
+                                   multi_spectral_window_powers_of_two = (6, 7)).eval()
 
 
 @pytest.fixture(scope = 'module')
@@ -165,6 +168,7 @@ def test_reconstruct_equals_tokenize_then_decode(workdir, tmp_path):
 
 def test_fewer_quantizers_and_safetensors(workdir, tmp_path):
     from safetensors.torch import load_file
+
     from audiolm_pytorch import SoundStream
     from audiolm_pytorch.cli import main
     result = run_cli('tokenize', '--codec', workdir / 'codec.pt', CLIP, '--out', tmp_path, '--format', 'safetensors',
@@ -264,6 +268,7 @@ def test_train_needs_its_tokenizers(workdir, tmp_path):
 def test_examples_and_configs_are_valid(tmp_path):
     """Every example script compiles and every example config parses into the sections `train` / `generate` read."""
     import py_compile
+
     from audiolm_pytorch.cli import GENERATE_KEYS, TRAIN_SECTIONS
     from audiolm_pytorch.cli_config import load_config_file
     examples = Path(__file__).resolve().parents[1] / 'examples'
@@ -276,3 +281,94 @@ def test_examples_and_configs_are_valid(tmp_path):
         config = load_config_file(examples / 'configs' / f'{stage}.yaml')
         assert set(config) <= set(TRAIN_SECTIONS) and isinstance(config['trainer']['lr'], float)
     assert set(load_config_file(examples / 'configs' / 'audiolm.yaml')) <= set(GENERATE_KEYS)
+
+
+# ---- YAML scalars, options that cannot apply, same-named inputs, codes of another codec ----------------------------
+
+@pytest.mark.parametrize('text, value', [
+    ('no', 'no'), ('off', 'off'), ('yes', 'yes'), ('1:30', '1:30'), ('0123', 123), ('2024-01-01', '2024-01-01'),
+    ('1.5e4', 15000.), ('1e-4', 1e-4), ('3', 3), ('1_000', 1000), ('true', True), ('False', False), ('.5', .5),
+    ('[2, 4.0]', [2, 4.]), ('null', None), ('run_a', 'run_a'),
+])
+def test_override_values_follow_yaml_core_schema(text, value):
+    from audiolm_pytorch.cli_config import apply_overrides
+    config = apply_overrides({'trainer': {'lr': 1.}}, [f'trainer.x={text}', 'model.nested.key=2'])
+    assert config['trainer']['x'] == value and type(config['trainer']['x']) is type(value)
+    assert config['model'] == {'nested': {'key': 2}} and config['trainer']['lr'] == 1.
+
+
+def test_config_file_scalars_are_not_reinterpreted(tmp_path):
+    from audiolm_pytorch.cli_config import load_config_file
+    (tmp_path / 'c.yaml').write_text('trainer:\n  run_name: no\n  lr: 2.5e3\n  started: 2024-01-01\n  every: 0100\n')
+    assert load_config_file(tmp_path / 'c.yaml') == {
+        'trainer': {'run_name': 'no', 'lr': 2500., 'started': '2024-01-01', 'every': 100}}
+
+
+def test_codec_and_tokenizer_options_that_cannot_apply_are_errors(tmp_path, capsys, caplog):
+    from audiolm_pytorch import SpectralKmeansTokenizer
+    from audiolm_pytorch.cli import main
+    codec_path = tiny_soundstream(rq_num_quantizers = 2).save(tmp_path / 'codec.pt')
+    tokenizer_path = SpectralKmeansTokenizer(codebook_size = 4, n_mels = 8).save(tmp_path / 'tok.pt')
+    (tmp_path / 'data').mkdir()
+
+    config = tmp_path / 'audiolm.yaml'
+    config.write_text('codec: {kind: soundstream, path: codec.pt, bandwidth: 6.0}\n'
+                      'semantic: a.pt\ncoarse: b.pt\nfine: c.pt\n')
+    from audiolm_pytorch.cli_config import ConfigError, load_codec, load_semantic_tokenizer
+    with pytest.raises(ConfigError, match = 'bandwidth'):
+        load_codec({'kind': 'soundstream', 'path': str(codec_path), 'bandwidth': 6.0})
+    with pytest.raises(ConfigError, match = 'output_layer'):
+        load_semantic_tokenizer({'kind': 'spectral', 'path': str(tokenizer_path), 'output_layer': 9})
+    assert load_codec({'kind': 'soundstream', 'path': str(codec_path)}).codebook_size == 16
+
+    # a section the stage does not read (codec for soundstream) is reported; a malformed section is a usage error
+    code = main(['train', 'soundstream', '--data', str(tmp_path / 'data'), '--set', f'codec={codec_path}',
+                 'model=[1, 2]'])
+    assert code == 2 and 'mapping' in capsys.readouterr().err
+    assert "does not use the config section(s) ['codec']" in caplog.text
+
+
+def test_tokenize_never_overwrites_codes_of_same_named_inputs(tmp_path):
+    from audiolm_pytorch.cli import main, read_codes
+    codec = tiny_soundstream(rq_num_quantizers = 2)
+    codec_path = codec.save(tmp_path / 'codec.pt')
+    torch.manual_seed(1)
+    inputs = []
+    for top in ('a', 'b', 'c'):
+        folder = tmp_path / 'in' / top / 'x'
+        folder.mkdir(parents = True)
+        wave = torch.randn(2000) * 0.3
+        soundfile.write(folder / 'clip.wav', wave.numpy(), codec.target_sample_hz, subtype = 'FLOAT')
+        inputs.append((folder / 'clip.wav', wave))
+
+    out = tmp_path / 'codes'
+    assert main(['tokenize', '--codec', str(codec_path), '--out', str(out), '--no-progress',
+                 *[str(p) for p, _ in inputs]]) == 0
+    written = sorted(out.iterdir())
+    assert len(written) == 3
+    expected = [codec.tokenize(w[None])[0].long() for _, w in inputs]
+    found = [read_codes(p)[0] for p in written]
+    for codes in expected:   # every input's codes survive in some file
+        assert any(torch.equal(codes, f) for f in found)
+
+
+def test_decode_refuses_codes_written_by_another_codec(tmp_path, capsys):
+    from audiolm_pytorch.cli import main
+    small, big = tiny_soundstream(16, 2), tiny_soundstream(32, 2)
+    small_path, big_path = small.save(tmp_path / 'small.pt'), big.save(tmp_path / 'big.pt')
+    wave = torch.randn(1, 2000) * 0.3
+    soundfile.write(tmp_path / 'in.wav', wave[0].numpy(), 16000, subtype = 'FLOAT')
+
+    assert main(['tokenize', '--codec', str(small_path), '--out', str(tmp_path / 'codes'), '--format',
+                 'safetensors', str(tmp_path / 'in.wav')]) == 0
+    codes_file = tmp_path / 'codes' / 'in.safetensors'
+    assert main(['decode', '--codec', str(big_path), str(codes_file), str(tmp_path / 'x.wav')]) == 1
+    assert 'codebook_size=16' in capsys.readouterr().err and not (tmp_path / 'x.wav').exists()
+    assert main(['decode', '--codec', str(small_path), str(codes_file), str(tmp_path / 'ok.wav')]) == 0
+
+    np.save(tmp_path / 'big.npy', np.full((5, 2), 20, dtype = np.int64))   # codes beyond a 16-entry codebook
+    assert main(['decode', '--codec', str(small_path), str(tmp_path / 'big.npy'), str(tmp_path / 'y.wav')]) == 1
+    assert 'outside' in capsys.readouterr().err
+    np.save(tmp_path / 'deep.npy', np.zeros((5, 3), dtype = np.int64))    # 3 levels for a 2-level codec
+    assert main(['decode', '--codec', str(small_path), str(tmp_path / 'deep.npy'), str(tmp_path / 'z.wav')]) == 1
+    assert 'levels' in capsys.readouterr().err

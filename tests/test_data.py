@@ -3,6 +3,7 @@
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,15 @@ import torch
 
 from audiolm_pytorch.audio import load_audio, resample
 from audiolm_pytorch.data import (
-    SkippedAudioWarning, SoundDataset, TextAudioDataset, collate_crop, collate_pad, get_dataloader, split_text_audio,
+    SkippedAudioWarning,
+    SoundDataset,
+    TextAudioDataset,
+    collate_crop,
+    collate_pad,
+    get_dataloader,
+    split_text_audio,
 )
+from tests.helpers import write_bad_files
 
 
 def snr_db(reference, estimate):
@@ -427,3 +435,68 @@ def test_return_file_end_says_what_is_real_and_where_files_end(tmp_path, assets_
     text, wave, num_samples, file_end = TextAudioDataset(tmp_path / 'm.csv', 16000, max_length = 4000,
                                                          return_file_end = True)[0]
     assert text == 'hello' and wave.shape == (4000,) and num_samples.tolist() == [4000] and not bool(file_end)
+
+
+# ---- folders without usable audio, corrupt files and rows ----------------------------------------------------------
+
+def test_sound_dataset_folders_without_usable_audio(tmp_path):
+    from audiolm_pytorch import SoundDataset
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ValueError, match = 'no audio files'):
+        SoundDataset(tmp_path / 'empty', 16000)
+    with pytest.raises(FileNotFoundError):
+        SoundDataset(tmp_path / 'nowhere', 16000)
+    files = write_bad_files(tmp_path / 'bad')
+    files['good'].unlink()
+    nan_file = files['nan'].rename(tmp_path / 'nan.wav')
+    with pytest.warns(UserWarning, match = 'skipping audio file'), pytest.raises(ValueError, match = 'none of the'):
+        SoundDataset(tmp_path / 'bad', 16000)
+    # a NaN file has a valid header: it is found (and skipped, logged) when read; with nothing else left the
+    # error names the skipped files (a ValueError, and a RuntimeError as tests/test_data.py pins)
+    (tmp_path / 'nan_only').mkdir()
+    nan_file.rename(tmp_path / 'nan_only' / 'nan.wav')
+    ds = SoundDataset(tmp_path / 'nan_only', 16000)
+    with pytest.warns(UserWarning, match = 'NaN'), pytest.raises(ValueError, match = 'none of the') as info:
+        ds[0]
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_sound_dataset_skips_corrupt_files_with_a_warning(tmp_path):
+    from audiolm_pytorch import SoundDataset
+    from audiolm_pytorch.data import SkippedAudioWarning
+    files = write_bad_files(tmp_path)
+    with pytest.warns(SkippedAudioWarning):
+        ds = SoundDataset(tmp_path, 16000, max_length = 800)
+    skipped = {Path(path).name for path, _ in ds.skipped}
+    # every bad file is recorded with its reason; the NaN file's header is fine, so it is found when read
+    assert {'zero_bytes.wav', 'truncated_header.wav', 'not_audio.flac', 'zero_frames.wav'} <= skipped
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', SkippedAudioWarning)
+        items = [ds[i] for i in range(len(ds))]
+    assert all(item.shape == (800,) and torch.isfinite(item).all() for item in items)
+    assert 'nan.wav' in {Path(path).name for path, _ in ds.skipped}
+    assert str(files['good']) not in {path for path, _ in ds.skipped}
+
+
+def test_text_audio_dataset_skips_corrupt_rows(tmp_path):
+    from audiolm_pytorch.data import SkippedAudioWarning, TextAudioDataset
+    write_bad_files(tmp_path)
+    manifest = tmp_path / 'pairs.csv'
+    manifest.write_text('path,text\ngood.wav,a good clip\nzero_bytes.wav,broken\nmissing.wav,gone\n')
+    with pytest.warns(SkippedAudioWarning):
+        ds = TextAudioDataset(manifest, 16000, max_length = 400)
+    assert len(ds.skipped) == 2
+    text, wave = ds[1]                        # the broken row is replaced by a readable one, never crashes
+    assert text == 'a good clip' and wave.shape == (400,)
+
+
+def test_max_length_shorter_than_one_frame_is_refused_up_front(tmp_path):
+    # was: every file skipped as "too short" at the first batch, then a RuntimeError blaming the files
+    from audiolm_pytorch import SoundDataset
+    write_bad_files(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        with pytest.raises(ValueError, match = 'seq_len_multiple_of'):
+            SoundDataset(tmp_path, 16000, max_length = 100, seq_len_multiple_of = 320)
+        with pytest.raises(ValueError, match = 'seq_len_multiple_of'):
+            SoundDataset(tmp_path, (16000, 24000), max_length = 200, seq_len_multiple_of = (None, 320))

@@ -6,20 +6,32 @@ with the CPU model raises. On a GPU the same call would silently land on the CPU
 """
 
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from audiolm_pytorch import (AudioLM, AudioSpectrogramTransformer, CoarseTransformer, CoarseTransformerWrapper,
-                             ConformerWrapper, FineTransformer, FineTransformerWrapper, MuLaN, MuLaNEmbedQuantizer,
-                             MusicLM, SemanticTransformer, SemanticTransformerWrapper, SoundStorm, SoundStream,
-                             TextTransformer)
+from audiolm_pytorch import (
+    AudioLM,
+    AudioSpectrogramTransformer,
+    CoarseTransformer,
+    CoarseTransformerWrapper,
+    ConformerWrapper,
+    FineTransformer,
+    FineTransformerWrapper,
+    MuLaN,
+    MuLaNEmbedQuantizer,
+    MusicLM,
+    SemanticTransformer,
+    SemanticTransformerWrapper,
+    SoundStorm,
+    SoundStream,
+    TextTransformer,
+)
 from audiolm_pytorch.audio import MelSpectrogram, resample
 from audiolm_pytorch.soundstorm_pipeline import SemanticToAudio
+from tests.helpers import ASSETS, StubSemanticTokenizer
 
-ASSETS = Path(__file__).parent / 'assets'
 LM = dict(dim = 32, depth = 1, heads = 2, dim_head = 16)
 
 
@@ -56,23 +68,8 @@ def test_detector_catches_a_missing_device():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# stubs (as in the stage tests)
+# the tiny codec of these tests
 # ---------------------------------------------------------------------------------------------------------
-
-class StubSemantic(nn.Module):
-    """Quantised frame means at 800 Hz, 8 samples per token."""
-
-    def __init__(self, codebook_size = 10, downsample_factor = 8, target_sample_hz = 800):
-        super().__init__()
-        self.codebook_size, self.downsample_factor = codebook_size, downsample_factor
-        self.target_sample_hz = target_sample_hz
-        self.seq_len_multiple_of = downsample_factor
-
-    def forward(self, wave, flatten = True, input_sample_hz = None):
-        frames = wave.shape[-1] // self.downsample_factor
-        means = wave[..., :frames * self.downsample_factor].reshape(wave.shape[0], frames, -1).mean(-1)
-        return (means * 40).floor().long() % self.codebook_size
-
 
 def tiny_soundstream(**kwargs):
     return SoundStream(codebook_size = 16, rq_num_quantizers = 4, channels = 8, strides = (2, 2),
@@ -143,7 +140,7 @@ def warm(codec):
 
 def test_stage_wrappers_forward_and_generate():
     codec = warm(tiny_soundstream())
-    wav2vec = StubSemantic()
+    wav2vec = StubSemanticTokenizer(codebook_size = 10)
     cond = dict(has_condition = True, cond_dim = 8, cond_drop_prob = 0.5)
     semantic = SemanticTransformer(num_semantic_tokens = 10, **cond, **LM)
     coarse = CoarseTransformer(num_semantic_tokens = 10, codebook_size = 16, num_coarse_quantizers = 2, **cond, **LM)
@@ -195,7 +192,7 @@ def test_stage_wrappers_forward_and_generate():
 
 
 def test_audiolm_forward():
-    codec, wav2vec = warm(tiny_soundstream()), StubSemantic()
+    codec, wav2vec = warm(tiny_soundstream()), StubSemanticTokenizer(codebook_size = 10)
     cond = dict(has_condition = True, cond_dim = 8)
     semantic = SemanticTransformer(num_semantic_tokens = 10, **cond, **LM)
     coarse = CoarseTransformer(num_semantic_tokens = 10, codebook_size = 16, num_coarse_quantizers = 2, **cond, **LM)
@@ -254,7 +251,7 @@ def test_soundstorm_forward_generate_and_pipeline():
     codec = warm(tiny_soundstream())
     net = ConformerWrapper(codebook_size = 16, num_quantizers = 4,
                            conformer = dict(dim = 32, depth = 1, dim_head = 8, heads = 4, conv_kernel_size = 5))
-    model = SoundStorm(net, soundstream = codec, wav2vec = StubSemantic(target_sample_hz = 800, downsample_factor = 8))
+    model = SoundStorm(net, soundstream = codec, wav2vec = StubSemanticTokenizer(codebook_size = 10))
     codes = torch.randint(0, 16, (2, 8, 4))
     sem = torch.randint(0, 10, (2, 4))
     mask = torch.ones(2, 8, dtype = torch.bool)
@@ -368,7 +365,7 @@ def test_no_plain_tensor_attributes_and_to_moves_attached_modules():
     fine = FineTransformer(num_coarse_quantizers = 2, num_fine_quantizers = 2, codebook_size = 16, **common)
     net = ConformerWrapper(codebook_size = 16, num_quantizers = 4,
                            conformer = dict(dim = 32, depth = 1, dim_head = 8, heads = 4, conv_kernel_size = 5))
-    wav2vec = StubSemantic()
+    wav2vec = StubSemanticTokenizer(codebook_size = 10)
     wav2vec.register_buffer('probe', torch.zeros(1))
     storm = SoundStorm(net, soundstream = codec, wav2vec = wav2vec)
     audiolm = AudioLM(wav2vec = wav2vec, codec = codec, semantic_transformer = semantic, coarse_transformer = coarse,

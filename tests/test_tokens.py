@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_trainer_soundstream import ASSETS, tiny_soundstream
-from test_trainer_transformers import TINY, spectral_tokenizer, stages
+from tests.helpers import ASSETS, TINY_LM, spectral_tokenizer, stages, tiny_soundstream
 
 NAMES = ('music_0_16k.wav', 'music_1_16k.wav', 'speech_0_16k.wav', 'speech_1_16k.wav', 'speech_2_16k.wav')
 
@@ -243,14 +242,14 @@ def test_trainers_refuse_tokens_of_another_tokenizer_or_vocabulary(shards, token
     with torch.no_grad():
         next(t for t in other.state_dict().values() if t.is_floating_point()).add_(0.01)
     with pytest.raises(ValueError, match = 'semantic tokenizer given is not the one that wrote the tokens'):
-        SemanticTransformerTrainer(SemanticTransformer(num_semantic_tokens = 16, **TINY), other, **common)
+        SemanticTransformerTrainer(SemanticTransformer(num_semantic_tokens = 16, **TINY_LM), other, **common)
     with pytest.raises(ValueError, match = 'codebook_size=16 .* 32 semantic tokens'):
-        SemanticTransformerTrainer(SemanticTransformer(num_semantic_tokens = 32, **TINY), **common)
+        SemanticTransformerTrainer(SemanticTransformer(num_semantic_tokens = 32, **TINY_LM), **common)
     with pytest.raises(ValueError, match = 'codebook_size=32 .* codebook_size=64'):
         FineTransformerTrainer(FineTransformer(num_coarse_quantizers = 2, num_fine_quantizers = 2, codebook_size = 64,
-                                               **TINY), **common)
+                                               **TINY_LM), **common)
     with pytest.raises(ValueError, match = 'pass tokens= or folder='):
-        SemanticTransformerTrainer(SemanticTransformer(num_semantic_tokens = 16, **TINY), folder = shards, **common)
+        SemanticTransformerTrainer(SemanticTransformer(num_semantic_tokens = 16, **TINY_LM), folder = shards, **common)
 
 
 def test_prepare_command(corpus, tokenizers, tmp_path, capsys):
@@ -349,7 +348,7 @@ def test_accelerate_launch_two_processes_write_the_shards_of_one(shards, corpus,
     script = tmp_path / 'launched.py'
     script.write_text(LAUNCHED_SCRIPT)
     out = tmp_path / 'two'
-    # as tests/test_trainer_multiprocess.py: the torchrun launcher with ACCELERATE_USE_CPU = two gloo processes
+    # as tests/trainers/test_multiprocess.py: the torchrun launcher with ACCELERATE_USE_CPU = two gloo processes
     env = dict(os.environ, OMP_NUM_THREADS = '1', ACCELERATE_USE_CPU = '1', PYTHONPATH = str(Path(__file__).parent.parent))
     cmd = [str(launcher), 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision',
            'no', '--dynamo_backend', 'no', '--main_process_port', str(29600 + os.getpid() % 1000), str(script),
@@ -371,7 +370,7 @@ def test_file_end_flags_reach_a_wrapper_that_takes_them(shards, tmp_path, monkey
         return original(self, semantic_token_ids = semantic_token_ids, **kwargs)
 
     monkeypatch.setattr(SemanticTransformerWrapper, 'forward', forward)
-    trainer = SemanticTransformerTrainer(SemanticTransformer(num_semantic_tokens = 16, **TINY), tokens = shards,
+    trainer = SemanticTransformerTrainer(SemanticTransformer(num_semantic_tokens = 16, **TINY_LM), tokens = shards,
                                          batch_size = 3, data_max_length_seconds = 0.3, num_train_steps = 8,
                                          valid_frac = 0., results_folder = tmp_path, progress_bar = False,
                                          force_clear_prev_results = True, save_results_every = 1000)
