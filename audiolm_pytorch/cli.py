@@ -357,9 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--max-coarse-steps', type = _positive_int, default = None,
                    help = 'codec frames at most (default: from --max-length)')
     p.add_argument('--batch-size', type = _positive_int, default = 1)
-    p.add_argument('--temperature', type = float, default = 1.)
-    p.add_argument('--filter-thres', type = float, default = 0.9, help = 'top-k filter threshold (default: 0.9)')
-    p.add_argument('--cond-scale', type = float, default = 3., help = 'classifier-free guidance scale (default: 3)')
+    per_stage = '(default: each stage its own, lm.sampling.STAGE_SAMPLING_DEFAULTS: {})'
+    p.add_argument('--temperature', type = float, default = None,
+                   help = per_stage.format('semantic 1.0, coarse 0.95, fine 0.4'))
+    p.add_argument('--filter-thres', type = float, default = None,
+                   help = 'top-k filter threshold ' + per_stage.format('0.9'))
+    p.add_argument('--cond-scale', type = float, default = None,
+                   help = 'classifier-free guidance scale ' + per_stage.format('3'))
     p.add_argument('--seed', type = int, default = None)
     add_device(p)
     p.set_defaults(handler = cmd_generate)

@@ -372,3 +372,13 @@ def test_decode_refuses_codes_written_by_another_codec(tmp_path, capsys):
     np.save(tmp_path / 'deep.npy', np.zeros((5, 3), dtype = np.int64))    # 3 levels for a 2-level codec
     assert main(['decode', '--codec', str(small_path), str(tmp_path / 'deep.npy'), str(tmp_path / 'z.wav')]) == 1
     assert 'levels' in capsys.readouterr().err
+
+
+def test_generate_sampling_defaults_are_the_stages_own():
+    """No --temperature / --filter-thres / --cond-scale: AudioLM gets None, i.e. each stage's default
+    (semantic 1.0, coarse 0.95, fine 0.4); a given value reaches every stage."""
+    from audiolm_pytorch.cli import build_parser
+    args = build_parser().parse_args(['generate', '--audiolm', 'a.yaml', '--out', 'o.wav'])
+    assert (args.temperature, args.filter_thres, args.cond_scale) == (None, None, None)
+    args = build_parser().parse_args(['generate', '--audiolm', 'a.yaml', '--out', 'o.wav', '--temperature', '0.7'])
+    assert args.temperature == 0.7
