@@ -18,7 +18,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from audiolm_pytorch.audio import resample
+from audiolm_pytorch.audio import check_audio_values, resample
 from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.utils import exists
 
@@ -95,8 +95,7 @@ class _PretrainedCodec(nn.Module):
             wave = wave[:, 0]
         if wave.ndim != 2:
             raise ValueError(f'expected audio (n,), (b, n) or (b, 1, n), got {tuple(wave.shape)}')
-        if not torch.isfinite(wave).all():
-            raise ValueError('audio contains NaN or infinite samples')
+        check_audio_values(wave, name = 'audio')
         if exists(input_sample_hz) and input_sample_hz != self.target_sample_hz:
             wave = resample(wave, input_sample_hz, self.target_sample_hz)
         if wave.shape[-1] < self.downsample_factor:
