@@ -29,8 +29,8 @@ from audiolm_pytorch.codecs.discriminators import MultiPeriodDiscriminator, Mult
 from audiolm_pytorch.codecs.losses import (MultiResolutionMelLoss, feature_matching_loss, gradient_penalty,
                                            hinge_discr_loss, hinge_gen_loss, waveform_loss)
 from audiolm_pytorch.codecs import weight_norm_compat
-from audiolm_pytorch.codecs.quantizer_training import (builtin_dropout_off, drop_levels, per_example_dropout_levels,
-                                                      set_dead_code_threshold)
+from audiolm_pytorch.codecs.quantizer_training import (KMeansInitWarmup, builtin_dropout_off, drop_levels,
+                                                      per_example_dropout_levels, set_dead_code_threshold)
 from audiolm_pytorch.compat import reference_compat
 from audiolm_pytorch.nn.causal_conv import (CausalConv1d, CausalConvTranspose1d, CausalSqueezeExcite, Residual, Snake,
                                             StreamingSequential, from_time_major, to_time_major)
@@ -132,8 +132,8 @@ def _frozen(module: nn.Module, *args):
 # the one layout change, converts exactly when a checkpoint loads), so old checkpoints load and decode as before;
 # ``SoundStream(**{**old_config, **LEGACY_RECIPE})`` also trains exactly as those versions did.
 LEGACY_RECIPE = dict(multi_spectral_loss_kind = 'soundstream', recon_loss_weight = 1., feature_loss_weight = 100.,
-                     rq_quantize_dropout_prob = None,
-                     rq_dead_code_threshold = None, discr_weight_norm = False, grad_penalty_per_logit = False)
+                     rq_quantize_dropout_prob = None, rq_dead_code_threshold = None, rq_kmeans_init_multiple = None,
+                     discr_weight_norm = False, grad_penalty_per_logit = False)
 
 
 @reference_compat('SoundStream')
@@ -153,6 +153,9 @@ class SoundStream(Checkpointable, nn.Module):
         rq_dead_code_threshold: a code is re-drawn when its EMA count is under this fraction of the uniform share
             (vectors per forward / codebook size); default 0.1. ``None``: the former fixed threshold 2, which
             re-drew nearly every code on every pass with small batches. 0: no replacement.
+        rq_kmeans_init_multiple: k-means re-initialises the codebooks once training has seen this many times
+            ``codebook_size`` latent vectors (the first micro-batch's k-means serves until then). ``None``: the
+            first micro-batch's k-means only.
         use_lookup_free_quantizer / use_finite_scalar_quantizer (+ finite_scalar_quantizer_levels): LFQ / FSQ.
         input_channels: audio channels. target_sample_hz: model rate.
         enc_cycle_dilations, dec_cycle_dilations: residual unit dilations per block.
@@ -203,6 +206,7 @@ class SoundStream(Checkpointable, nn.Module):
         quantize_dropout_cutoff_index: int = 1,
         rq_quantize_dropout_prob: float | None = 0.5,
         rq_dead_code_threshold: float | None = 0.1,
+        rq_kmeans_init_multiple: float | None = 8.,
         rq_kwargs: dict | None = None,
         use_lookup_free_quantizer: bool = False,
         use_finite_scalar_quantizer: bool = False,
@@ -289,6 +293,10 @@ class SoundStream(Checkpointable, nn.Module):
                                         rq_commitment_weight, rq_ema_decay, rq_quantize_dropout_multiple_of,
                                         quantize_dropout_cutoff_index, finite_scalar_quantizer_levels, rq_kwargs or {})
         self.codebook_size = codebook_size if self.quantizer_kind != 'fsq' else math.prod(finite_scalar_quantizer_levels)
+        if exists(rq_kmeans_init_multiple) and rq_kmeans_init_multiple <= 0:
+            raise ValueError(f'rq_kmeans_init_multiple must be > 0 (or None), got {rq_kmeans_init_multiple}')
+        self._kmeans_warmup = (KMeansInitWarmup(max(1, round(rq_kmeans_init_multiple * self.codebook_size)))
+                               if exists(rq_kmeans_init_multiple) and self.quantizer_kind == 'vq' else None)
 
         # discriminators and spectral loss
         self.discr_multi_scales = tuple(discr_multi_scales)
@@ -463,6 +471,8 @@ class SoundStream(Checkpointable, nn.Module):
         """``(b, n, d)`` -> ``(quantized (b, n, d), codes (b, n, g * q), commitment loss scalar)``."""
         training = self.rq.training
         per_example_dropout = training and exists(self.quantize_dropout_prob) and self.num_quantizers > 1
+        if training and exists(self._kmeans_warmup):
+            self._kmeans_warmup.step(self.rq, latents)
         if training and exists(self.dead_code_threshold):
             set_dead_code_threshold(self.rq, self.dead_code_threshold, latents.shape[0] * latents.shape[1])
         with torch.autocast(device_type = latents.device.type, enabled = False), self._codebooks_frozen_in_eval(), \
