@@ -57,7 +57,7 @@ def test_kmeans_runs_again_on_enough_vectors():
     """The first micro-batch (4 x 10 frames = 40 vectors for 64 codes) initialises the codebooks as before; once
     8 x 64 vectors were seen, k-means runs again on all of them and replaces every level's codebook."""
     torch.manual_seed(0)
-    model = SoundStream(**TINY, codebook_size = 64, rq_num_quantizers = 3)
+    model = SoundStream(**TINY, codebook_size = 64, rq_num_quantizers = 3, rq_kmeans_init_multiple = 8)
     assert model._kmeans_warmup.min_vectors == 8 * 64
     data = varied_audio(64, 10 * HOP, seed = 1)
     quantize_train(model, data[:4])
@@ -80,7 +80,7 @@ def test_kmeans_runs_again_on_enough_vectors():
 
 def test_former_behaviour_keeps_the_first_micro_batch_init():
     torch.manual_seed(0)
-    model = SoundStream(**TINY, codebook_size = 64, rq_num_quantizers = 3, rq_kmeans_init_multiple = None)
+    model = SoundStream(**TINY, codebook_size = 64, rq_num_quantizers = 3)     # default: rq_kmeans_init_multiple=None
     assert model._kmeans_warmup is None
     data = varied_audio(64, 10 * HOP, seed = 1)
     quantize_train(model, data[:4])
@@ -93,10 +93,10 @@ def test_former_behaviour_keeps_the_first_micro_batch_init():
 
 def test_a_trained_or_loaded_codec_is_not_reinitialised():
     torch.manual_seed(0)
-    trained = SoundStream(**TINY, codebook_size = 64, rq_num_quantizers = 2)
+    trained = SoundStream(**TINY, codebook_size = 64, rq_num_quantizers = 2, rq_kmeans_init_multiple = 8)
     data = varied_audio(8, 10 * HOP, seed = 1)
     quantize_train(trained, data[:4])
-    loaded = SoundStream(**TINY, codebook_size = 64, rq_num_quantizers = 2)
+    loaded = SoundStream(**TINY, codebook_size = 64, rq_num_quantizers = 2, rq_kmeans_init_multiple = 8)
     loaded.load_state_dict(trained.state_dict())
     quantize_train(loaded, data[4:])
     assert loaded._kmeans_warmup._active is False and loaded._kmeans_warmup._count == 0
@@ -110,5 +110,6 @@ def test_bad_kmeans_multiple_is_a_clear_error():
 
 
 def test_lfq_and_fsq_have_no_kmeans_warmup():
-    lfq = SoundStream(**TINY, codebook_size = 64, rq_num_quantizers = 2, use_lookup_free_quantizer = True)
+    lfq = SoundStream(**TINY, codebook_size = 64, rq_num_quantizers = 2, use_lookup_free_quantizer = True,
+                      rq_kmeans_init_multiple = 8)
     assert lfq._kmeans_warmup is None

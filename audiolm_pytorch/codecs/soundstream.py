@@ -132,7 +132,7 @@ def _frozen(module: nn.Module, *args):
 # the one layout change, converts exactly when a checkpoint loads), so old checkpoints load and decode as before;
 # ``SoundStream(**{**old_config, **LEGACY_RECIPE})`` also trains exactly as those versions did.
 LEGACY_RECIPE = dict(multi_spectral_loss_kind = 'soundstream', recon_loss_weight = 1., feature_loss_weight = 100.,
-                     rq_quantize_dropout_prob = None, rq_dead_code_threshold = None, rq_kmeans_init_multiple = None,
+                     rq_quantize_dropout_prob = None, rq_dead_code_threshold = None,
                      discr_weight_norm = False, grad_penalty_per_logit = False)
 
 
@@ -154,8 +154,8 @@ class SoundStream(Checkpointable, nn.Module):
             (vectors per forward / codebook size); default 0.1. ``None``: the former fixed threshold 2, which
             re-drew nearly every code on every pass with small batches. 0: no replacement.
         rq_kmeans_init_multiple: k-means re-initialises the codebooks once training has seen this many times
-            ``codebook_size`` latent vectors (the first micro-batch's k-means serves until then). ``None``: the
-            first micro-batch's k-means only.
+            ``codebook_size`` latent vectors (the first micro-batch's k-means serves until then). Default ``None``:
+            the first micro-batch's k-means only (8 gave no measured gain in held-out code use or log-mel L1).
         use_lookup_free_quantizer / use_finite_scalar_quantizer (+ finite_scalar_quantizer_levels): LFQ / FSQ.
         input_channels: audio channels. target_sample_hz: model rate.
         enc_cycle_dilations, dec_cycle_dilations: residual unit dilations per block.
@@ -206,7 +206,7 @@ class SoundStream(Checkpointable, nn.Module):
         quantize_dropout_cutoff_index: int = 1,
         rq_quantize_dropout_prob: float | None = 0.5,
         rq_dead_code_threshold: float | None = 0.1,
-        rq_kmeans_init_multiple: float | None = 8.,
+        rq_kmeans_init_multiple: float | None = None,
         rq_kwargs: dict | None = None,
         use_lookup_free_quantizer: bool = False,
         use_finite_scalar_quantizer: bool = False,
