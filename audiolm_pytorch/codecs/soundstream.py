@@ -30,7 +30,7 @@ from audiolm_pytorch.codecs import weight_norm_compat
 from audiolm_pytorch.codecs.quantizer_training import (KMeansInitWarmup, builtin_dropout_off, drop_levels,
                                                       per_example_dropout_levels, set_dead_code_threshold)
 from audiolm_pytorch.codecs.soundstream_adversarial import AdversarialCodecMixin, LossBreakdown, TrainingLosses
-from audiolm_pytorch.codecs.soundstream_blocks import build_decoder, build_encoder
+from audiolm_pytorch.codecs.soundstream_blocks import CONV_INITS, build_decoder, build_encoder, init_variance_preserving
 from audiolm_pytorch.codecs.soundstream_config import AUDIOLM_PRESET, LEGACY_RECIPE, MUSICLM_PRESET, validate_config
 from audiolm_pytorch.codecs.soundstream_quantizer import ResidualQuantizerMixin
 from audiolm_pytorch.codecs.soundstream_streaming import CodecStreamState, StreamingCodecMixin
@@ -85,7 +85,11 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
             no longer applies it by default). grad_penalty_per_logit: average each discriminator's logits over
             positions (default) instead of summing them, so the penalty does not grow with the clip length.
         use_weight_norm: weight normalisation in the encoder / decoder convs (default off: no measured gain at our
-            budgets). activation: ``'elu'`` (default) or ``'snake'`` (arXiv 2006.08195, as DAC).
+            budgets).
+        conv_init: ``'variance_preserving'`` (default: conv weights ``N(0, 1/fan_in)``, zero biases, residual
+            branches started at 0.1 scale, so audio reaches the bottleneck at its own scale) or ``'torch_default'``
+            (PyTorch's init, versions <= 0.1.0: the signal shrinks ~x0.6 per block under constant biases, and the
+            small codec's first-level codes collapsed). Only affects a new model: loading a checkpoint replaces it. activation: ``'elu'`` (default) or ``'snake'`` (arXiv 2006.08195, as DAC).
         discr_weight_norm: weight normalisation in every discriminator conv (default on, as MelGAN / HiFi-GAN /
             EnCodec / DAC). Checkpoints written without it load exactly (``weight_norm_compat``).
 
@@ -141,6 +145,7 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
         attn_dim_head: int = 64,
         squeeze_excite: bool = False,
         use_weight_norm: bool = False,
+        conv_init: str = 'variance_preserving',
         activation: str = 'elu',
         stft_discriminator: nn.Module | dict | bool | None = None,
         multi_scale_discr_kwargs: dict | None = None,
@@ -174,6 +179,11 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
                       weight_norm = use_weight_norm, activation = activation)
         self.encoder = build_encoder(dilations = enc_cycle_dilations, **blocks)
         self.decoder = build_decoder(dilations = dec_cycle_dilations, **blocks)
+        if conv_init not in CONV_INITS:
+            raise ValueError(f'conv_init must be one of {CONV_INITS}, got {conv_init!r}')
+        if conv_init == 'variance_preserving':
+            init_variance_preserving(self.encoder)
+            init_variance_preserving(self.decoder)
 
 
         attn_kwargs = dict(dim = codebook_dim, depth = attn_depth, heads = attn_heads, dim_head = attn_dim_head,

@@ -20,7 +20,8 @@ MUSICLM_PRESET = dict(strides = (3, 4, 5, 8), target_sample_hz = 24000, rq_num_q
 # ``SoundStream(**{**old_config, **LEGACY_RECIPE})`` also trains exactly as those versions did.
 LEGACY_RECIPE = dict(multi_spectral_loss_kind = 'soundstream', recon_loss_weight = 1., feature_loss_weight = 100.,
                      rq_quantize_dropout_prob = None,
-                     rq_dead_code_threshold = None, discr_weight_norm = False, grad_penalty_per_logit = False)
+                     rq_dead_code_threshold = None, discr_weight_norm = False, grad_penalty_per_logit = False,
+                     conv_init = 'torch_default')
 
 
 def validate_config(strides, channel_mults, codebook_dim, codebook_size, num_quantizers, groups, cutoff,
