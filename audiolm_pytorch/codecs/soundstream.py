@@ -67,7 +67,11 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
         use_lookup_free_quantizer / use_finite_scalar_quantizer (+ finite_scalar_quantizer_levels): LFQ / FSQ.
         input_channels: audio channels. target_sample_hz: model rate.
         enc_cycle_dilations, dec_cycle_dilations: residual unit dilations per block.
-        use_local_attn, attn_window_size, attn_depth, attn_heads, attn_dim_head: bottleneck transformers.
+        use_local_attn, attn_window_size, attn_depth, attn_heads, attn_dim_head: causal local transformers before the
+            quantizer and after it. Default off (was on, as in audiolm-pytorch): measured on held-out audio they made
+            the encoder send one vector for every frame (benchmarks/RESULTS.md, "Codec init and the bottleneck
+            attention"); ``use_local_attn=True`` brings them back. A checkpoint whose config predates the change
+            rebuilds with them (``legacy_defaults``).
         squeeze_excite: causal squeeze-excitation in residual units.
         discr_multi_scales: waveform discriminator scales (+ multi_scale_discr_kwargs for ``WaveDiscriminator``).
         stft_discriminator: None (default STFT discriminator), a dict of ``STFTDiscriminator`` kwargs, False (none)
@@ -101,6 +105,9 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
     changed for speed). Without autograd (``tokenize``, ``decode_from_codebook_indices`` under ``no_grad``) the
     encoder / decoder run in the time-major layout of ``nn/causal_conv.py``; with autograd they keep ``(b, c, n)``.
     """
+
+    # checkpoints written before issue 13 made the bottleneck transformers optional-off rebuild with them
+    legacy_defaults = dict(use_local_attn = True)
 
     @beartype
     def __init__(
@@ -138,7 +145,7 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
         grad_penalty_weight: float = 10.,
         grad_penalty_per_logit: bool = True,
         target_sample_hz: int = 16000,
-        use_local_attn: bool = True,
+        use_local_attn: bool = False,
         attn_window_size: int = 128,
         attn_depth: int = 1,
         attn_heads: int = 8,

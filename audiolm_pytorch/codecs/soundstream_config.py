@@ -15,13 +15,14 @@ from audiolm_pytorch.utils import exists
 AUDIOLM_PRESET = dict(strides = (2, 4, 5, 8), target_sample_hz = 16000, rq_num_quantizers = 12)
 MUSICLM_PRESET = dict(strides = (3, 4, 5, 8), target_sample_hz = 24000, rq_num_quantizers = 12)
 
-# The training recipe of versions <= 0.1.0. None of it changes the network's parameters (weight normalisation,
-# the one layout change, converts exactly when a checkpoint loads), so old checkpoints load and decode as before;
+# The training recipe of versions <= 0.1.0. Old checkpoints load and decode as before: weight normalisation
+# converts exactly when a checkpoint loads, the init only shapes a new model, and a stored config without
+# ``use_local_attn`` rebuilds with the bottleneck transformers (``SoundStream.legacy_defaults``).
 # ``SoundStream(**{**old_config, **LEGACY_RECIPE})`` also trains exactly as those versions did.
 LEGACY_RECIPE = dict(multi_spectral_loss_kind = 'soundstream', recon_loss_weight = 1., feature_loss_weight = 100.,
                      rq_quantize_dropout_prob = None,
                      rq_dead_code_threshold = None, discr_weight_norm = False, grad_penalty_per_logit = False,
-                     conv_init = 'torch_default')
+                     conv_init = 'torch_default', use_local_attn = True)
 
 
 def validate_config(strides, channel_mults, codebook_dim, codebook_size, num_quantizers, groups, cutoff,

@@ -100,6 +100,11 @@ TABLES = {
                 note = 'mapped onto stft_discriminator=dict(...) (chan_mults -> channel_mults; channels, strides, '
                        'n_fft, hop_length, win_length); other keys are refused',
                 fn = _complex_stft_discr_kwargs),
+            'use_local_attn': Note(
+                note = 'default False here vs True in the reference (issue 13): with the bottleneck transformers on, '
+                       'the small codec sent one latent vector for every frame and did not learn content at 1000 '
+                       'steps (benchmarks/RESULTS.md). Pass use_local_attn=True for them; checkpoints whose config '
+                       'predates the change rebuild with them'),
             'multi_spectral_recon_loss_weight': Note(
                 note = 'default 1.0 here vs 1e-5 in the reference, on a different scale: the reference sums an L1 '
                        'power-mel + L2 log-mel loss over resolutions, here an L1 magnitude-mel + log-mel loss is '

@@ -122,6 +122,10 @@ def test_old_checkpoint_loads_into_the_new_recipe(tmp_path):
     # and back: a new checkpoint loads into a codec built with the old recipe
     new.save(tmp_path / 'new.pt')
     SoundStream(**small, **LEGACY_RECIPE).load(tmp_path / 'new.pt')
+    # the old file (bottleneck transformers on, as then) into today's default layout: an error naming the option
+    assert new.encoder_attn is not None and SoundStream(**small).encoder_attn is None
+    with pytest.raises(ValueError, match = 'use_local_attn=True'):
+        SoundStream(**small).load(path)
 
 
 def log_mel_distance(a, b, sample_hz = 16000):
