@@ -115,19 +115,18 @@ def test_lfq_and_fsq_have_no_kmeans_warmup():
     assert lfq._kmeans_warmup is None
 
 
-@pytest.mark.xfail(strict = True, reason = 'issue 13 gap: no codebook setting measured here keeps every level in use; '
-                   'held-out use per level after 30 steps (seeds 0 / 1): defaults [0.02 0.05 0.19] / [0.03 0.06 0.05], '
-                   'rq_kmeans_init_multiple=8 [0.06 0.39 0.39], rq_dead_code_threshold=2 [0.53 0.39 0.39] / '
-                   '[0.09 0.12 0.09], both [0.09 0.22 0.27]; level 0 collapses first')
-def test_every_level_keeps_a_quarter_of_its_codes_on_varied_audio():
-    """A tiny codec (3 x 64 codes) trained for 30 steps (batch 4 x 0.5 s) on varied synthetic audio uses at
-    least a quarter of every level's codes on held-out clips of the same kinds."""
+def test_every_level_keeps_half_of_its_codes_on_varied_audio():
+    """A tiny codec (3 x 64 codes) trained for 60 steps (batch 4 x 0.5 s) on varied synthetic audio uses at least
+    half of every level's codes on held-out clips of the same kinds. Measured (seeds 0 / 1 / 2): [0.94 0.94 1.0] /
+    [0.98 0.97 1.0] / [0.70 0.89 0.92]; with PyTorch's default conv init (``conv_init='torch_default'``, versions
+    <= 0.1.0) [0.06 0.14 0.31] / [0.06 0.03 0.20] / [0.06 0.12 0.17]: the first level collapses onto a few codes
+    because the encoder output is mostly a constant (tests/codecs/test_conv_init.py)."""
     torch.manual_seed(0)
     model = SoundStream(**TINY, codebook_size = 64, rq_num_quantizers = 3)
     opt = torch.optim.Adam(model.non_discr_parameters(), lr = 1e-3)
     data = varied_audio(128, 8000, seed = 1)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(30):
+    for _ in range(60):
         loss = model(data[torch.randint(128, (4,), generator = gen)])
         opt.zero_grad()
         loss.backward()
@@ -135,4 +134,4 @@ def test_every_level_keeps_a_quarter_of_its_codes_on_varied_audio():
     with torch.no_grad():
         codes = model.eval().tokenize(varied_audio(24, 16000, seed = 2))              # (b, frames, levels)
     usage = [codes[..., level].unique().numel() / model.codebook_size for level in range(codes.shape[-1])]
-    assert min(usage) >= 0.25, usage
+    assert min(usage) >= 0.5, usage
