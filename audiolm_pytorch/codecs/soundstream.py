@@ -89,11 +89,12 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
             no longer applies it by default). grad_penalty_per_logit: average each discriminator's logits over
             positions (default) instead of summing them, so the penalty does not grow with the clip length.
         use_weight_norm: weight normalisation in the encoder / decoder convs (default off: no measured gain at our
-            budgets).
+            budgets). activation: ``'elu'`` (default) or ``'snake'`` (arXiv 2006.08195, as DAC).
         conv_init: ``'variance_preserving'`` (default: conv weights ``N(0, 1/fan_in)``, zero biases, residual
             branches started at 0.1 scale, so audio reaches the bottleneck at its own scale) or ``'torch_default'``
-            (PyTorch's init, versions <= 0.1.0: the signal shrinks ~x0.6 per block under constant biases, and the
-            small codec's first-level codes collapsed). Only affects a new model: loading a checkpoint replaces it. activation: ``'elu'`` (default) or ``'snake'`` (arXiv 2006.08195, as DAC).
+            (PyTorch's init, versions <= 0.1.0: the time-varying part shrinks ~x0.7 per block under constant
+            biases, and the small codec's first-level codes collapsed). Shapes a new model only: loading a
+            checkpoint replaces the weights.
         discr_weight_norm: weight normalisation in every discriminator conv (default on, as MelGAN / HiFi-GAN /
             EnCodec / DAC). Checkpoints written without it load exactly (``weight_norm_compat``).
 
@@ -106,7 +107,7 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
     encoder / decoder run in the time-major layout of ``nn/causal_conv.py``; with autograd they keep ``(b, c, n)``.
     """
 
-    # checkpoints written before issue 13 made the bottleneck transformers optional-off rebuild with them
+    # a stored config without use_local_attn predates its default turning off (issue 13): it rebuilds with them
     legacy_defaults = dict(use_local_attn = True)
 
     @beartype

@@ -80,9 +80,10 @@ def init_variance_preserving(network: nn.Module, residual_branch_scale: float = 
     ``N(0, 1 / fan_in)`` (fan-in per output sample: ``in_channels * kernel / stride`` for transposed convs), zero
     biases, and the last conv of each residual branch scaled by ``residual_branch_scale``.
 
-    Why (issue 13, benchmarks/RESULTS.md "Codec init"): with PyTorch's default init every conv shrinks the signal
-    (~x0.6 per block) while its uniform biases add a constant, so the small codec's encoder output varied over time
-    by ~2% of its magnitude at step 0 (content std 0.02 against 0.08) and the quantizer saw nearly one vector.
+    Why (issue 13, benchmarks/RESULTS.md "Codec init and the bottleneck attention"): with PyTorch's default init
+    the time-varying part of the signal shrinks ~x0.7 per block while uniform biases add a constant, so the small
+    codec's latents varied over time by a quarter of their spread at step 0 (0.020 against 0.083) and the first
+    quantizer level saw nearly one vector.
     """
     for module in network.modules():
         if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
