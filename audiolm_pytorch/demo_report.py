@@ -104,7 +104,10 @@ def _reconstruction_lines(metrics: dict) -> list[str]:
     return [f'- held-out prompt through the codec (tokenize -> decode): log-mel L1 {metrics["log_mel_l1"]:.3f} '
             f'(0 = perfect), SI-SDR {metrics["si_sdr"]:.2f} dB (higher is better); for comparison, the codec recipe '
             f'before issue 13 scored log-mel L1 {RECONSTRUCTION_BEFORE["log_mel_l1"]:.2f} at the default '
-            f'{DEFAULT_MINUTES:g}-minute budget on a 2-core CPU. Metrics: `audiolm_pytorch/codecs/metrics.py`']
+            f'{DEFAULT_MINUTES:g}-minute budget on a 2-core CPU, and with the former conv init '
+            f'(`conv_init=\'torch_default\'`) on the same machine as the new one, log-mel L1 '
+            f'{RECONSTRUCTION_BEFORE["torch_init_log_mel_l1"]:.3f}, SI-SDR {RECONSTRUCTION_BEFORE["torch_init_si_sdr"]:.2f} dB. '
+            'Metrics: `audiolm_pytorch/codecs/metrics.py`']
 
 
 def _write_report(path: Path, result: DemoResult, cfg: dict):

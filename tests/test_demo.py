@@ -103,6 +103,8 @@ def test_report_states_the_prompt_reconstruction_quality(tmp_path):
     line = next(line for line in report.splitlines() if line.startswith('- held-out prompt through the codec'))
     assert 'log-mel L1 0.877' in line and 'SI-SDR -3.21 dB' in line
     assert f'{RECONSTRUCTION_BEFORE["log_mel_l1"]:.2f}' in line                   # next to the figure before issue 13
+    assert f'{RECONSTRUCTION_BEFORE["torch_init_log_mel_l1"]:.3f}' in line and \
+        f'{RECONSTRUCTION_BEFORE["torch_init_si_sdr"]:.2f} dB' in line            # and the former init's, same machine
 
     # without the measurement (e.g. an older caller) the report has no such line rather than a made-up value
     result.reconstruction = {}
