@@ -27,6 +27,7 @@ def tiny_soundstream(**kwargs):
     from audiolm_pytorch import SoundStream
     config = dict(codebook_size = 32, rq_num_quantizers = 4, channels = 8, strides = (2, 4), channel_mults = (2, 4),
                   codebook_dim = 16, attn_window_size = 16, attn_depth = 1, attn_heads = 2, attn_dim_head = 8,
+                  use_local_attn = True,   # the bottleneck transformers stay under test (off by default)
                   multi_spectral_window_powers_of_two = (6, 7, 8), multi_spectral_n_mels = 16,
                   discr_multi_scales = (), target_sample_hz = 16000)  # the STFT discriminator stays: a real GAN step
     return SoundStream(**{**config, **kwargs})

@@ -74,7 +74,7 @@ def test_detector_catches_a_missing_device():
 def tiny_soundstream(**kwargs):
     return SoundStream(codebook_size = 16, rq_num_quantizers = 4, channels = 8, strides = (2, 2),
                        channel_mults = (2, 4), codebook_dim = 8, attn_window_size = 8, attn_heads = 2,
-                       attn_dim_head = 8, target_sample_hz = 800,
+                       attn_dim_head = 8, use_local_attn = True, target_sample_hz = 800,
                        stft_discriminator = dict(channels = 4, n_fft = 64, hop_length = 16, win_length = 64),
                        multi_scale_discr_kwargs = dict(channels = 4, chan_max = 16),
                        multi_spectral_window_powers_of_two = (5, 6), **kwargs)

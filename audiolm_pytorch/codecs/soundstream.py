@@ -35,6 +35,7 @@ from audiolm_pytorch.codecs.soundstream_config import AUDIOLM_PRESET, LEGACY_REC
 from audiolm_pytorch.codecs.soundstream_quantizer import ResidualQuantizerMixin
 from audiolm_pytorch.codecs.soundstream_streaming import CodecStreamState, StreamingCodecMixin
 from audiolm_pytorch.compat import reference_compat
+from audiolm_pytorch.compat.core import warn_once
 from audiolm_pytorch.nn.causal_conv import from_time_major, to_time_major
 from audiolm_pytorch.nn.local_attention import LocalTransformer
 from audiolm_pytorch.utils import beartype, eval_mode, exists
@@ -196,6 +197,9 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
 
         attn_kwargs = dict(dim = codebook_dim, depth = attn_depth, heads = attn_heads, dim_head = attn_dim_head,
                            window_size = attn_window_size)
+        if not use_local_attn:
+            _warn_unused_attention_settings(dict(attn_depth = attn_depth, attn_heads = attn_heads,
+                                                 attn_dim_head = attn_dim_head, attn_window_size = attn_window_size))
         self.encoder_attn = LocalTransformer(**attn_kwargs) if use_local_attn and attn_depth > 0 else None
         self.decoder_attn = LocalTransformer(**attn_kwargs) if use_local_attn and attn_depth > 0 else None
 
@@ -438,6 +442,20 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
         total, breakdown = self._generator_losses(real, recon, commit_loss)
         return (total, breakdown) if return_loss_breakdown else total
 
+
+
+_ATTN_DEFAULTS = dict(attn_depth = 1, attn_heads = 8, attn_dim_head = 64, attn_window_size = 128)
+
+
+def _warn_unused_attention_settings(settings: dict):
+    """Attention settings away from their defaults while the transformers are off (the default since issue 13)
+    would be ignored without a word, where a script written for the reference asked for them: warn."""
+    changed = {k: v for k, v in settings.items() if v != _ATTN_DEFAULTS[k] and not (k == 'attn_depth' and v == 0)}
+    if changed:
+        named = ', '.join(f'{k}={v}' for k, v in changed.items())
+        warn_once(('SoundStream', 'use_local_attn', tuple(changed)),
+                  f'{named}: no effect, the bottleneck transformers are off by default (use_local_attn=False since '
+                  'issue 13, benchmarks/RESULTS.md); pass use_local_attn=True to build them')
 
 
 @beartype

@@ -46,7 +46,8 @@ def reset_warnings():
     _warned.clear()
 
 
-def _warn_once(key, message: str):
+def warn_once(key, message: str):
+    """A ``LegacyKeywordWarning`` pointing at the user's call, once per process per ``key``."""
     if key in _warned:
         return
     _warned.add(key)
@@ -131,7 +132,7 @@ class Fixed(Decision):
         message = f'{where}: {keyword}={value!r} is not supported here (only {keyword}={self.value!r}): {self.note}'
         if self.otherwise == 'refuse':
             raise LegacyKeywordError(message)
-        _warn_once((where, keyword), message + ' - the keyword has no effect')
+        warn_once((where, keyword), message + ' - the keyword has no effect')
         return args, kwargs
 
     def describe(self):
@@ -145,7 +146,7 @@ class Ignore(Decision):
     kind = 'accepted, no effect (warns once)'
 
     def apply(self, where, keyword, value, obj, args, kwargs):
-        _warn_once((where, keyword), f'{where}: {keyword}= has no effect in this library: {self.note}')
+        warn_once((where, keyword), f'{where}: {keyword}= has no effect in this library: {self.note}')
         return args, kwargs
 
 

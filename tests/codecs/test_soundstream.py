@@ -15,7 +15,7 @@ from audiolm_pytorch.codecs.soundstream import LossBreakdown, TrainingLosses
 from tests.helpers import INF, NAN
 
 TINY = dict(codebook_size = 64, rq_num_quantizers = 4, channels = 8, channel_mults = (2, 4, 8), strides = (2, 4, 4),
-            codebook_dim = 32, attn_window_size = 16, attn_heads = 2, attn_dim_head = 16,
+            codebook_dim = 32, attn_window_size = 16, attn_heads = 2, attn_dim_head = 16, use_local_attn = True,
             stft_discriminator = dict(channels = 4, n_fft = 256, hop_length = 64, win_length = 256),
             multi_scale_discr_kwargs = dict(channels = 4, chan_max = 32), multi_spectral_window_powers_of_two = (6, 7, 8))
 
@@ -286,7 +286,7 @@ def codec():
     from audiolm_pytorch import SoundStream
     torch.manual_seed(0)
     return SoundStream(codebook_size = 16, rq_num_quantizers = 2, channels = 4, strides = (2, 2), channel_mults = (1, 2),
-                       codebook_dim = 8, attn_window_size = 4, attn_heads = 1, attn_dim_head = 8,
+                       codebook_dim = 8, attn_window_size = 4, attn_heads = 1, attn_dim_head = 8, use_local_attn = True,
                        multi_spectral_window_powers_of_two = (5, 6), multi_spectral_n_mels = 8,
                        discr_multi_scales = (1,), stft_discriminator = False).eval()
 
@@ -380,7 +380,7 @@ def test_soundstream_streaming_checks_batch_and_passes_empty_chunks(codec):
 
 TINY_NO_DISCR = dict(codebook_size = 32, rq_num_quantizers = 3, channels = 4, channel_mults = (2, 4), strides = (2, 4),
             codebook_dim = 16, attn_window_size = 12, attn_heads = 2, attn_dim_head = 8, attn_depth = 1,
-            stft_discriminator = False, discr_multi_scales = ())
+            use_local_attn = True, stft_discriminator = False, discr_multi_scales = ())
 
 
 def test_stereo_loaded_audio_is_one_item_not_a_batch(tmp_path):

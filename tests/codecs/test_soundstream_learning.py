@@ -78,8 +78,7 @@ def test_codebook_usage_stays_high_on_varied_audio():
     torch.manual_seed(0)
     train, held = corpus()
     rng = random.Random(0)
-    model = SoundStream(**{**SMALL, 'codebook_size': 64}, **NO_DISCR, codebook_dim = 64, attn_heads = 2,
-                        attn_dim_head = 32, attn_window_size = 16)
+    model = SoundStream(**{**SMALL, 'codebook_size': 64}, **NO_DISCR, codebook_dim = 64)
     opt = torch.optim.Adam(model.non_discr_parameters(), lr = 1e-3)
     for _ in range(100):
         loss = model(random_crops(train, rng))
@@ -161,7 +160,7 @@ def test_trainer_lowers_held_out_mel_distance_and_follows_the_clips(tmp_path):
     for path in sorted(ASSETS.glob('*_16k.wav')):
         if path.name not in held_names:
             (folder / path.name).symlink_to(path)
-    model = SoundStream(**SMALL, codebook_dim = 64, attn_heads = 2, attn_dim_head = 32, attn_window_size = 16,
+    model = SoundStream(**SMALL, codebook_dim = 64,
                         stft_discriminator = dict(channels = 8, n_fft = 512, hop_length = 128, win_length = 512),
                         multi_scale_discr_kwargs = dict(channels = 4, chan_max = 32), discr_multi_scales = (1, 0.5))
 

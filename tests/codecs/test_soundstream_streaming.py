@@ -9,7 +9,7 @@ from audiolm_pytorch.nn.local_attention import LocalTransformer
 
 STREAM_TINY = dict(codebook_size = 32, rq_num_quantizers = 3, channels = 4, channel_mults = (2, 4), strides = (2, 4),
                    codebook_dim = 16, attn_window_size = 12, attn_heads = 2, attn_dim_head = 8, attn_depth = 2,
-                   squeeze_excite = True, stft_discriminator = False, discr_multi_scales = ())
+                   squeeze_excite = True, use_local_attn = True, stft_discriminator = False, discr_multi_scales = ())
 
 
 @pytest.fixture(scope = 'module', params = ['elu', 'weight_norm_snake'])

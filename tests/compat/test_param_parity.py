@@ -44,9 +44,12 @@ def build(name):
     ast = lambda: AudioSpectrogramTransformer(dim = 512, depth = 6, heads = 8, dim_head = 64, spec_n_fft = 128,
                                               spec_win_length = 24, spec_aug_stretch_factor = 0.8)
     return {
-        'soundstream_default': lambda: SoundStream(codebook_size = 1024, rq_num_quantizers = 8),
+        # with the bottleneck transformers, as the reference builds them by default (ours: use_local_attn=False
+        # since issue 13; test_default_soundstream_is_the_reference_less_its_transformers below)
+        'soundstream_default': lambda: SoundStream(codebook_size = 1024, rq_num_quantizers = 8, use_local_attn = True),
         'soundstream_soundstorm_readme': lambda: SoundStream(codebook_size = 1024, rq_num_quantizers = 12,
-                                                             attn_window_size = 128, attn_depth = 2),
+                                                             attn_window_size = 128, attn_depth = 2,
+                                                             use_local_attn = True),
         'conformer': lambda: ConformerWrapper(codebook_size = 1024, num_quantizers = 12,
                                               conformer = dict(dim = 512, depth = 2)).conformer,
         'ast': ast,
@@ -85,3 +88,14 @@ def test_stage_transformers_match_the_reference_but_for_its_extra_parts(name):
     ours = count(model)
     assert abs(ours - (total - absent)) / (total - absent) <= 0.001, \
         f'{name}: ours {ours:,} vs reference {total:,} less its {absent:,} extra parameters'
+
+
+def test_default_soundstream_is_the_reference_less_its_transformers():
+    """``SoundStream(codebook_size=1024, rq_num_quantizers=8)`` builds no bottleneck transformers here (issue 13):
+    its size is the reference's less exactly their parameters (docs/model_differences.md)."""
+    from audiolm_pytorch import SoundStream
+    default = SoundStream(codebook_size = 1024, rq_num_quantizers = 8)
+    with_attention = build('soundstream_default')
+    transformers = count(with_attention.encoder_attn) + count(with_attention.decoder_attn)
+    assert default.encoder_attn is None and transformers > 6_000_000
+    assert count(default) == count(with_attention) - transformers

@@ -49,7 +49,7 @@ def test_seed_raw_audio_usage_with_codec():
 
 def test_seed_raw_audio_usage_with_real_soundstream():
     from audiolm_pytorch import SoundStream
-    soundstream = SoundStream(codebook_size = 64, rq_num_quantizers = 4, attn_window_size = 16, attn_depth = 1,
+    soundstream = SoundStream(codebook_size = 64, rq_num_quantizers = 4, attn_window_size = 16, attn_depth = 1, use_local_attn = True,
                               channels = 8, codebook_dim = 16, strides = (2, 4), channel_mults = (2, 4))
     net = ConformerWrapper(codebook_size = 64, num_quantizers = 4, conformer = TINY_CONFORMER)
     model = SoundStorm(net, soundstream = soundstream)

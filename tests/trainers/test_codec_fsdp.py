@@ -85,7 +85,7 @@ def tiny_codec(exact: bool, sync: bool | None = None):
         rq_kwargs['sync_codebook'] = sync
     return SoundStream(codebook_size = 32, rq_num_quantizers = 2, channels = 4, strides = (2, 4),
                        channel_mults = (2, 4), codebook_dim = 8, attn_window_size = 16, attn_depth = 1,
-                       attn_heads = 2, attn_dim_head = 8,
+                       attn_heads = 2, attn_dim_head = 8, use_local_attn = True,
                        multi_spectral_window_powers_of_two = (6, 7), multi_spectral_n_mels = 8,
                        discr_multi_scales = (1, 0.5), multi_scale_discr_kwargs = dict(channels = 4, layers = 2),
                        stft_discriminator = dict(channels = 4, strides = ((1, 2), (2, 2)), channel_mults = (1, 2),
