@@ -415,3 +415,23 @@ def test_tokenize_in_train_mode_never_initialises_codebooks():
     assert model.training and model.rq.training                   # modes restored
     model(torch.randn(2, 800) * 0.1, return_codes_only = True)   # a training forward still initialises
     assert any(not torch.equal(state[k], v) for k, v in model.rq.state_dict().items())
+
+
+def test_attention_settings_without_the_transformers_warn_once():
+    """The bottleneck transformers are off by default (issue 13): settings a reference script passes for them
+    warn (once per process) instead of being dropped without a word; with ``use_local_attn=True`` they build."""
+    import warnings
+    from audiolm_pytorch.compat import LegacyKeywordWarning, reset_warnings
+    small = dict(codebook_size = 16, rq_num_quantizers = 2, channels = 4, strides = (2, 2), channel_mults = (1, 2),
+                 codebook_dim = 8, stft_discriminator = False, discr_multi_scales = ())
+    reset_warnings()
+    with pytest.warns(LegacyKeywordWarning, match = r'attn_depth=2: no effect.*use_local_attn=True'):
+        model = SoundStream(**small, attn_depth = 2)
+    assert model.encoder_attn is None
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        SoundStream(**small, attn_depth = 2)                                     # once per process
+        SoundStream(**small, attn_depth = 0)                                     # asks for none: nothing to say
+        built = SoundStream(**small, attn_depth = 2, attn_heads = 2, attn_dim_head = 4, use_local_attn = True)
+    assert len(built.encoder_attn.layers) == 2
+    reset_warnings()
