@@ -72,12 +72,20 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     stderr = open(tmp_path / 'child.stderr', 'w')
     proc = subprocess.Popen([sys.executable, __file__, str(killed), str(folder), '1000'], env = env,
                             stdout = subprocess.PIPE, stderr = stderr, text = True)
+    child_losses = []
     try:
+        # kill once the step-2 checkpoint is on disk AND three losses were printed: the checkpoint is written inside
+        # the third step, before its loss line, so waiting on the file alone races the print on a fast machine
         deadline = time.time() + 150
-        while not (killed / 'soundstream.2.pt').exists():
+        while len(child_losses) < 3 or not (killed / 'soundstream.2.pt').exists():
             assert proc.poll() is None, 'the training subprocess died: ' + (tmp_path / 'child.stderr').read_text()[-2000:]
             assert time.time() < deadline, 'no checkpoint within the time limit'
-            time.sleep(0.05)
+            if len(child_losses) < 3:
+                line = proc.stdout.readline()   # the child prints a line per step until it is killed
+                if line.startswith('LOSS '):
+                    child_losses.append(json.loads(line.split()[1]))
+            else:
+                time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout = 30)
     finally:
@@ -85,7 +93,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
             proc.kill()
         stderr.close()
     assert proc.returncode == -signal.SIGKILL
-    child_losses = [json.loads(line.split()[1]) for line in proc.stdout.read().splitlines() if line.startswith('LOSS ')]
+    child_losses += [json.loads(line.split()[1]) for line in proc.stdout.read().splitlines() if line.startswith('LOSS ')]
     assert len(child_losses) >= 3
 
     threads = torch.get_num_threads()
