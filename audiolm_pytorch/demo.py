@@ -285,7 +285,8 @@ def _generate(run: _Run, codec, tokenizer, transformers: dict, deadline: float, 
              + '/'.join(f'{sampling[stage]["temperature"]:g}' for stage in ('semantic', 'coarse', 'fine')))
     if retries:
         notes += f'; {len(retries)} more draw(s), longest kept ({"; ".join(retries)})'
-    waves = [('prompt', prompt[0]), ('continuation (prompt + generated)', continuation), ('unconditional', unconditional)]
+    waves = [('prompt (held out)', prompt[0]), ('prompt through the codec (tokenize -> decode)', reconstruction),
+             ('continuation (prompt + generated)', continuation), ('unconditional', unconditional)]
     return waves, StageResult('generate', _now() - start, len(draws), {}, notes = notes,
                               extra = dict(draws = len(draws), ended_early = ended_early)), reconstruction_metrics
 

@@ -60,7 +60,7 @@ def _plot(path: Path, waves, sample_hz: int, stages, prompt_seconds: float):
                           'reinstall the package (pip install -e .) or pip install matplotlib') from error
     curves = [(stage.name, key, curve) for stage in stages for key, curve in stage.losses.items()
               if stage.name != 'tokenizer' and key != 'discriminator']
-    fig = Figure(figsize = (10, 9))
+    fig = Figure(figsize = (10, 2 + 1.75 * len(waves)))
     grid = fig.add_gridspec(len(waves) + 1, 4, height_ratios = [1] * len(waves) + [1.1])
     for row, (title, wave) in enumerate(waves):
         ax = fig.add_subplot(grid[row, :])
