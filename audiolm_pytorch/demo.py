@@ -198,7 +198,8 @@ def _train_codec(run: _Run, deadline: float):
     steps = _train_until(trainer, deadline, '1/5 soundstream', ('gen_multi_spectral', 'gen_recon'), run.progress)
     codec = trainer.soundstream.eval()
     codec.save(run.checkpoint('soundstream'))
-    curves = _curves(trainer, ('gen_multi_spectral', 'gen_recon', 'discriminator'))
+    has_discriminator = bool(list(codec.discriminator_parameters()))      # none by default: no all-zero curve then
+    curves = _curves(trainer, ('gen_multi_spectral', 'gen_recon') + (('discriminator',) if has_discriminator else ()))
     return codec, StageResult('soundstream', _now() - start, steps, curves)
 
 

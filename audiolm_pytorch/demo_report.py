@@ -106,8 +106,10 @@ def _reconstruction_lines(metrics: dict) -> list[str]:
             f'before issue 13 scored log-mel L1 {RECONSTRUCTION_BEFORE["log_mel_l1"]:.2f} at the default '
             f'{DEFAULT_MINUTES:g}-minute budget on a 2-core CPU, and with the former conv init '
             f'(`conv_init=\'torch_default\'`) on the same machine as the new one, log-mel L1 '
-            f'{RECONSTRUCTION_BEFORE["torch_init_log_mel_l1"]:.3f}, SI-SDR {RECONSTRUCTION_BEFORE["torch_init_si_sdr"]:.2f} dB. '
-            'Metrics: `audiolm_pytorch/codecs/metrics.py`']
+            f'{RECONSTRUCTION_BEFORE["torch_init_log_mel_l1"]:.3f}, SI-SDR {RECONSTRUCTION_BEFORE["torch_init_si_sdr"]:.2f} dB; '
+            f'with the STFT discriminator (the demo codec before it trained on its reconstruction losses alone), log-mel '
+            f'L1 {RECONSTRUCTION_BEFORE["discriminator_log_mel_l1"]:.3f}, SI-SDR '
+            f'{RECONSTRUCTION_BEFORE["discriminator_si_sdr"]:.2f} dB. Metrics: `audiolm_pytorch/codecs/metrics.py`']
 
 
 def _write_report(path: Path, result: DemoResult, cfg: dict):

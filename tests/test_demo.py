@@ -58,6 +58,9 @@ def test_demo_writes_every_promised_file(tmp_path):
     assert generate_row is not None and generate_row.group(2) == '0' and generate_row.group(3) == draws.group(1)
     assert len(continuation) == len(prompt) + len(unconditional)     # both asked the same new length, and got it
     assert re.search(r'total wall time: ([\d.]+) s', report)
+    # the demo's codec has no discriminator (DEFAULT_CONFIG): its row lists no all-zero discriminator loss
+    codec_row = next(line for line in report.splitlines() if line.startswith('| soundstream |'))
+    assert 'gen_multi_spectral' in codec_row and 'discriminator' not in codec_row, codec_row
     assert '"soundstream"' in report and '"model"' in report          # the configs are in the report
 
     # the held-out prompt's reconstruction quality, recomputed here from the two wavs with the same metric code
@@ -106,8 +109,19 @@ def test_report_states_the_prompt_reconstruction_quality(tmp_path):
     assert f'{RECONSTRUCTION_BEFORE["log_mel_l1"]:.2f}' in line                   # next to the figure before issue 13
     assert f'{RECONSTRUCTION_BEFORE["torch_init_log_mel_l1"]:.3f}' in line and \
         f'{RECONSTRUCTION_BEFORE["torch_init_si_sdr"]:.2f} dB' in line            # and the former init's, same machine
+    assert f'{RECONSTRUCTION_BEFORE["discriminator_log_mel_l1"]:.3f}' in line and \
+        f'{RECONSTRUCTION_BEFORE["discriminator_si_sdr"]:.2f} dB' in line         # and the former demo codec's
 
     # without the measurement (e.g. an older caller) the report has no such line rather than a made-up value
     result.reconstruction = {}
     _write_report(tmp_path / 'report.md', result, cfg = {})
     assert 'held-out prompt through the codec' not in (tmp_path / 'report.md').read_text()
+
+
+def test_demo_codec_trains_without_discriminators():
+    """At the demo's budget the discriminator cost a third of each codec step and made the held-out reconstruction
+    worse (benchmarks/RESULTS.md "The demo's codec"): the demo's SoundStream is built without one."""
+    from audiolm_pytorch import SoundStream
+    from audiolm_pytorch.demo_config import DEFAULT_CONFIG, TINY_SOUNDSTREAM
+    assert not list(SoundStream(**DEFAULT_CONFIG['soundstream']['model']).discriminator_parameters())
+    assert list(SoundStream(**TINY_SOUNDSTREAM).discriminator_parameters())        # the example scripts keep theirs
