@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 
 __all__ = ['TRAIN_CLIPS', 'PROMPT_CLIP', 'PROMPT_SECONDS', 'DEFAULT_MINUTES', 'BUDGET_SHARES',
-           'RECONSTRUCTION_BEFORE', 'MAX_CONTINUATION_SECONDS', 'TINY_SOUNDSTREAM', 'TINY_SOUNDSTREAM_TRAINER',
+           'RECONSTRUCTION_BEFORE', 'MAX_CONTINUATION_SECONDS', 'DEMO_CODEC_SPECTRAL', 'TINY_SOUNDSTREAM', 'TINY_SOUNDSTREAM_TRAINER',
            'TINY_TOKENIZER', 'TINY_TRANSFORMER', 'TINY_TRANSFORMER_TRAINER', 'NUM_COARSE', 'NUM_FINE', 'DEFAULT_CONFIG', 'default_config']
 
 # the training clips (16 kHz) and the held-out clip whose beginning primes the continuation
@@ -19,9 +19,12 @@ DEFAULT_MINUTES = 5.
 # comparison (log-mel L1 / SI-SDR as in codecs/metrics.py, default 5-minute budget on a 2-core CPU): the issue's
 # figure; PyTorch's default conv init beside the variance-preserving one (same machine and load, 2026-12-06: 346
 # codec steps); the STFT discriminator + gradient penalty every 4 steps beside the discriminator-free codec (same
-# machine and load, 2026-12-06: 326 codec steps against 475; benchmarks/RESULTS.md "The demo's codec")
+# machine and load, 2026-12-06: 326 codec steps against 475; benchmarks/RESULTS.md "The demo's codec"); the
+# waveform-conv codec (8 channels, lr 1e-3) beside the spectral front end and head (same machine and load, 2026-12-06:
+# 559 codec steps against 773; benchmarks/RESULTS.md "A spectral front end and head for small codecs")
 RECONSTRUCTION_BEFORE = dict(log_mel_l1 = 1.32, torch_init_log_mel_l1 = 1.564, torch_init_si_sdr = -17.47,
-                             discriminator_log_mel_l1 = 1.546, discriminator_si_sdr = -8.25)
+                             discriminator_log_mel_l1 = 1.546, discriminator_si_sdr = -8.25,
+                             conv_codec_log_mel_l1 = 1.473, conv_codec_si_sdr = -4.20)
 MAX_CONTINUATION_SECONDS = 3.0
 
 # share of the budget per stage; the rest (5%) absorbs plots and the report. The codec gets the most: it needs a
@@ -42,14 +45,21 @@ TINY_TRANSFORMER = dict(dim = 64, depth = 2, heads = 4, dim_head = 16)
 TINY_TRANSFORMER_TRAINER = dict(batch_size = 4, data_max_length_seconds = 2.0, lr = 1e-3)
 NUM_COARSE, NUM_FINE = 2, 2
 
+# the demo's codec reads its input through a causal STFT front end and writes its output through a causal
+# inverse-STFT head (hop 40, window 80) instead of the thin first / last waveform conv blocks, 16 channels: in the
+# same CPU time its held-out reconstruction follows the prompt's spectral envelope (log-mel L1 ~1.0 against ~1.5
+# for the convolutional codec at 600 steps; benchmarks/RESULTS.md "A spectral front end and head for small codecs")
+DEMO_CODEC_SPECTRAL = dict(channels = 16, stft_encoder_hop = 40, stft_encoder_n_fft = 80, istft_decoder_hop = 40,
+                           istft_decoder_n_fft = 80)
+
 # ``audiolm demo``'s layout (``run_demo(config = ...)`` overrides merge into it); every entry is its own dict (a deep
 # copy keeps shared dicts shared, so an override of one stage would otherwise reach the others)
 DEFAULT_CONFIG = dict(
     # the demo's codec trains on its reconstruction losses alone: at a few hundred CPU steps the STFT discriminator
     # and its gradient penalty cost ~30% of every step and made the held-out reconstruction worse, at equal steps and
     # at equal time (issue 13, benchmarks/RESULTS.md "The demo's codec"); the example scripts keep the discriminator
-    soundstream = dict(model = dict(copy.deepcopy(TINY_SOUNDSTREAM), stft_discriminator = False),
-                       trainer = dict(TINY_SOUNDSTREAM_TRAINER)),
+    soundstream = dict(model = dict(copy.deepcopy(TINY_SOUNDSTREAM), stft_discriminator = False, **DEMO_CODEC_SPECTRAL),
+                       trainer = dict(TINY_SOUNDSTREAM_TRAINER, lr = 2e-3)),
     tokenizer = dict(TINY_TOKENIZER),
     semantic = dict(model = dict(TINY_TRANSFORMER), trainer = dict(TINY_TRANSFORMER_TRAINER)),
     coarse = dict(model = dict(num_coarse_quantizers = NUM_COARSE, **TINY_TRANSFORMER),

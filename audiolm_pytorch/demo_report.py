@@ -52,6 +52,17 @@ def _spectrogram(wave, sample_hz: int):
     return mel(wave).numpy()
 
 
+def _clip_first_steps(ax, curves, skip: float = 0.02, factor: float = 2.) -> bool:
+    """Cap the y-axis at 1.1 x the largest value after the first ``skip`` of each curve when the first steps exceed
+    ``factor`` times that (e.g. the codec's waveform loss at step 0): otherwise they squash the curves to a line."""
+    values = [[v for _, v in curve] for curve in curves if curve]
+    later = [v for curve in values for v in curve[max(1, int(len(curve) * skip)):]]
+    if not later or max(later) <= 0 or max(v for curve in values for v in curve) <= factor * max(later):
+        return False
+    ax.set_ylim(top = 1.1 * max(later))
+    return True
+
+
 def _plot(path: Path, waves, sample_hz: int, stages, prompt_seconds: float):
     try:
         from matplotlib.figure import Figure   # no pyplot: no global backend or figure state is touched
@@ -75,12 +86,14 @@ def _plot(path: Path, waves, sample_hz: int, stages, prompt_seconds: float):
     stage_names = ['soundstream', 'semantic', 'coarse', 'fine']
     for col, stage_name in enumerate(stage_names):
         ax = fig.add_subplot(grid[len(waves), col])
+        stage_curves = [curve for name, key, curve in curves if name == stage_name]
         for name, key, curve in curves:
             if name != stage_name:
                 continue
             steps, values = zip(*curve)
             ax.plot(steps, values, label = key, linewidth = 1, marker = 'o' if len(steps) < 20 else None, markersize = 2)
-        ax.set_title(f'{stage_name} loss', fontsize = 9)
+        clipped = _clip_first_steps(ax, stage_curves)
+        ax.set_title(f'{stage_name} loss' + (' (first steps off the scale)' if clipped else ''), fontsize = 9)
         ax.set_xlabel('step', fontsize = 8)
         ax.tick_params(labelsize = 7)
         if ax.lines:
@@ -101,15 +114,17 @@ def _format_loss(stage: StageResult) -> str:
 def _reconstruction_lines(metrics: dict) -> list[str]:
     if not metrics:
         return []
+    before = RECONSTRUCTION_BEFORE
     return [f'- held-out prompt through the codec (tokenize -> decode): log-mel L1 {metrics["log_mel_l1"]:.3f} '
-            f'(0 = perfect), SI-SDR {metrics["si_sdr"]:.2f} dB (higher is better); for comparison, the codec recipe '
-            f'before issue 13 scored log-mel L1 {RECONSTRUCTION_BEFORE["log_mel_l1"]:.2f} at the default '
-            f'{DEFAULT_MINUTES:g}-minute budget on a 2-core CPU, and with the former conv init '
-            f'(`conv_init=\'torch_default\'`) on the same machine as the new one, log-mel L1 '
-            f'{RECONSTRUCTION_BEFORE["torch_init_log_mel_l1"]:.3f}, SI-SDR {RECONSTRUCTION_BEFORE["torch_init_si_sdr"]:.2f} dB; '
-            f'with the STFT discriminator (the demo codec before it trained on its reconstruction losses alone), log-mel '
-            f'L1 {RECONSTRUCTION_BEFORE["discriminator_log_mel_l1"]:.3f}, SI-SDR '
-            f'{RECONSTRUCTION_BEFORE["discriminator_si_sdr"]:.2f} dB. Metrics: `audiolm_pytorch/codecs/metrics.py`']
+            f'(0 = perfect), SI-SDR {metrics["si_sdr"]:.2f} dB (higher is better). For comparison, at the default '
+            f'{DEFAULT_MINUTES:g}-minute budget on a 2-core CPU: the codec recipe before issue 13 scored log-mel L1 '
+            f'{before["log_mel_l1"]:.2f}; with the former conv init (`conv_init=\'torch_default\'`) '
+            f'{before["torch_init_log_mel_l1"]:.3f}, SI-SDR {before["torch_init_si_sdr"]:.2f} dB; with the STFT '
+            f'discriminator {before["discriminator_log_mel_l1"]:.3f}, SI-SDR {before["discriminator_si_sdr"]:.2f} dB; '
+            f'the waveform-conv codec without the spectral front end and head {before["conv_codec_log_mel_l1"]:.3f}, '
+            f'SI-SDR {before["conv_codec_si_sdr"]:.2f} dB (its inverse-STFT head draws its own phases, so the waveform '
+            f'lines up less with the prompt while the spectrogram follows it more closely). '
+            f'Metrics: `audiolm_pytorch/codecs/metrics.py`']
 
 
 def _write_report(path: Path, result: DemoResult, cfg: dict):

@@ -8,9 +8,15 @@ with the demo's trainer, one thread, and scores the held-out prompt clip as the 
     python benchmarks/demo_codec_probe.py --steps 600 --tag base --model '{"stft_discriminator": {...}}' \
         --trainer '{"apply_grad_penalty_every": 4}'
 
+The demo's codec reads and writes spectra (``DEMO_CODEC_SPECTRAL``); its waveform-conv codec of before is
+
+    python benchmarks/demo_codec_probe.py --tag conv --trainer '{"lr": 1e-3}' --model '{"channels": 8,
+        "stft_encoder_hop": null, "stft_encoder_n_fft": null, "istft_decoder_hop": null, "istft_decoder_n_fft": null}'
+
 Options: ``--extra-clips`` adds clips from ``tests/assets`` to the training folder; ``--tied-upsampling`` re-draws
 every decoder transposed conv so all output phases share one kernel (ICNR, Aitken et al. 2017: no checkerboard
-tones at step 0). Results: benchmarks/RESULTS.md "The demo's codec".
+tones at step 0). Results: benchmarks/RESULTS.md "The demo's codec" and "A spectral front end and head for small
+codecs".
 """
 
 from __future__ import annotations

@@ -111,6 +111,8 @@ def test_report_states_the_prompt_reconstruction_quality(tmp_path):
         f'{RECONSTRUCTION_BEFORE["torch_init_si_sdr"]:.2f} dB' in line            # and the former init's, same machine
     assert f'{RECONSTRUCTION_BEFORE["discriminator_log_mel_l1"]:.3f}' in line and \
         f'{RECONSTRUCTION_BEFORE["discriminator_si_sdr"]:.2f} dB' in line         # and the former demo codec's
+    assert f'{RECONSTRUCTION_BEFORE["conv_codec_log_mel_l1"]:.3f}' in line and \
+        f'{RECONSTRUCTION_BEFORE["conv_codec_si_sdr"]:.2f} dB' in line            # and the waveform-conv codec's
 
     # without the measurement (e.g. an older caller) the report has no such line rather than a made-up value
     result.reconstruction = {}
@@ -125,3 +127,33 @@ def test_demo_codec_trains_without_discriminators():
     from audiolm_pytorch.demo_config import DEFAULT_CONFIG, TINY_SOUNDSTREAM
     assert not list(SoundStream(**DEFAULT_CONFIG['soundstream']['model']).discriminator_parameters())
     assert list(SoundStream(**TINY_SOUNDSTREAM).discriminator_parameters())        # the example scripts keep theirs
+
+
+def test_demo_codec_reads_and_writes_spectra():
+    """The demo's codec has the causal STFT front end and inverse-STFT head (benchmarks/RESULTS.md "A spectral
+    front end and head for small codecs"); the example scripts' tiny codec stays convolutional."""
+    from audiolm_pytorch import SoundStream
+    from audiolm_pytorch.demo_config import DEFAULT_CONFIG, TINY_SOUNDSTREAM
+    from audiolm_pytorch.nn.istft_head import CausalISTFTHead
+    from audiolm_pytorch.nn.stft_front import CausalSTFTFront
+    demo_codec = SoundStream(**DEFAULT_CONFIG['soundstream']['model'])
+    assert isinstance(demo_codec.encoder[0], CausalSTFTFront) and isinstance(demo_codec.decoder[-1], CausalISTFTHead)
+    assert demo_codec.downsample_factor == 320                                     # the stages' frame rate is unchanged
+    example = SoundStream(**TINY_SOUNDSTREAM)
+    assert not any(isinstance(m, (CausalSTFTFront, CausalISTFTHead)) for m in example.modules())
+
+
+def test_loss_panel_caps_a_first_step_spike():
+    """The codec's waveform loss at step 0 (~9 with the inverse-STFT head's random start) would squash its panel's
+    curves to a line: the y-axis is capped from the later steps, and the title says so. Without a spike, no cap."""
+    from matplotlib.figure import Figure
+    from audiolm_pytorch.demo_report import _clip_first_steps
+    spiky = [(0, 9.0), *((step, 0.5 - step / 1000) for step in range(1, 200))]
+    flat = [(step, 0.8 - step / 1000) for step in range(200)]
+    ax = Figure().add_subplot()
+    ax.plot(*zip(*spiky))
+    assert _clip_first_steps(ax, [spiky, flat]) and abs(ax.get_ylim()[1] - 1.1 * 0.8) < 0.01
+    ax = Figure().add_subplot()
+    ax.plot(*zip(*flat))
+    top = ax.get_ylim()[1]
+    assert not _clip_first_steps(ax, [flat]) and ax.get_ylim()[1] == top

@@ -4,6 +4,8 @@ waveform (b, c, n) -> causal conv encoder (residual units, dilations 1/3/9, stri
 -> causal local-attention transformer -> residual quantizer (RVQ with k-means init + EMA + dead-code
 replacement, grouped RVQ, residual LFQ or residual FSQ; quantizer dropout for variable bitrate)
 -> local-attention transformer -> causal transposed-conv decoder -> waveform (b, c, n).
+Optionally the encoder's first blocks are a causal STFT front end and the decoder's last blocks a causal inverse-STFT
+head (``stft_encoder_hop`` / ``istft_decoder_hop``).
 
 This module holds the model (encode / quantize / decode, ``forward``); its parts live beside it:
 ``soundstream_blocks.py`` (encoder / decoder), ``soundstream_quantizer.py`` (building the residual quantizer),
@@ -96,6 +98,12 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
             (PyTorch's init, versions <= 0.1.0: the time-varying part shrinks ~x0.7 per block under constant
             biases, and the small codec's first-level codes collapsed). Shapes a new model only: loading a
             checkpoint replaces the weights.
+        stft_encoder_hop / stft_encoder_n_fft, istft_decoder_hop / istft_decoder_n_fft: a causal STFT front end
+            (``nn/stft_front.py``) replaces the encoder blocks that would downsample by ``stft_encoder_hop``, a causal
+            inverse-STFT head (``nn/istft_head.py``) the decoder blocks that would upsample by ``istft_decoder_hop``
+            (each a product of the first strides, e.g. 40 for (2, 4, 5, 8); windows default to 4 x hop). Default off.
+            They learn spectral envelopes far faster on small codecs and lose waveform phase agreement
+            (benchmarks/RESULTS.md "A spectral front end and head for small codecs"); the codec stays streamable.
         discr_weight_norm: weight normalisation in every discriminator conv (default on, as MelGAN / HiFi-GAN /
             EnCodec / DAC). Checkpoints written without it load exactly (``weight_norm_compat``).
 
@@ -156,6 +164,10 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
         use_weight_norm: bool = False,
         conv_init: str = 'variance_preserving',
         activation: str = 'elu',
+        stft_encoder_hop: int | None = None,
+        stft_encoder_n_fft: int | None = None,
+        istft_decoder_hop: int | None = None,
+        istft_decoder_n_fft: int | None = None,
         stft_discriminator: nn.Module | dict | bool | None = None,
         multi_scale_discr_kwargs: dict | None = None,
         use_multi_period_discr: bool = False,
@@ -186,8 +198,10 @@ class SoundStream(Checkpointable, ResidualQuantizerMixin, StreamingCodecMixin, A
         blocks = dict(input_channels = input_channels, channels = channels, channel_mults = channel_mults,
                       strides = strides, codebook_dim = codebook_dim, squeeze_excite = squeeze_excite,
                       weight_norm = use_weight_norm, activation = activation)
-        self.encoder = build_encoder(dilations = enc_cycle_dilations, **blocks)
-        self.decoder = build_decoder(dilations = dec_cycle_dilations, **blocks)
+        self.encoder = build_encoder(dilations = enc_cycle_dilations, stft_hop = stft_encoder_hop,
+                                     stft_n_fft = stft_encoder_n_fft, **blocks)
+        self.decoder = build_decoder(dilations = dec_cycle_dilations, istft_hop = istft_decoder_hop,
+                                     istft_n_fft = istft_decoder_n_fft, **blocks)
         if conv_init not in CONV_INITS:
             raise ValueError(f'conv_init must be one of {CONV_INITS}, got {conv_init!r}')
         if conv_init == 'variance_preserving':

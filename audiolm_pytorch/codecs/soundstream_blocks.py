@@ -16,6 +16,8 @@ from torch import nn
 
 from audiolm_pytorch.nn.causal_conv import (CausalConv1d, CausalConvTranspose1d, CausalSqueezeExcite, Residual, Snake,
                                             StreamingSequential)
+from audiolm_pytorch.nn.istft_head import CausalISTFTHead
+from audiolm_pytorch.nn.stft_front import CausalSTFTFront
 
 
 def _activation(kind: str, dim: int) -> nn.Module:
@@ -48,15 +50,23 @@ def decoder_block(chan_in: int, chan_out: int, stride: int, dilations: Sequence[
 
 def build_encoder(*, input_channels: int, channels: int, channel_mults: Sequence[int], strides: Sequence[int],
                   codebook_dim: int, dilations: Sequence[int], squeeze_excite: bool, weight_norm: bool,
-                  activation: str) -> StreamingSequential:
-    """Waveform ``(b, input_channels, n)`` -> latents ``(b, codebook_dim, n // prod(strides))``."""
+                  activation: str, stft_hop: int | None = None, stft_n_fft: int | None = None
+                  ) -> StreamingSequential:
+    """Waveform ``(b, input_channels, n)`` -> latents ``(b, codebook_dim, n // prod(strides))``. With ``stft_hop``,
+    a ``CausalSTFTFront`` (window ``stft_n_fft``, default ``4 * stft_hop``) replaces the first blocks, those that
+    would downsample by ``stft_hop``."""
     layer_channels = (channels, *(channels * m for m in channel_mults))
     conv = dict(weight_norm = weight_norm, activation = activation)
-    return StreamingSequential(
-        CausalConv1d(input_channels, channels, 7, weight_norm = weight_norm),
-        *(encoder_block(c_in, c_out, s, dilations, squeeze_excite, **conv)
-          for c_in, c_out, s in zip(layer_channels[:-1], layer_channels[1:], strides)),
-        CausalConv1d(layer_channels[-1], codebook_dim, 3, weight_norm = weight_norm))
+    replaced = stft_blocks(strides, stft_hop, 'stft_encoder_hop') if stft_hop is not None else 0
+    blocks = [encoder_block(c_in, c_out, s, dilations, squeeze_excite, **conv)
+              for c_in, c_out, s in zip(layer_channels[:-1], layer_channels[1:], strides)]
+    if replaced:
+        stem = [CausalSTFTFront(layer_channels[replaced], hop = stft_hop, n_fft = stft_n_fft or 4 * stft_hop,
+                                channels = input_channels), _activation(activation, layer_channels[replaced])]
+    else:
+        stem = [CausalConv1d(input_channels, channels, 7, weight_norm = weight_norm)]
+    return StreamingSequential(*stem, *blocks[replaced:],
+                               CausalConv1d(layer_channels[-1], codebook_dim, 3, weight_norm = weight_norm))
 
 
 # the last conv of each residual unit's branch starts at this fraction of its variance-preserving scale, so the
@@ -98,19 +108,46 @@ def init_variance_preserving(network: nn.Module, residual_branch_scale: float = 
             # the branch's own last conv (a squeeze-excitation after it keeps its init)
             last = [m for m in module.fn.children() if isinstance(m, CausalConv1d)][-1].conv
             _set_weight(last, last.weight * residual_branch_scale)
+    for module in network.modules():
+        if isinstance(module, CausalISTFTHead):
+            module.reset_parameters()
+
+
+def stft_blocks(strides: Sequence[int], hop: int, name: str) -> int:
+    """How many of the encoder's first (decoder's last) blocks an STFT front (iSTFT head) of ``hop`` samples per
+    frame replaces: ``hop`` must be the product of the first ``k`` strides (40 = 2 * 4 * 5 for (2, 4, 5, 8): k = 3)."""
+    product = 1
+    for k, stride in enumerate(strides, start = 1):
+        product *= stride
+        if product == hop:
+            return k
+    prefixes = [math.prod(strides[:k]) for k in range(1, len(strides) + 1)]
+    raise ValueError(f'{name} must be a product of the first encoder strides {tuple(strides)}: one of {prefixes}, '
+                     f'got {hop}')
 
 
 def build_decoder(*, input_channels: int, channels: int, channel_mults: Sequence[int], strides: Sequence[int],
                   codebook_dim: int, dilations: Sequence[int], squeeze_excite: bool, weight_norm: bool,
-                  activation: str) -> StreamingSequential:
+                  activation: str, istft_hop: int | None = None, istft_n_fft: int | None = None
+                  ) -> StreamingSequential:
     """Latents ``(b, codebook_dim, frames)`` -> waveform ``(b, input_channels, frames * prod(strides))``: the
-    encoder's blocks mirrored."""
+    encoder's blocks mirrored. With ``istft_hop``, the blocks that would upsample the last ``istft_hop`` samples per
+    step are replaced by a ``CausalISTFTHead`` (window ``istft_n_fft``, default ``4 * istft_hop``)."""
     layer_channels = (channels, *(channels * m for m in channel_mults))
     pairs = list(zip(layer_channels[:-1], layer_channels[1:]))
     conv = dict(weight_norm = weight_norm, activation = activation)
+    replaced = stft_blocks(strides, istft_hop, 'istft_decoder_hop') if istft_hop is not None else 0
+    kept = len(strides) - replaced
+    blocks = [decoder_block(c_out, c_in, s, dilations, squeeze_excite, **conv)
+              for (c_in, c_out), s in list(zip(reversed(pairs), reversed(strides)))[:kept]]
+    if replaced:
+        head_dim = layer_channels[replaced]
+        head = CausalISTFTHead(head_dim, hop = istft_hop, n_fft = istft_n_fft or 4 * istft_hop,
+                               channels = input_channels)
+    else:
+        head = CausalConv1d(channels, input_channels, 7, weight_norm = weight_norm)
     return StreamingSequential(
         CausalConv1d(codebook_dim, layer_channels[-1], 7, weight_norm = weight_norm),
         _activation(activation, layer_channels[-1]),
-        *(decoder_block(c_out, c_in, s, dilations, squeeze_excite, **conv)
-          for (c_in, c_out), s in zip(reversed(pairs), reversed(strides))),
-        CausalConv1d(channels, input_channels, 7, weight_norm = weight_norm))
+        *blocks,
+        head)

@@ -201,6 +201,9 @@ def test_bad_input_raises_helpful_errors():
     (dict(rq_groups = 3), 'divisible'),
     (dict(quantize_dropout_cutoff_index = 4), 'cutoff'),
     (dict(discr_multi_scales = (1, 0.3)), 'integer'),
+    (dict(stft_encoder_hop = 3), r'stft_encoder_hop must be a product of the first encoder strides .* one of \[2, 8, 32\]'),
+    (dict(istft_decoder_hop = 4), r'istft_decoder_hop must be a product'),
+    (dict(istft_decoder_hop = 2, istft_decoder_n_fft = 7), 'even n_fft'),
 ])
 def test_impossible_configs_raise(kwargs, match):
     with pytest.raises(ValueError, match = match):
@@ -232,6 +235,23 @@ def test_checkpoint_round_trip(tmp_path):
     legacy = tiny(rq_groups = 2).eval()
     legacy.load(tmp_path / 'legacy.pt')
     assert torch.equal(legacy.tokenize(x), codes)
+
+
+def test_spectral_front_and_head_checkpoint_round_trip(tmp_path):
+    spectral = dict(stft_encoder_hop = 2, istft_decoder_hop = 8, istft_decoder_n_fft = 16)
+    model = warm_up(tiny(**spectral))
+    assert [type(m).__name__ for m in (model.encoder[0], model.decoder[-1])] == ['CausalSTFTFront', 'CausalISTFTHead']
+    x = torch.randn(1, 640) * 0.1
+    with torch.no_grad():
+        audio = model.decode_from_codebook_indices(model.tokenize(x))
+    assert audio.shape == (1, 1, 640)
+    model.save(tmp_path / 'model.pt')
+    rebuilt = SoundStream.init_and_load_from(tmp_path / 'model.pt').eval()
+    with torch.no_grad():
+        assert torch.equal(rebuilt.decode_from_codebook_indices(rebuilt.tokenize(x)), audio)
+    # the convolutional codec cannot silently take these weights
+    with pytest.raises(Exception, match = 'encoder'):
+        tiny().load(tmp_path / 'model.pt')
 
 
 def test_input_sample_hz_resamples():

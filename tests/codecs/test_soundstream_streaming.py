@@ -12,10 +12,16 @@ STREAM_TINY = dict(codebook_size = 32, rq_num_quantizers = 3, channels = 4, chan
                    squeeze_excite = True, use_local_attn = True, stft_discriminator = False, discr_multi_scales = ())
 
 
-@pytest.fixture(scope = 'module', params = ['elu', 'weight_norm_snake'])
+# the spectral encoder front / decoder head replace the first encoder block and the last decoder block (2 samples)
+MODEL_OPTIONS = dict(elu = {}, weight_norm_snake = dict(use_weight_norm = True, activation = 'snake'),
+                     spectral = dict(stft_encoder_hop = 2, stft_encoder_n_fft = 6, istft_decoder_hop = 2,
+                                     istft_decoder_n_fft = 8))
+
+
+@pytest.fixture(scope = 'module', params = list(MODEL_OPTIONS))
 def model(request):
     torch.manual_seed(0)
-    options = dict(use_weight_norm = True, activation = 'snake') if request.param == 'weight_norm_snake' else {}
+    options = MODEL_OPTIONS[request.param]
     model = SoundStream(**STREAM_TINY, **options)
     model.train()
     model(torch.randn(2, 800) * 0.1, return_codes_only = True)     # k-means init of the codebooks
