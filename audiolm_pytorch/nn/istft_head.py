@@ -50,15 +50,17 @@ class CausalISTFTHead(nn.Module):
         self.proj.bias[:self.channels * self.bins] = INIT_LOG_MAGNITUDE
 
     def frames_to_segments(self, x: Tensor) -> Tensor:
-        """``(b, dim, frames)`` -> windowed time segments ``(b * channels, n_fft, frames)``."""
+        """``(b, dim, frames)`` -> windowed time segments ``(b * channels, n_fft, frames)`` in ``x``'s dtype."""
         if x.ndim == 4:                       # the time-major layout of nn/causal_conv.py
             x = x.squeeze(2)
         log_mag, phase = rearrange(self.proj(x.contiguous()), 'b (two c f) n -> two (b c) n f', two = 2,
                                    c = self.channels)
-        mag = log_mag.clamp(max = MAX_LOG_MAGNITUDE).exp()
+        # the FFT runs in float32 whatever the model's dtype or autocast (no complex bfloat16)
+        mag = log_mag.float().clamp(max = MAX_LOG_MAGNITUDE).exp()
+        phase = phase.float()
         spectrum = torch.complex(mag * phase.cos(), mag * phase.sin())
         segments = torch.fft.irfft(spectrum, n = self.n_fft, dim = -1, norm = 'ortho') * (self.window * self.gain)
-        return rearrange(segments, 'b n t -> b t n')
+        return rearrange(segments, 'b n t -> b t n').to(x.dtype)
 
     def _overlap_add(self, segments: Tensor) -> Tensor:
         """``(b, n_fft, frames)`` -> ``(b, frames * hop + n_fft - hop)``: segment ``j`` starts at ``j * hop``."""

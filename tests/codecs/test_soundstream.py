@@ -284,6 +284,25 @@ def test_discriminators_under_bf16_autocast():
     assert not any(p.is_complex() for p in model.parameters())
 
 
+def test_spectral_front_and_head_under_bf16_autocast_and_in_half_precision():
+    spectral = dict(stft_encoder_hop = 2, istft_decoder_hop = 8, istft_decoder_n_fft = 16)
+    model = tiny(**spectral)
+    x = torch.randn(2, 640) * 0.1
+    with torch.autocast(device_type = 'cpu', dtype = torch.bfloat16):
+        losses = model(x, return_all_losses = True)
+    assert torch.isfinite(losses.generator)
+    losses.generator.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.non_discr_parameters() if p.grad is not None)
+    # a codec cast to bfloat16 decodes in its own dtype, whole or streamed
+    model = warm_up(model).to(torch.bfloat16)
+    codes = model.tokenize(x.to(torch.bfloat16))
+    with torch.no_grad():
+        audio = model.decode_from_codebook_indices(codes)
+        streamed, state = model.decode_chunk(codes, model.init_decoder_state(batch_size = 2))
+    assert audio.dtype == streamed.dtype == state.conv[-1].dtype == torch.bfloat16
+    assert torch.isfinite(audio.float()).all()
+
+
 def test_eval_tokenize_never_initialises_codebooks_from_its_input():
     # levels that training has not reached yet must not be k-means-initialised by whatever is tokenized first
     model = tiny().eval()
