@@ -211,3 +211,12 @@ def write_bad_files(folder: Path) -> dict:
     files['nan'] = folder / 'nan.wav'
     sf.write(files['nan'], np.full(100, np.nan, dtype = np.float32), 16000, subtype = 'FLOAT')
     return files
+
+
+def streamed(module, x, chunks, batch_size: int):
+    """``module.forward_stream`` over ``x`` split into ``chunks`` (lengths on the last axis), outputs concatenated."""
+    state, pieces = module.init_state(batch_size), []
+    for piece in x.split(chunks, dim = -1):
+        out, state = module.forward_stream(piece, state)
+        pieces.append(out)
+    return torch.cat(pieces, dim = -1)

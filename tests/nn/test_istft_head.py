@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from audiolm_pytorch.nn.istft_head import CausalISTFTHead
+from tests.helpers import streamed
 
 
 def test_one_bin_synthesises_a_steady_cosine():
@@ -44,11 +45,7 @@ def test_streaming_equals_the_whole_signal(chunks):
     x = torch.randn(3, 5, 10)
     whole = head(x)
     assert whole.shape == (3, 2, 40)
-    state, pieces = head.init_state(3), []
-    for piece in x.split(chunks, dim = -1):
-        out, state = head.forward_stream(piece, state)
-        pieces.append(out)
-    assert torch.allclose(torch.cat(pieces, dim = -1), whole, atol = 1e-6)
+    assert torch.allclose(streamed(head, x, chunks, batch_size = 3), whole, atol = 1e-6)
 
 
 def test_time_major_layout_and_empty_input():

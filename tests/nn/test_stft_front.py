@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from audiolm_pytorch.nn.stft_front import CausalSTFTFront
+from tests.helpers import streamed
 
 
 def test_a_sinusoid_peaks_at_its_bin():
@@ -41,11 +42,7 @@ def test_streaming_equals_the_whole_signal(chunks):
     front = CausalSTFTFront(6, hop = 4, n_fft = 20, channels = 2)
     x = torch.randn(3, 2, 64)
     whole = front(x)
-    state, pieces = front.init_state(3), []
-    for piece in x.split(chunks, dim = -1):
-        out, state = front.forward_stream(piece, state)
-        pieces.append(out)
-    assert torch.allclose(torch.cat(pieces, dim = -1), whole, atol = 1e-5)
+    assert torch.allclose(streamed(front, x, chunks, batch_size = 3), whole, atol = 1e-5)
 
 
 def test_time_major_layout_gives_the_same_frames():
