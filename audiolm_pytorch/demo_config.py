@@ -7,8 +7,9 @@ from __future__ import annotations
 import copy
 
 __all__ = ['TRAIN_CLIPS', 'PROMPT_CLIP', 'PROMPT_SECONDS', 'DEFAULT_MINUTES', 'BUDGET_SHARES',
-           'RECONSTRUCTION_BEFORE', 'MAX_CONTINUATION_SECONDS', 'DEMO_CODEC_SPECTRAL', 'TINY_SOUNDSTREAM', 'TINY_SOUNDSTREAM_TRAINER',
-           'TINY_TOKENIZER', 'TINY_TRANSFORMER', 'TINY_TRANSFORMER_TRAINER', 'NUM_COARSE', 'NUM_FINE', 'DEFAULT_CONFIG', 'default_config']
+           'RECONSTRUCTION_BEFORE', 'MAX_CONTINUATION_SECONDS', 'DEMO_CODEC_SPECTRAL', 'TINY_SOUNDSTREAM',
+           'TINY_SOUNDSTREAM_TRAINER', 'TINY_TOKENIZER', 'TINY_TRANSFORMER', 'TINY_TRANSFORMER_TRAINER', 'NUM_COARSE',
+           'NUM_FINE', 'DEFAULT_CONFIG', 'default_config']
 
 # the training clips (16 kHz) and the held-out clip whose beginning primes the continuation
 TRAIN_CLIPS = ('speech_0_16k.wav', 'music_0_16k.wav', 'music_2_16k.wav')

@@ -58,14 +58,15 @@ def build_encoder(*, input_channels: int, channels: int, channel_mults: Sequence
     layer_channels = (channels, *(channels * m for m in channel_mults))
     conv = dict(weight_norm = weight_norm, activation = activation)
     replaced = stft_blocks(strides, stft_hop, 'stft_encoder_hop') if stft_hop is not None else 0
-    blocks = [encoder_block(c_in, c_out, s, dilations, squeeze_excite, **conv)
-              for c_in, c_out, s in zip(layer_channels[:-1], layer_channels[1:], strides)]
     if replaced:
         stem = [CausalSTFTFront(layer_channels[replaced], hop = stft_hop, n_fft = stft_n_fft or 4 * stft_hop,
                                 channels = input_channels), _activation(activation, layer_channels[replaced])]
     else:
         stem = [CausalConv1d(input_channels, channels, 7, weight_norm = weight_norm)]
-    return StreamingSequential(*stem, *blocks[replaced:],
+    blocks = list(zip(layer_channels[:-1], layer_channels[1:], strides))[replaced:]
+    return StreamingSequential(*stem,
+                               *(encoder_block(c_in, c_out, s, dilations, squeeze_excite, **conv)
+                                 for c_in, c_out, s in blocks),
                                CausalConv1d(layer_channels[-1], codebook_dim, 3, weight_norm = weight_norm))
 
 
@@ -140,9 +141,8 @@ def build_decoder(*, input_channels: int, channels: int, channel_mults: Sequence
     kept = len(strides) - replaced
     blocks = [decoder_block(c_out, c_in, s, dilations, squeeze_excite, **conv)
               for (c_in, c_out), s in list(zip(reversed(pairs), reversed(strides)))[:kept]]
-    if replaced:
-        head_dim = layer_channels[replaced]
-        head = CausalISTFTHead(head_dim, hop = istft_hop, n_fft = istft_n_fft or 4 * istft_hop,
+    if replaced:   # the kept blocks end at layer_channels[replaced] channels
+        head = CausalISTFTHead(layer_channels[replaced], hop = istft_hop, n_fft = istft_n_fft or 4 * istft_hop,
                                channels = input_channels)
     else:
         head = CausalConv1d(channels, input_channels, 7, weight_norm = weight_norm)

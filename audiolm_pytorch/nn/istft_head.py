@@ -36,7 +36,7 @@ class CausalISTFTHead(nn.Module):
         self.bins = n_fft // 2 + 1
         self.proj = nn.Conv1d(dim, 2 * channels * self.bins, 1)
         self.register_buffer('window', torch.hann_window(n_fft, periodic = True), persistent = False)
-        # overlap-added squared windows sum to n_fft / (2 hop) in the steady state (hop <= n_fft / 2): divide it out
+        # overlap-added periodic Hann windows sum to n_fft / (2 hop) in the steady state (hop <= n_fft / 2): divide it out
         self.gain = 1. / max(1., n_fft / (2 * hop))
         self.reset_parameters()
 
