@@ -149,8 +149,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                 f'{path} is not a safe checkpoint (it needs arbitrary code to unpickle: {error}). '
                 'Re-save it with this library, or convert its state dict to safetensors.') from error
         raise ValueError(f'{path} is not a readable checkpoint ({error}); the file may be truncated or corrupt') from error
-    except (RuntimeError, EOFError) as error:
-        raise ValueError(f'{path} is not a readable checkpoint ({error}); the file may be truncated or corrupt') from error
+    except OSError:        # missing file, no permission: as the OS said it
+        raise
+    except Exception as error:  # corrupt bytes reach the unpickler's internals: IndexError, KeyError, EOFError, ...
+        raise ValueError(f'{path} is not a readable checkpoint ({type(error).__name__}: {error}); the file may be '
+                         'truncated or corrupt') from error
 
     if not isinstance(pkg, dict):
         raise ValueError(f'{path} does not hold a checkpoint dict (found {type(pkg).__name__})')

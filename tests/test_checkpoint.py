@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import random
 import pickle
 import stat
 
@@ -358,9 +359,13 @@ def test_corrupt_checkpoints_raise_value_error(tmp_path):
     data = good.read_bytes()
 
     (tmp_path / 'truncated.pt').write_bytes(data[:len(data) // 2])
-    (tmp_path / 'random.pt').write_bytes(os.urandom(4096))
     (tmp_path / 'empty.pt').write_bytes(b'')
-    for name in ('truncated.pt', 'random.pt', 'empty.pt'):
+    # random bytes, also behind a pickle header: they reach the unpickler's internals (IndexError, KeyError, ...)
+    rng = random.Random(0)
+    for i in range(24):
+        header = b'\x80\x02' if i % 2 else b''
+        (tmp_path / f'random_{i}.pt').write_bytes(header + rng.randbytes(rng.choice((7, 64, 4096))))
+    for name in ('truncated.pt', 'empty.pt', *(f'random_{i}.pt' for i in range(24))):
         with pytest.raises(ValueError):
             CkptToy(dim = 2).load(tmp_path / name)
         with pytest.raises(ValueError):
