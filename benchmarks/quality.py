@@ -122,7 +122,7 @@ def _loss_dict(loss, breakdown) -> dict:
     return {'loss': float(loss.detach()), **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in items}}
 
 
-def _evaluate(model, heldout, out_path: Path):
+def _evaluate(model, heldout, out_path: Path, device: str = 'cpu'):
     was_training = model.training
     model.eval()
     hop = int(model.seq_len_multiple_of)
@@ -130,11 +130,11 @@ def _evaluate(model, heldout, out_path: Path):
     with torch.no_grad():
         for name, wave in heldout:
             n = wave.shape[0] // hop * hop
-            x = torch.from_numpy(wave[:n]).reshape(1, n)
+            x = torch.from_numpy(wave[:n]).reshape(1, n).to(device)
             codes = model.tokenize(x)
             recon = model.decode_from_codebook_indices(codes)
-            arrays[f'recon__{name}'] = recon.reshape(-1).float().numpy()
-            arrays[f'codes__{name}'] = codes.reshape(-1, codes.shape[-1]).numpy().astype(np.int64)
+            arrays[f'recon__{name}'] = recon.reshape(-1).float().cpu().numpy()
+            arrays[f'codes__{name}'] = codes.reshape(-1, codes.shape[-1]).cpu().numpy().astype(np.int64)
     model.train(was_training)
     np.savez(out_path, **arrays)
 
@@ -155,7 +155,7 @@ def worker(args):
     work = Path(args.work_dir)
 
     torch.manual_seed(args.seed)
-    model = lib.SoundStream(**{**SMALL_CONFIG, **json.loads(args.model_kwargs)})
+    model = lib.SoundStream(**{**SMALL_CONFIG, **json.loads(args.model_kwargs)}).to(args.device)
     if crop % model.seq_len_multiple_of:
         raise ValueError(f'--crop-seconds gives {crop} samples, not a multiple of {model.seq_len_multiple_of}')
 
@@ -167,7 +167,7 @@ def worker(args):
         optimizer = torch.optim.Adam(model.non_discr_parameters(), lr = args.lr)
 
         def step_fn():
-            x = torch.from_numpy(np.stack([_crop(rng, train, crop) for _ in range(args.batch)]))
+            x = torch.from_numpy(np.stack([_crop(rng, train, crop) for _ in range(args.batch)])).to(args.device)
             loss, breakdown = model(x, return_loss_breakdown = True)
             optimizer.zero_grad()
             loss.backward()
@@ -191,7 +191,7 @@ def worker(args):
     def evaluate():
         path = work / f'eval_{step:07d}.npz'
         started = time.perf_counter()
-        _evaluate(model, heldout, path)
+        _evaluate(model, heldout, path, args.device)
         recent = {k: float(np.mean([l[k] for l in losses[-10:] if k in l])) for k in (losses[-1] if losses else {})}
         emit(step = step, train_seconds = train_seconds, cpu_seconds = cpu_seconds, npz = str(path),
              eval_seconds = time.perf_counter() - started, loss = recent)
@@ -200,6 +200,8 @@ def worker(args):
     while (args.steps is None or step < args.steps) and (args.seconds is None or train_seconds < args.seconds):
         wall, cpu = time.perf_counter(), time.process_time()
         losses.append(step_fn())
+        if args.device.startswith('cuda'):
+            torch.cuda.synchronize()
         train_seconds += time.perf_counter() - wall
         cpu_seconds += time.process_time() - cpu
         step += 1
@@ -250,7 +252,7 @@ def _worker_command(args, side: str, mode: str, work: Path):
     argv = ['--worker', '--side', side, '--mode', mode, '--corpus', str(args.corpus), '--work-dir', str(work),
             '--model-kwargs', model_kwargs, '--trainer-kwargs', args.trainer_kwargs, '--batch', str(args.batch),
             '--crop-seconds', str(args.crop_seconds), '--lr', str(args.lr), '--seed', str(args.seed),
-            '--threads', str(args.threads), '--eval-every', str(args.eval_every)]
+            '--threads', str(args.threads), '--eval-every', str(args.eval_every), '--device', args.device]
     argv += ['--steps', str(args.steps)] if args.steps else []
     argv += ['--seconds', str(args.seconds)] if args.seconds else []
     env_extra = dict(OMP_NUM_THREADS = args.threads, OMP_WAIT_POLICY = os.environ.get('OMP_WAIT_POLICY', 'PASSIVE'),
@@ -386,6 +388,7 @@ def main(argv = None):
     parser.add_argument('--lr', type = float, default = 1e-3, help = 'Adam learning rate of the generator mode')
     parser.add_argument('--seed', type = int, default = 0)
     parser.add_argument('--threads', type = int, default = 1)
+    parser.add_argument('--device', default = 'cpu', help = "torch device of the training sides, e.g. 'cuda'")
     parser.add_argument('--no-perceptual', action = 'store_true', help = 'skip PESQ / STOI')
     parser.add_argument('--reference-venv', default = os.environ.get('REFERENCE_VENV', '/work/venv-ref'))
     parser.add_argument('--out', type = Path, default = REPO_ROOT / 'results' / 'codec_quality')
