@@ -52,14 +52,13 @@ def _spectrogram(wave, sample_hz: int):
     return mel(wave).numpy()
 
 
-def _clip_first_steps(ax, curves, skip: float = 0.02, factor: float = 2.) -> bool:
-    """Cap the y-axis at 1.1 x the largest value after the first ``skip`` of each curve when the first steps exceed
-    ``factor`` times that (e.g. the codec's waveform loss at step 0): otherwise they squash the curves to a line."""
-    values = [[v for _, v in curve] for curve in curves if curve]
-    later = [v for curve in values for v in curve[max(1, int(len(curve) * skip)):]]
-    if not later or max(later) <= 0 or max(v for curve in values for v in curve) <= factor * max(later):
+def _log_scale_if_wide(ax, curves, ratio: float = 20.) -> bool:
+    """Log y-axis for a panel whose positive values span more than ``ratio`` (the codec's waveform loss starts near
+    10 and ends near 0.01 while its mel loss stays near 0.3: on a linear axis the curves flatten to lines)."""
+    values = [v for curve in curves for _, v in curve]
+    if not values or min(values) <= 0 or max(values) <= ratio * min(values):
         return False
-    ax.set_ylim(top = 1.1 * max(later))
+    ax.set_yscale('log')
     return True
 
 
@@ -92,8 +91,8 @@ def _plot(path: Path, waves, sample_hz: int, stages, prompt_seconds: float):
                 continue
             steps, values = zip(*curve)
             ax.plot(steps, values, label = key, linewidth = 1, marker = 'o' if len(steps) < 20 else None, markersize = 2)
-        clipped = _clip_first_steps(ax, stage_curves)
-        ax.set_title(f'{stage_name} loss' + (' (first steps off the scale)' if clipped else ''), fontsize = 9)
+        _log_scale_if_wide(ax, stage_curves)
+        ax.set_title(f'{stage_name} loss', fontsize = 9)
         ax.set_xlabel('step', fontsize = 8)
         ax.tick_params(labelsize = 7)
         if ax.lines:

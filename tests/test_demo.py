@@ -143,17 +143,17 @@ def test_demo_codec_reads_and_writes_spectra():
     assert not any(isinstance(m, (CausalSTFTFront, CausalISTFTHead)) for m in example.modules())
 
 
-def test_loss_panel_caps_a_first_step_spike():
-    """The codec's waveform loss at step 0 (~9 with the inverse-STFT head's random start) would squash its panel's
-    curves to a line: the y-axis is capped from the later steps, and the title says so. Without a spike, no cap."""
+def test_loss_panel_goes_log_scale_when_values_span_decades():
+    """The codec's waveform loss falls from ~9 to ~0.01 while its mel loss stays near 0.3: on a linear axis both
+    flatten to lines, so such a panel gets a log y-axis; a language model's loss curve (3.7 -> 0.3) stays linear,
+    and so does any panel with a value <= 0 (an adversarial loss)."""
     from matplotlib.figure import Figure
-    from audiolm_pytorch.demo_report import _clip_first_steps
-    spiky = [(0, 9.0), *((step, 0.5 - step / 1000) for step in range(1, 200))]
-    flat = [(step, 0.8 - step / 1000) for step in range(200)]
-    ax = Figure().add_subplot()
-    ax.plot(*zip(*spiky))
-    assert _clip_first_steps(ax, [spiky, flat]) and abs(ax.get_ylim()[1] - 1.1 * 0.8) < 0.01
-    ax = Figure().add_subplot()
-    ax.plot(*zip(*flat))
-    top = ax.get_ylim()[1]
-    assert not _clip_first_steps(ax, [flat]) and ax.get_ylim()[1] == top
+    from audiolm_pytorch.demo_report import _log_scale_if_wide
+    recon = [(0, 9.0), *((step, 0.01 + 1 / step) for step in range(1, 200))]
+    mel = [(step, 0.9 - step / 400) for step in range(200)]
+    lm = [(step, 3.7 - step / 60) for step in range(200)]
+    cases = (([recon, mel], 'log'), ([lm], 'linear'), ([recon, [(0, -0.5), (1, 0.2)]], 'linear'))
+    for curves, scale in cases:
+        ax = Figure().add_subplot()
+        assert _log_scale_if_wide(ax, curves) == (scale == 'log')
+        assert ax.get_yscale() == scale
