@@ -121,8 +121,8 @@ def _reconstruction_lines(metrics: dict) -> list[str]:
             f'{before["torch_init_log_mel_l1"]:.3f}, SI-SDR {before["torch_init_si_sdr"]:.2f} dB; with the STFT '
             f'discriminator {before["discriminator_log_mel_l1"]:.3f}, SI-SDR {before["discriminator_si_sdr"]:.2f} dB; '
             f'the waveform-conv codec without the spectral front end and head {before["conv_codec_log_mel_l1"]:.3f}, '
-            f'SI-SDR {before["conv_codec_si_sdr"]:.2f} dB (its inverse-STFT head draws its own phases, so the waveform '
-            f'lines up less with the prompt while the spectrogram follows it more closely). '
+            f'SI-SDR {before["conv_codec_si_sdr"]:.2f} dB (the current codec\'s inverse-STFT head draws its own phases, so '
+            f'its waveform lines up less with the prompt while its spectrogram follows the prompt more closely). '
             f'Metrics: `audiolm_pytorch/codecs/metrics.py`']
 
 
