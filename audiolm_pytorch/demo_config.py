@@ -60,7 +60,7 @@ DEFAULT_CONFIG = dict(
     # and its gradient penalty cost ~30% of every step and made the held-out reconstruction worse, at equal steps and
     # at equal time (issue 13, benchmarks/RESULTS.md "The demo's codec"); the example scripts keep the discriminator
     soundstream = dict(model = dict(copy.deepcopy(TINY_SOUNDSTREAM), stft_discriminator = False, **DEMO_CODEC_SPECTRAL),
-                       trainer = dict(TINY_SOUNDSTREAM_TRAINER, lr = 2e-3)),
+                       trainer = dict(TINY_SOUNDSTREAM_TRAINER)),
     tokenizer = dict(TINY_TOKENIZER),
     semantic = dict(model = dict(TINY_TRANSFORMER), trainer = dict(TINY_TRANSFORMER_TRAINER)),
     coarse = dict(model = dict(num_coarse_quantizers = NUM_COARSE, **TINY_TRANSFORMER),
